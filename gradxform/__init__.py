@@ -1,0 +1,96 @@
+"""gradxform: torch.optim's algorithms as pure, jit-compiled JAX transformations."""
+
+from gradxform.base import (
+    EmptyState,
+    GradientTransformation,
+    OptState,
+    Params,
+    Schedule,
+    Updates,
+    apply_updates,
+    chain,
+    identity,
+)
+from gradxform.hyperparams import (
+    InjectHyperparamsState,
+    get_hyperparams,
+    inject_hyperparams,
+    set_hyperparams,
+)
+from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
+from gradxform.optimizers.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
+from gradxform.optimizers.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
+from gradxform.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from gradxform.optimizers.asgd import ScaleByAsgdState, asgd, scale_by_asgd
+from gradxform.optimizers.muon import ScaleByMuonState, muon, orthogonalize_via_newton_schulz, scale_by_muon
+from gradxform.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
+from gradxform.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
+from gradxform.optimizers.rmsprop import ScaleByRmspropState, rmsprop, scale_by_rmsprop
+from gradxform.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
+from gradxform.optimizers.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
+from gradxform.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from gradxform.optimizers.sgd import ScaleBySgdState, scale_by_sgd, sgd
+from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_learning_rate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "InjectHyperparamsState",
+    "OptState",
+    "Params",
+    "ScaleByAdadeltaState",
+    "ScaleByAdafactorState",
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByAdamaxState",
+    "ScaleByAsgdState",
+    "ScaleByMuonState",
+    "ScaleByNadamState",
+    "ScaleByRadamState",
+    "ScaleByRmspropState",
+    "ScaleByRpropState",
+    "ScaleBySgdState",
+    "ScaleBySparseAdamState",
+    "Schedule",
+    "Updates",
+    "adadelta",
+    "adafactor",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "add_decayed_weights",
+    "apply_updates",
+    "asgd",
+    "chain",
+    "get_hyperparams",
+    "identity",
+    "inject_hyperparams",
+    "muon",
+    "nadam",
+    "negate",
+    "orthogonalize_via_newton_schulz",
+    "radam",
+    "rmsprop",
+    "rprop",
+    "scale",
+    "scale_by_adadelta",
+    "scale_by_adafactor",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_asgd",
+    "scale_by_learning_rate",
+    "scale_by_muon",
+    "scale_by_nadam",
+    "scale_by_radam",
+    "scale_by_rmsprop",
+    "scale_by_rprop",
+    "scale_by_sgd",
+    "scale_by_sparse_adam",
+    "set_hyperparams",
+    "sgd",
+    "sparse_adam",
+]

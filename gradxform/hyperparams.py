@@ -1,0 +1,187 @@
+"""Hyperparameters that live in the optimizer state.
+
+Every gradxform optimizer (``gradxform.adam(...)`` and the others) keeps its float
+hyperparameters in its state as scalar arrays, in an :class:`InjectHyperparamsState`.
+Changing them between steps (by hand with :func:`set_hyperparams`, or by a schedule)
+therefore changes only array *values*: a jitted ``update`` is never recompiled.
+
+A hyperparameter given as a callable is a schedule: it is called with the number of
+updates done so far (an int32 array, 0 at the first update) and its value is written to
+the state before the update uses it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradxform import _numerics
+from gradxform.base import GradientTransformation
+
+
+class InjectHyperparamsState(NamedTuple):
+    """State of a transformation built by :func:`inject_hyperparams`.
+
+    Attributes:
+      count: int32 ``[]``, the number of updates done so far (the schedules' step).
+      hyperparams: ``dict[str, pytree]`` of float scalar arrays (``[]``, default float
+        dtype), the values used by the most recent update (or by ``init``).
+      inner_state: the state of the transformation built from them.
+    """
+
+    count: jax.Array
+    hyperparams: dict[str, Any]
+    inner_state: Any
+
+
+def _is_schedule(leaf) -> bool:
+    return callable(leaf)
+
+
+def _value(leaf, count) -> jax.Array:
+    if _is_schedule(leaf):
+        leaf = leaf(count)
+    return jnp.asarray(leaf, dtype=_numerics.hyper_dtype())
+
+
+def inject_hyperparams(
+    build: Callable[..., GradientTransformation], /, **hyperparams: Any
+) -> GradientTransformation:
+    """Builds ``build(**hyperparams)`` with the hyperparameters held in the state.
+
+    Args:
+      build: a function of the hyperparameters that returns a transformation. It is
+        called with scalar arrays (possibly traced), and must not depend on their
+        values in Python control flow.
+      **hyperparams: each a float, a scalar array, a schedule (``count -> value``), or a
+        tuple of those (``betas=(0.9, 0.999)``). ``None`` leaves are passed through.
+
+    Returns:
+      A transformation with :class:`InjectHyperparamsState`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradxform
+      >>> tx = gradxform.inject_hyperparams(gradxform.scale, step_size=lambda n: -1.0 / (n + 1))
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for _ in range(2):
+      ...     u, state = tx.update(jnp.ones(1), state)
+      >>> u.tolist(), float(state.hyperparams["step_size"])
+      ([-0.5], -0.5)
+    """
+    spec = dict(hyperparams)
+
+    def current(count, stored=None):
+        values = {}
+        for name, leaves in spec.items():
+            if stored is None:
+                values[name] = jax.tree.map(lambda leaf: _value(leaf, count), leaves)
+            else:
+                values[name] = jax.tree.map(
+                    lambda leaf, old: _value(leaf, count) if _is_schedule(leaf) else old,
+                    leaves,
+                    stored[name],
+                )
+        return values
+
+    def init(params):
+        count = jnp.zeros([], jnp.int32)
+        values = current(count)
+        return InjectHyperparamsState(count, values, build(**values).init(params))
+
+    def update(updates, state, params=None, **extra_args):
+        values = current(state.count, state.hyperparams)
+        updates, inner_state = build(**values).update(
+            updates, state.inner_state, params, **extra_args
+        )
+        count = state.count + jnp.ones([], state.count.dtype)
+        return updates, InjectHyperparamsState(count, values, inner_state)
+
+    return GradientTransformation(init, update)
+
+
+def _find(state, path=()):
+    """Yields ``(path, InjectHyperparamsState)`` pairs found in nested tuples/lists."""
+    if isinstance(state, InjectHyperparamsState):
+        yield path, state
+    elif isinstance(state, (tuple, list)):
+        for i, sub in enumerate(state):
+            yield from _find(sub, path + (i,))
+
+
+def _only(state) -> tuple[tuple, InjectHyperparamsState]:
+    found = list(_find(state))
+    if not found:
+        raise ValueError(
+            "this state holds no hyperparameters: build the transformation with a "
+            "gradxform optimizer (gradxform.adam, ...) or gradxform.inject_hyperparams"
+        )
+    if len(found) > 1:
+        raise ValueError(
+            f"this state holds {len(found)} sets of hyperparameters (at positions "
+            f"{[p for p, _ in found]}); pass the sub-state you mean"
+        )
+    return found[0]
+
+
+def get_hyperparams(state) -> dict[str, Any]:
+    """The hyperparameters of an optimizer state, as a ``dict`` of scalar arrays.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> state = gradxform.adam(1e-3).init(jnp.zeros(3))
+      >>> float(gradxform.get_hyperparams(state)["learning_rate"])
+      0.001
+    """
+    return dict(_only(state)[1].hyperparams)
+
+
+def _replace_at(state, path, new):
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    items = list(state)
+    items[head] = _replace_at(items[head], rest, new)
+    if isinstance(state, list):
+        return items
+    if hasattr(state, "_fields"):
+        return type(state)(*items)
+    return tuple(items)
+
+
+def set_hyperparams(state, **values) -> Any:
+    """Returns ``state`` with some hyperparameters replaced.
+
+    Values keep the stored dtype and structure, so a jitted update is not recompiled.
+    A hyperparameter that follows a schedule is recomputed at the next update.
+
+    Raises:
+      KeyError: for a name the optimizer does not have.
+      ValueError: for a value whose structure differs (``betas`` needs two values).
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> state = gradxform.sgd(0.1).init(jnp.zeros(3))
+      >>> state = gradxform.set_hyperparams(state, learning_rate=0.01)
+      >>> float(gradxform.get_hyperparams(state)["learning_rate"])
+      0.01
+    """
+    path, found = _only(state)
+    hyperparams = dict(found.hyperparams)
+    for name, value in values.items():
+        if name not in hyperparams:
+            raise KeyError(
+                f"unknown hyperparameter {name!r}; this optimizer has {sorted(hyperparams)}"
+            )
+        old = hyperparams[name]
+        old_leaves, treedef = jax.tree.flatten(old)
+        new_leaves = jax.tree.leaves(value)
+        if len(new_leaves) != len(old_leaves):
+            raise ValueError(
+                f"{name} has {len(old_leaves)} value(s), got {len(new_leaves)}: {value!r}"
+            )
+        hyperparams[name] = treedef.unflatten(
+            [jnp.asarray(n, dtype=o.dtype).reshape(o.shape) for n, o in zip(new_leaves, old_leaves)]
+        )
+    return _replace_at(state, path, found._replace(hyperparams=hyperparams))

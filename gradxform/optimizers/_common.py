@@ -1,0 +1,73 @@
+"""Pieces shared by the optimizer aliases: validation and the standard chain."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from gradxform import transforms
+from gradxform.base import GradientTransformation, chain
+from gradxform.hyperparams import inject_hyperparams
+
+
+def concrete(value: Any) -> float | None:
+    """``value`` as a float when it is known now (not a schedule, not traced), else None."""
+    if callable(value) or value is None:
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    try:
+        array = jnp.asarray(value)
+        if array.size != 1:
+            return None
+        return float(array.reshape(()))
+    except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+
+
+def check(value: Any, is_valid: Callable[[float], bool], message: str) -> None:
+    """Raises ``ValueError(message.format(value))`` when a concrete value is invalid.
+
+    ``message`` uses ``{}`` for the value, printed as torch prints a Python number.
+    """
+    number = concrete(value)
+    if number is not None and not is_valid(number):
+        raise ValueError(message.format(value if isinstance(value, numbers.Real) else number))
+
+
+def check_learning_rate(value: Any, message: str = "Invalid learning rate: {}") -> None:
+    if not callable(value) and jnp.size(jnp.asarray(value)) != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    check(value, lambda v: v >= 0.0, message)
+
+
+def is_zero(value: Any) -> bool:
+    """True when ``value`` is the concrete number 0 (so a feature can be left out)."""
+    return concrete(value) == 0.0
+
+
+def standard_chain(
+    direction: GradientTransformation,
+    *,
+    learning_rate,
+    weight_decay=None,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """torch's usual shape of a step: maximize, L2 or decoupled decay, rule, ``-lr``."""
+    parts = []
+    if maximize:
+        parts.append(transforms.negate())
+    if weight_decay is not None and not decoupled_weight_decay:
+        parts.append(transforms.add_decayed_weights(weight_decay))
+    parts.append(direction)
+    if weight_decay is not None and decoupled_weight_decay:
+        parts.append(transforms.add_decayed_weights(weight_decay))
+    parts.append(transforms.scale_by_learning_rate(learning_rate))
+    return chain(*parts)
+
+
+__all__ = ["check", "check_learning_rate", "concrete", "inject_hyperparams", "is_zero", "standard_chain"]

@@ -1,0 +1,189 @@
+"""Adafactor with factored second moments (``torch.optim.Adafactor``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradxform import _numerics, transforms
+from gradxform.base import GradientTransformation, chain
+from gradxform.optimizers import _common
+
+
+class ScaleByAdafactorState(NamedTuple):
+    """State of :func:`scale_by_adafactor`.
+
+    Attributes:
+      step: per-leaf int32 ``[]``.
+      row_var: for leaves with ``ndim >= 2``, shape ``(..., R, 1)``; else ``None`` leaves.
+      col_var: for leaves with ``ndim >= 2``, shape ``(..., 1, C)``; else ``None`` leaves.
+      variance: for leaves with ``ndim < 2``, like the leaf; else ``None`` leaves.
+    """
+
+    step: Any
+    row_var: Any
+    col_var: Any
+    variance: Any
+
+
+def _row_shape(shape):
+    return tuple(shape[:-1]) + (1,)
+
+
+def _col_shape(shape):
+    return tuple(shape[:-2]) + (1, shape[-1])
+
+
+def _norm_sq_mean(g, axis):
+    """torch's ``norm(g, dim=axis, keepdim=True).square_().div_(size)``."""
+    return jnp.square(jnp.sqrt(jnp.sum(g * g, axis=axis, keepdims=True))) / g.shape[axis]
+
+
+def scale_by_adafactor(
+    learning_rate=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *, state_dtype=None
+):
+    r"""Adafactor's step, as torch computes it. Returns descent updates (lr inside).
+
+    .. math::
+       \hat\beta_t = t^{c}, \quad \rho_t = \min(\gamma, 1/\sqrt t), \quad
+       \alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))\,\rho_t, \\
+       R_t = \mathrm{lerp}(R_{t-1}, \mathrm{mean}_{-1}(g^2), \hat\beta_t), \quad
+       C_t = \mathrm{lerp}(C_{t-1}, \mathrm{mean}_{-2}(g^2), \hat\beta_t), \quad
+       \hat V_t = \frac{R_t C_t}{\max(\mathrm{mean}_{-2} R_t, \epsilon_1)}, \\
+       U_t = \frac{g_t}{\sqrt{\max(\hat V_t, \epsilon_1^2)}}, \quad
+       \theta_t = \theta_{t-1}(1 - \gamma\lambda) - \frac{\alpha_t}{\max(1, \mathrm{RMS}(U_t)/d)} U_t
+
+    Leaves with fewer than two dimensions keep a full ``variance`` instead of ``R, C``.
+    ``eps[0] = None`` means the machine epsilon of the parameter's dtype.
+    """
+    eps1, eps2 = eps
+
+    def init(params):
+        def buffers(p):
+            shape, dtype = jnp.shape(p), _numerics.buffer_dtype(jnp.result_type(p), state_dtype)
+            if len(shape) >= 2:
+                return jnp.zeros(_row_shape(shape), dtype), jnp.zeros(_col_shape(shape), dtype), None
+            return None, None, jnp.zeros(shape, dtype)
+
+        treedef = jax.tree.structure(params)
+        rows, cols, variances = zip(*[buffers(p) for p in jax.tree.leaves(params)]) or ((), (), ())
+        return ScaleByAdafactorState(
+            _numerics.step_counts(params),
+            treedef.unflatten(rows),
+            treedef.unflatten(cols),
+            treedef.unflatten(variances),
+        )
+
+    def leaf(g, p, row, col, var, step):
+        if jnp.iscomplexobj(g) or jnp.iscomplexobj(p):
+            raise ValueError("Adafactor does not support complex parameters")
+        dtype = _numerics.compute_dtype(g.dtype)
+        g, p = g.astype(dtype), p.astype(dtype)
+        step = step + 1
+        t = step.astype(_numerics.hyper_dtype())
+        lr = jnp.asarray(learning_rate)
+        beta_hat = t ** jnp.asarray(beta2_decay)
+        rho = jnp.minimum(lr, 1 / jnp.sqrt(t))
+        size = max(g.size, 1)
+        param_rms = jnp.sqrt(jnp.sum(p * p)).astype(t.dtype) / math.sqrt(size)
+        alpha = jnp.maximum(jnp.asarray(eps2), param_rms) * rho
+        e1 = jnp.asarray(jnp.finfo(dtype).eps if eps1 is None else eps1)
+        if g.ndim >= 2:
+            row_new = _numerics.lerp(row.astype(dtype), _norm_sq_mean(g, -1), beta_hat)
+            col_new = _numerics.lerp(col.astype(dtype), _norm_sq_mean(g, -2), beta_hat)
+            row_mean = jnp.maximum(jnp.mean(row_new, axis=-2, keepdims=True), _numerics.scalar(e1, g))
+            estimate = (row_new * col_new) / row_mean
+            row, col = row_new.astype(row.dtype), col_new.astype(col.dtype)
+        else:
+            var_new = _numerics.lerp(var.astype(dtype), g * g, beta_hat)
+            estimate = var_new
+            var = var_new.astype(var.dtype)
+        u = jax.lax.rsqrt(jnp.maximum(estimate, _numerics.scalar(e1 * e1, g))) * g
+        u_rms = jnp.sqrt(jnp.sum(u * u)).astype(t.dtype) / (math.sqrt(size) * jnp.asarray(d))
+        denom = jnp.maximum(1.0, u_rms)
+        update = -_numerics.scalar(alpha / denom, g) * u
+        decay = _numerics.scalar(lr * jnp.asarray(weight_decay), g)
+        update = jnp.where(decay == 0, update, update - decay * p)
+        return update, row, col, var, step
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("scale_by_adafactor needs the params argument of update")
+        treedef = jax.tree.structure(updates)
+        columns = [
+            treedef.flatten_up_to(tree)
+            for tree in (updates, params, state.row_var, state.col_var, state.variance, state.step)
+        ]
+        outputs = [leaf(*args) for args in zip(*columns)]
+        new_updates, row, col, var, step = (treedef.unflatten(list(c)) for c in zip(*outputs))
+        return new_updates, ScaleByAdafactorState(step, row, col, var)
+
+    return GradientTransformation(init, update)
+
+
+def adafactor(
+    learning_rate=1e-2,
+    beta2_decay=-0.8,
+    eps=(None, 1e-3),
+    d=1.0,
+    weight_decay=0.0,
+    *,
+    maximize: bool = False,
+    state_dtype=None,
+) -> GradientTransformation:
+    r"""Adafactor, number for number with ``torch.optim.Adafactor``.
+
+    The gradient is negated when maximizing; decoupled weight decay
+    :math:`\theta \leftarrow \theta(1-\gamma\lambda)` is applied beside the rule of
+    :func:`scale_by_adafactor`.
+
+    Args:
+      learning_rate: :math:`\gamma`, caps the relative step :math:`\rho_t`.
+      beta2_decay: :math:`c \le 0`, the decay rate of :math:`\hat\beta_t = t^c`.
+      eps: :math:`(\epsilon_1, \epsilon_2)`; ``None`` for :math:`\epsilon_1` means the
+        dtype's machine epsilon.
+      d: :math:`d \ge 1`, the update clipping threshold.
+      weight_decay: :math:`\lambda`, decoupled.
+      maximize: maximize the objective.
+      state_dtype: dtype of the factored buffers.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.adafactor(0.1)
+      >>> params = jnp.ones((2, 3))
+      >>> updates, _ = tx.update(jnp.ones((2, 3)), tx.init(params), params)
+      >>> round(float(updates[0, 0]), 6)
+      -0.1
+
+    Reference: Shazeer & Stern, 2018; ``torch.optim.Adafactor``.
+    """
+    if not callable(learning_rate) and jnp.size(jnp.asarray(learning_rate)) != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    _common.check(learning_rate, lambda v: v >= 0.0, "Learning rate should be >= 0 but is: {}")
+    _common.check(beta2_decay, lambda v: v <= 0.0, "beta2_decay should be <= 0 but is: {}")
+    if eps[0] is not None:
+        _common.check(eps[0], lambda v: v >= 0.0, "epsilon1 should be >= 0 but is: {}")
+    _common.check(eps[1], lambda v: v >= 0.0, "epsilon2 should be >= 0 but is: {}")
+    _common.check(d, lambda v: v >= 1.0, "Clipping threshold d should be >= 1 but is: {}")
+    _common.check(weight_decay, lambda v: v >= 0.0, "weight_decay should be >= 0 but is: {}")
+
+    def build(learning_rate, beta2_decay, eps, d, weight_decay):
+        parts = [transforms.negate()] if maximize else []
+        parts.append(
+            scale_by_adafactor(learning_rate, beta2_decay, eps, d, weight_decay, state_dtype=state_dtype)
+        )
+        return chain(*parts)
+
+    return _common.inject_hyperparams(
+        build,
+        learning_rate=learning_rate,
+        beta2_decay=beta2_decay,
+        eps=tuple(eps),
+        d=d,
+        weight_decay=weight_decay,
+    )
+

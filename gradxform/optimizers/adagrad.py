@@ -1,0 +1,115 @@
+"""Adagrad (``torch.optim.Adagrad``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from gradxform import _numerics
+from gradxform.base import GradientTransformation
+from gradxform.optimizers import _common
+
+
+class ScaleByAdagradState(NamedTuple):
+    """State of :func:`scale_by_adagrad`.
+
+    Attributes:
+      step: per-leaf int32 ``[]``.
+      sum: like params, the running sum of squared gradients.
+    """
+
+    step: Any
+    sum: Any
+
+
+def scale_by_adagrad(lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0, *, state_dtype=None):
+    r"""Adagrad's direction, as in torch (eps outside the square root).
+
+    .. math::
+       s_t = s_{t-1} + g_t^2, \qquad
+       d_t = \frac{1}{1 + (t-1)\,\eta} \cdot \frac{g_t}{\sqrt{s_t} + \epsilon}
+
+    ``s_0 = initial_accumulator_value`` (``v + v i`` for complex parameters). optax puts
+    eps inside the square root and starts from 0.1; torch does neither.
+    """
+
+    def init(params):
+        return ScaleByAdagradState(
+            _numerics.step_counts(params),
+            _numerics.full_like_buffer(params, initial_accumulator_value, state_dtype),
+        )
+
+    def leaf(g, s, step):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        step = step + 1
+        t = step.astype(_numerics.hyper_dtype())
+        decay = 1 / (1 + (t - 1) * jnp.asarray(lr_decay))
+        s_new = s.astype(dtype) + g * g
+        std = jnp.sqrt(s_new) + _numerics.scalar(eps, g)
+        return (g / std) * _numerics.scalar(decay, g), s_new.astype(s.dtype), step
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        direction, s, step = _numerics.leafwise(leaf, updates, state.sum, state.step, num_outputs=3)
+        return direction, ScaleByAdagradState(step, s)
+
+    return GradientTransformation(init, update)
+
+
+def adagrad(
+    learning_rate=1e-2,
+    lr_decay=0.0,
+    weight_decay=0.0,
+    initial_accumulator_value=0.0,
+    eps=1e-10,
+    *,
+    maximize: bool = False,
+    state_dtype=None,
+) -> GradientTransformation:
+    r"""Adagrad, number for number with ``torch.optim.Adagrad``.
+
+    .. math::
+       g_t \leftarrow \pm g_t + \lambda\theta_{t-1}, \quad
+       \theta_t = \theta_{t-1} - \gamma\, d_t
+
+    with :math:`d_t` from :func:`scale_by_adagrad`.
+
+    Args:
+      learning_rate: :math:`\gamma`; a float, a scalar array or a schedule.
+      lr_decay: :math:`\eta`, the learning rate decay.
+      weight_decay: :math:`\lambda`, an L2 penalty.
+      initial_accumulator_value: the starting value of the sum of squares.
+      eps: added to the denominator.
+      maximize: maximize the objective.
+      state_dtype: dtype of the sum buffer.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.adagrad(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> round(updates.tolist()[0], 6)
+      -0.1
+
+    Reference: Duchi et al., 2011; ``torch.optim.Adagrad``.
+    """
+    _common.check_learning_rate(learning_rate)
+    _common.check(lr_decay, lambda v: v >= 0.0, "Invalid lr_decay value: {}")
+    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+    _common.check(
+        initial_accumulator_value, lambda v: v >= 0.0, "Invalid initial_accumulator_value value: {}"
+    )
+    _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
+
+    def build(learning_rate, lr_decay, weight_decay, eps):
+        return _common.standard_chain(
+            scale_by_adagrad(lr_decay, eps, initial_accumulator_value, state_dtype=state_dtype),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            maximize=maximize,
+        )
+
+    return _common.inject_hyperparams(
+        build, learning_rate=learning_rate, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps
+    )

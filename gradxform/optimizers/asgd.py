@@ -1,0 +1,123 @@
+"""Averaged stochastic gradient descent (``torch.optim.ASGD``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from gradxform import _numerics
+from gradxform.base import GradientTransformation
+from gradxform.optimizers import _common
+from gradxform import transforms
+from gradxform.base import chain
+
+
+class ScaleByAsgdState(NamedTuple):
+    """State of :func:`scale_by_asgd`.
+
+    Attributes:
+      step: per-leaf int32 ``[]``.
+      eta: per-leaf float32 ``[]``, the current step size (float32 as torch keeps it).
+      mu: per-leaf float32 ``[]``, the averaging coefficient.
+      ax: like params, the averaged parameters (what ASGD returns as its solution).
+    """
+
+    step: Any
+    eta: Any
+    mu: Any
+    ax: Any
+
+
+def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_dtype=None):
+    r"""ASGD's step, as in torch. Returns descent updates (the learning rate is inside).
+
+    .. math::
+       \theta_t = \theta_{t-1}(1 - \lambda\eta_t) - \eta_t g_t, \quad
+       \bar\theta_t = \bar\theta_{t-1} + \mu_t(\theta_t - \bar\theta_{t-1}), \\
+       \eta_{t+1} = \frac{\gamma}{(1 + \lambda\gamma t)^\alpha}, \quad
+       \mu_{t+1} = \frac{1}{\max(1, t - t_0)}
+
+    with :math:`\eta_1 = \gamma`, :math:`\mu_1 = 1`. Needs ``params`` in ``update``.
+    """
+
+    def init(params):
+        return ScaleByAsgdState(
+            _numerics.step_counts(params),
+            _numerics.per_leaf_scalars(params, learning_rate),
+            _numerics.per_leaf_scalars(params, 1.0),
+            _numerics.zeros_like_buffer(params, state_dtype),
+        )
+
+    def leaf(g, p, eta, mu, ax, step):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g, p = g.astype(dtype), p.astype(dtype)
+        step = step + 1
+        eta_value = eta.astype(_numerics.hyper_dtype())
+        new_p = p * _numerics.scalar(1 - jnp.asarray(lambd) * eta_value, g) - _numerics.scalar(eta_value, g) * g
+        mu_value = _numerics.scalar(mu, g)
+        ax_new = jnp.where(mu_value != 1, ax.astype(dtype) + (new_p - ax.astype(dtype)) * mu_value, new_p)
+        t = step.astype(_numerics.hyper_dtype())
+        lr = jnp.asarray(learning_rate)
+        new_eta = (lr / ((1 + jnp.asarray(lambd) * lr * t) ** jnp.asarray(alpha))).astype(eta.dtype)
+        new_mu = (1 / jnp.maximum(1, t - jnp.asarray(t0))).astype(mu.dtype)
+        return new_p - p, new_eta, new_mu, ax_new.astype(ax.dtype), step
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("scale_by_asgd needs the params argument of update")
+        updates, eta, mu, ax, step = _numerics.leafwise(
+            leaf, updates, params, state.eta, state.mu, state.ax, state.step, num_outputs=5
+        )
+        return updates, ScaleByAsgdState(step, eta, mu, ax)
+
+    return GradientTransformation(init, update)
+
+
+def asgd(
+    learning_rate=1e-2,
+    lambd=1e-4,
+    alpha=0.75,
+    t0=1e6,
+    weight_decay=0.0,
+    maximize: bool = False,
+    *,
+    state_dtype=None,
+) -> GradientTransformation:
+    r"""Averaged SGD, number for number with ``torch.optim.ASGD``.
+
+    The gradient is :math:`\pm g_t + w\theta_{t-1}`, then :func:`scale_by_asgd` applies.
+    The averaged parameters are in the state's ``ax`` field.
+
+    Args:
+      learning_rate: :math:`\gamma`; a float, a scalar array or a schedule.
+      lambd: decay term :math:`\lambda`.
+      alpha: power for the :math:`\eta` update.
+      t0: the step at which averaging starts.
+      weight_decay: :math:`w`, an L2 penalty.
+      maximize: maximize the objective.
+      state_dtype: dtype of the ``ax`` buffer.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.asgd(0.1, lambd=0.0)
+      >>> params = jnp.array([1.0])
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params), params)
+      >>> round(updates.tolist()[0], 6)
+      -0.2
+
+    Reference: Polyak & Juditsky, 1992; ``torch.optim.ASGD``.
+    """
+    _common.check_learning_rate(learning_rate)
+    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+
+    def build(learning_rate, lambd, alpha, t0, weight_decay):
+        parts = [transforms.negate()] if maximize else []
+        parts.append(transforms.add_decayed_weights(weight_decay))
+        parts.append(scale_by_asgd(learning_rate, lambd, alpha, t0, state_dtype=state_dtype))
+        return chain(*parts)
+
+    return _common.inject_hyperparams(
+        build, learning_rate=learning_rate, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay
+    )

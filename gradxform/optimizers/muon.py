@@ -1,0 +1,207 @@
+"""Muon: momentum orthogonalized by Newton–Schulz, for 2-D parameters (``torch.optim.Muon``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradxform import _numerics
+from gradxform.base import GradientTransformation
+from gradxform.optimizers import _common
+
+DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+class ScaleByMuonState(NamedTuple):
+    """State of :func:`scale_by_muon`.
+
+    Attributes:
+      step: per-leaf int32 ``[]``.
+      momentum_buffer: like params.
+    """
+
+    step: Any
+    momentum_buffer: Any
+
+
+def _matmul(a, b):
+    """A bfloat16 matrix product accumulated in float32, rounded once (as torch's CPU gemm)."""
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+def orthogonalize_via_newton_schulz(matrix, ns_coefficients=DEFAULT_NS_COEFFICIENTS, ns_steps=5, eps=1e-7):
+    r"""torch's quintic Newton–Schulz iteration, in bfloat16 as torch runs it.
+
+    .. math::
+       X_0 = G / \max(\|G\|_F, \epsilon), \quad A = X X^\top, \quad
+       X \leftarrow aX + (bA + cA^2) X
+
+    The iteration runs on the wide orientation (transposed when rows > columns). Each
+    matrix product accumulates in float32 and is rounded to bfloat16, as torch's CPU
+    kernels do; the result is bfloat16.
+    """
+    if ns_steps >= 100:
+        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    if jnp.ndim(matrix) != 2:
+        raise ValueError("Input tensor gradient must be a 2D matrix")
+    if len(ns_coefficients) != 3:
+        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    a, b, c = (jnp.asarray(x).astype(jnp.float32) for x in ns_coefficients)
+    bf16 = jnp.bfloat16
+    x = jnp.asarray(matrix).astype(bf16)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)))).astype(bf16)
+    norm = jnp.maximum(norm, jnp.asarray(eps).astype(bf16))
+    x = (x.astype(jnp.float32) / norm.astype(jnp.float32)).astype(bf16)
+    for _ in range(ns_steps):
+        gram = _matmul(x, x.T).astype(bf16)
+        gram_update = (b * gram.astype(jnp.float32) + c * _matmul(gram, gram)).astype(bf16)
+        x = (a * x.astype(jnp.float32) + _matmul(gram_update, x)).astype(bf16)
+    return x.T if tall else x
+
+
+def adjusted_lr_ratio(shape, adjust_lr_fn: str | None) -> float:
+    """torch's Muon learning-rate ratio for a ``(A, B)`` parameter."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return math.sqrt(max(1, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return 1.0
+
+
+def _check_2d(params):
+    for path, p in jax.tree_util.tree_leaves_with_path(params):
+        if jnp.ndim(p) != 2:
+            raise ValueError(
+                "Muon only supports 2D parameters whereas we found a parameter with size: "
+                f"{tuple(jnp.shape(p))} at {jax.tree_util.keystr(path) or 'the root'}"
+            )
+        if jnp.iscomplexobj(p):
+            raise ValueError("Muon does not support complex parameters")
+
+
+def scale_by_muon(
+    momentum=0.95,
+    nesterov: bool = True,
+    ns_coefficients=DEFAULT_NS_COEFFICIENTS,
+    eps=1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+    *,
+    state_dtype=None,
+):
+    r"""Muon's direction for 2-D leaves.
+
+    .. math::
+       b_t = \mathrm{lerp}(b_{t-1}, g_t, 1-\mu), \quad
+       u_t = \mathrm{lerp}(g_t, b_t, \mu) \text{ (Nesterov) or } b_t, \quad
+       d_t = r \cdot \mathrm{NS}(u_t)
+
+    with :math:`r` from ``adjust_lr_fn`` (:func:`adjusted_lr_ratio`).
+    """
+
+    def init(params):
+        _check_2d(params)
+        return ScaleByMuonState(_numerics.step_counts(params), _numerics.zeros_like_buffer(params, state_dtype))
+
+    def leaf(g, buf, step):
+        if jnp.ndim(g) != 2:
+            raise ValueError("Param gradient must be a 2D matrix")
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        buf_new = _numerics.lerp(buf.astype(dtype), g, 1 - jnp.asarray(momentum))
+        direction = _numerics.lerp(g, buf_new, momentum) if nesterov else buf_new
+        ortho = orthogonalize_via_newton_schulz(direction, ns_coefficients, ns_steps, eps)
+        ratio = adjusted_lr_ratio(g.shape, adjust_lr_fn)
+        return ortho.astype(dtype) * _numerics.scalar(ratio, g), buf_new.astype(buf.dtype), step + 1
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        direction, buf, step = _numerics.leafwise(
+            leaf, updates, state.momentum_buffer, state.step, num_outputs=3
+        )
+        return direction, ScaleByMuonState(step, buf)
+
+    return GradientTransformation(init, update)
+
+
+def muon(
+    learning_rate=1e-3,
+    weight_decay=0.1,
+    momentum=0.95,
+    nesterov: bool = True,
+    ns_coefficients=DEFAULT_NS_COEFFICIENTS,
+    eps=1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+    *,
+    state_dtype=None,
+) -> GradientTransformation:
+    r"""Muon, as ``torch.optim.Muon``: for 2-D parameters only.
+
+    :math:`\theta_t = \theta_{t-1}(1 - \gamma\lambda) - \gamma d_t` with :math:`d_t` from
+    :func:`scale_by_muon`. Newton–Schulz runs in bfloat16 as in torch, so results agree
+    with torch to bfloat16 rounding, not to float32 precision.
+
+    Args:
+      learning_rate: :math:`\gamma`; a float, a scalar array or a schedule.
+      weight_decay: :math:`\lambda`, decoupled.
+      momentum: :math:`\mu`.
+      nesterov: Nesterov-style momentum.
+      ns_coefficients: :math:`(a, b, c)` of the quintic iteration.
+      eps: floor of the Frobenius norm.
+      ns_steps: iterations (< 100).
+      adjust_lr_fn: ``None``/``"original"`` (:math:`\sqrt{\max(1, A/B)}`) or
+        ``"match_rms_adamw"`` (:math:`0.2\sqrt{\max(A, B)}`).
+      state_dtype: dtype of the momentum buffer.
+
+    Raises:
+      ValueError: at ``init``, for a parameter that is not 2-D (use
+        ``optax.multi_transform`` or a mask to give those to another optimizer).
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.muon(0.1, weight_decay=0.0)
+      >>> params = jnp.zeros((2, 2))
+      >>> updates, _ = tx.update(jnp.eye(2), tx.init(params), params)
+      >>> bool(jnp.all(jnp.abs(jnp.diag(updates) + 0.07) < 0.02))
+      True
+
+    Reference: Jordan et al., 2024; ``torch.optim.Muon``.
+    """
+    if not callable(learning_rate) and jnp.size(jnp.asarray(learning_rate)) != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    _common.check(learning_rate, lambda v: v >= 0.0, "Learning rate should be >= 0 but is: {}")
+    _common.check(momentum, lambda v: v >= 0.0, "momentum should be >= 0 but is: {}")
+    _common.check(weight_decay, lambda v: v >= 0.0, "weight decay should be >= 0 but is: {}")
+    if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
+        raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
+    if ns_steps >= 100:
+        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    if len(ns_coefficients) != 3:
+        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+
+    def build(learning_rate, weight_decay, momentum, ns_coefficients, eps):
+        return _common.standard_chain(
+            scale_by_muon(
+                momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, state_dtype=state_dtype
+            ),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=True,
+        )
+
+    return _common.inject_hyperparams(
+        build,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        ns_coefficients=tuple(ns_coefficients),
+        eps=eps,
+    )

@@ -1,0 +1,149 @@
+"""RMSprop, plain, centered and with momentum (``torch.optim.RMSprop``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from gradxform import _numerics
+from gradxform.base import GradientTransformation
+from gradxform.optimizers import _common
+
+
+class ScaleByRmspropState(NamedTuple):
+    """State of :func:`scale_by_rmsprop`.
+
+    Attributes:
+      step: per-leaf int32 ``[]``.
+      square_avg: like params, running average of squared gradients.
+      momentum_buffer: like params when ``momentum`` is used, else ``None``.
+      grad_avg: like params when ``centered``, else ``None``.
+    """
+
+    step: Any
+    square_avg: Any
+    momentum_buffer: Any
+    grad_avg: Any
+
+
+def scale_by_rmsprop(
+    alpha=0.99, eps=1e-8, momentum=None, *, centered: bool = False, state_dtype=None
+):
+    r"""RMSprop's direction, as in torch (eps added after the square root).
+
+    .. math::
+       v_t = \alpha v_{t-1} + (1-\alpha) g_t^2, \quad
+       \bar g_t = \mathrm{lerp}(\bar g_{t-1}, g_t, 1-\alpha) \text{ (centered)}, \\
+       a_t = \sqrt{v_t - \bar g_t^2} + \epsilon, \quad
+       b_t = \mu b_{t-1} + g_t / a_t, \quad d_t = b_t \text{ (or } g_t/a_t \text{ without momentum)}
+
+    Args:
+      alpha: smoothing constant.
+      eps: added to the denominator (optax adds it inside the square root).
+      momentum: ``None`` for no momentum buffer, else :math:`\mu`.
+      centered: normalize by the estimated variance.
+      state_dtype: dtype of the buffers.
+    """
+    with_momentum = momentum is not None
+
+    def init(params):
+        zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
+        return ScaleByRmspropState(
+            _numerics.step_counts(params),
+            zeros(),
+            zeros() if with_momentum else None,
+            zeros() if centered else None,
+        )
+
+    def leaf(g, v, buf, gbar, step):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        v_new = v.astype(dtype) * _numerics.scalar(alpha, g) + _numerics.scalar(
+            1 - jnp.asarray(alpha), g
+        ) * g * g
+        if centered:
+            gbar_new = _numerics.lerp(gbar.astype(dtype), g, 1 - jnp.asarray(alpha))
+            avg = jnp.sqrt(v_new - gbar_new * gbar_new)
+            gbar = gbar_new.astype(gbar.dtype)
+        else:
+            avg = jnp.sqrt(v_new)
+        avg = avg + _numerics.scalar(eps, g)
+        if with_momentum:
+            buf_new = buf.astype(dtype) * _numerics.scalar(momentum, g) + g / avg
+            direction, buf = buf_new, buf_new.astype(buf.dtype)
+        else:
+            direction = g / avg
+        return direction, v_new.astype(v.dtype), buf, gbar, step + 1
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        direction, v, buf, gbar, step = _numerics.leafwise(
+            leaf,
+            updates,
+            state.square_avg,
+            state.momentum_buffer,
+            state.grad_avg,
+            state.step,
+            num_outputs=5,
+        )
+        return direction, ScaleByRmspropState(step, v, buf, gbar)
+
+    return GradientTransformation(init, update)
+
+
+def rmsprop(
+    learning_rate=1e-2,
+    alpha=0.99,
+    eps=1e-8,
+    weight_decay=0.0,
+    momentum=0.0,
+    centered: bool = False,
+    *,
+    maximize: bool = False,
+    state_dtype=None,
+) -> GradientTransformation:
+    r"""RMSprop, number for number with ``torch.optim.RMSprop``.
+
+    :math:`\theta_t = \theta_{t-1} - \gamma d_t` with :math:`d_t` from
+    :func:`scale_by_rmsprop` and the gradient :math:`\pm g_t + \lambda\theta_{t-1}`.
+
+    Args:
+      learning_rate: :math:`\gamma`; a float, a scalar array or a schedule.
+      alpha: smoothing constant.
+      eps: added to the denominator.
+      weight_decay: :math:`\lambda`, an L2 penalty.
+      momentum: :math:`\mu`. A concrete 0 keeps no momentum buffer (torch keeps none
+        while ``momentum == 0``); ``momentum`` is then not a state hyperparameter.
+      centered: centered RMSprop.
+      maximize: maximize the objective.
+      state_dtype: dtype of the buffers.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.rmsprop(0.01)
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> round(updates.tolist()[0], 6)
+      -0.1
+
+    Reference: Hinton, Lecture 6e; Graves, 2013 (centered); ``torch.optim.RMSprop``.
+    """
+    _common.check_learning_rate(learning_rate)
+    _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
+    _common.check(momentum, lambda v: v >= 0.0, "Invalid momentum value: {}")
+    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+    _common.check(alpha, lambda v: v >= 0.0, "Invalid alpha value: {}")
+    with_momentum = not _common.is_zero(momentum)
+
+    def build(learning_rate, alpha, eps, weight_decay, momentum=None):
+        return _common.standard_chain(
+            scale_by_rmsprop(alpha, eps, momentum, centered=centered, state_dtype=state_dtype),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            maximize=maximize,
+        )
+
+    hyperparams = dict(learning_rate=learning_rate, alpha=alpha, eps=eps, weight_decay=weight_decay)
+    if with_momentum:
+        hyperparams["momentum"] = momentum
+    return _common.inject_hyperparams(build, **hyperparams)

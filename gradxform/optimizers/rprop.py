@@ -1,0 +1,109 @@
+"""Resilient backpropagation (``torch.optim.Rprop``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from gradxform import _numerics, transforms
+from gradxform.base import GradientTransformation, chain
+from gradxform.optimizers import _common
+
+
+class ScaleByRpropState(NamedTuple):
+    """State of :func:`scale_by_rprop`.
+
+    Attributes:
+      step: per-leaf int32 ``[]``.
+      prev: like params, the previous (masked) gradient.
+      step_size: like params, each element's step size (starts at the learning rate).
+    """
+
+    step: Any
+    prev: Any
+    step_size: Any
+
+
+def scale_by_rprop(learning_rate=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), *, state_dtype=None):
+    r"""Rprop's step, as in torch. Returns descent updates.
+
+    .. math::
+       s_t = \mathrm{clip}(s_{t-1} \cdot \eta^{\pm}, s_{\min}, s_{\max}), \quad
+       g_t \leftarrow 0 \text{ where } g_t g_{t-1} < 0, \quad
+       \theta_t = \theta_{t-1} - \mathrm{sign}(g_t)\, s_t
+
+    where :math:`\eta^+` applies when :math:`g_t g_{t-1} > 0`, :math:`\eta^-` when it is
+    negative, and 1 when it is zero. The learning rate is only the initial step size.
+    """
+
+    def init(params):
+        return ScaleByRpropState(
+            _numerics.step_counts(params),
+            _numerics.zeros_like_buffer(params, state_dtype),
+            _numerics.full_like_buffer(params, learning_rate, state_dtype),
+        )
+
+    def leaf(g, prev, size, step):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        sign = jnp.sign(g * prev.astype(dtype))
+        eta_minus, eta_plus = (_numerics.scalar(e, g) for e in etas)
+        factor = jnp.where(sign > 0, eta_plus, jnp.where(sign < 0, eta_minus, jnp.ones_like(g)))
+        lo, hi = (_numerics.scalar(s, g) for s in step_sizes)
+        size_new = jnp.minimum(jnp.maximum(size.astype(dtype) * factor, lo), hi)
+        g = jnp.where(sign < 0, jnp.zeros_like(g), g)
+        return -jnp.sign(g) * size_new, g.astype(prev.dtype), size_new.astype(size.dtype), step + 1
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        updates, prev, size, step = _numerics.leafwise(
+            leaf, updates, state.prev, state.step_size, state.step, num_outputs=4
+        )
+        return updates, ScaleByRpropState(step, prev, size)
+
+    return GradientTransformation(init, update)
+
+
+def rprop(
+    learning_rate=1e-2,
+    etas=(0.5, 1.2),
+    step_sizes=(1e-6, 50.0),
+    *,
+    maximize: bool = False,
+    state_dtype=None,
+) -> GradientTransformation:
+    r"""Rprop, number for number with ``torch.optim.Rprop``.
+
+    See :func:`scale_by_rprop` for the rule.
+
+    Args:
+      learning_rate: the initial step size; a float, a scalar array or a schedule (as in
+        torch, only its value at ``init`` matters).
+      etas: :math:`(\eta^-, \eta^+)`, with :math:`0 < \eta^- < 1 < \eta^+`.
+      step_sizes: :math:`(s_{\min}, s_{\max})`.
+      maximize: maximize the objective.
+      state_dtype: dtype of the buffers.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.rprop(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+      >>> updates.tolist()
+      [-0.1, 0.1]
+
+    Reference: Riedmiller & Braun, 1993; ``torch.optim.Rprop``.
+    """
+    _common.check_learning_rate(learning_rate)
+    e_minus, e_plus = (_common.concrete(e) for e in etas)
+    if e_minus is not None and e_plus is not None and not 0.0 < e_minus < 1.0 < e_plus:
+        raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+
+    def build(learning_rate, etas, step_sizes):
+        parts = [transforms.negate()] if maximize else []
+        parts.append(scale_by_rprop(learning_rate, etas, step_sizes, state_dtype=state_dtype))
+        return chain(*parts)
+
+    return _common.inject_hyperparams(
+        build, learning_rate=learning_rate, etas=tuple(etas), step_sizes=tuple(step_sizes)
+    )

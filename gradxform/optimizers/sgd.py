@@ -1,0 +1,128 @@
+"""Stochastic gradient descent with momentum, dampening and Nesterov (``torch.optim.SGD``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradxform import _numerics
+from gradxform.base import GradientTransformation, identity
+from gradxform.optimizers import _common
+
+
+class ScaleBySgdState(NamedTuple):
+    """State of :func:`scale_by_sgd`.
+
+    Attributes:
+      step: per-leaf int32 ``[]``, updates done (0 means the buffer is not yet set).
+      momentum_buffer: like params (``state_dtype`` or the param dtype).
+    """
+
+    step: Any
+    momentum_buffer: Any
+
+
+def scale_by_sgd(momentum=0.9, dampening=0.0, nesterov: bool = False, *, state_dtype=None):
+    r"""torch's SGD momentum, as an ascent direction.
+
+    .. math::
+       b_1 = g_1, \quad b_t = \mu b_{t-1} + (1 - \tau) g_t, \qquad
+       d_t = g_t + \mu b_t \text{ (Nesterov) or } b_t
+
+    Args:
+      momentum: :math:`\mu`.
+      dampening: :math:`\tau` (not applied at the first step, as in torch).
+      nesterov: use Nesterov momentum.
+      state_dtype: dtype of the buffer (default: the parameter's).
+    """
+
+    def init(params):
+        return ScaleBySgdState(
+            _numerics.step_counts(params), _numerics.zeros_like_buffer(params, state_dtype)
+        )
+
+    def leaf(g, buf, step):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        mu = _numerics.scalar(momentum, g)
+        new = buf.astype(dtype) * mu + g * _numerics.scalar(1 - jnp.asarray(dampening), g)
+        new = jnp.where(step == 0, g, new)
+        direction = g + new * mu if nesterov else new
+        return direction, new.astype(buf.dtype), step + 1
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        direction, buf, step = _numerics.leafwise(
+            leaf, updates, state.momentum_buffer, state.step, num_outputs=3
+        )
+        return direction, ScaleBySgdState(step, buf)
+
+    return GradientTransformation(init, update)
+
+
+def sgd(
+    learning_rate=1e-3,
+    momentum=0.0,
+    dampening=0.0,
+    weight_decay=0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+    state_dtype=None,
+) -> GradientTransformation:
+    r"""Stochastic gradient descent, number for number with ``torch.optim.SGD``.
+
+    .. math::
+       g_t \leftarrow \pm g_t + \lambda \theta_{t-1}, \quad
+       b_t = \mu b_{t-1} + (1-\tau) g_t \ (b_1 = g_1), \quad
+       \theta_t = \theta_{t-1} - \gamma\,(g_t + \mu b_t \text{ if Nesterov else } b_t)
+
+    Args:
+      learning_rate: :math:`\gamma`; a float, a scalar array or a schedule.
+      momentum: :math:`\mu`. With a concrete 0 no buffer is kept (as torch's
+        ``momentum_buffer`` stays ``None``) and ``momentum`` is not a state hyperparameter.
+      dampening: :math:`\tau`.
+      weight_decay: :math:`\lambda`, an L2 penalty added to the gradient.
+      nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+      maximize: maximize the objective instead of minimizing.
+      state_dtype: dtype of the momentum buffer (default: the parameter's).
+
+    Returns:
+      A :class:`~gradxform.GradientTransformation` whose float hyperparameters live in its
+      state (see :func:`gradxform.set_hyperparams`).
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.sgd(0.1, momentum=0.9)
+      >>> params = jnp.array([1.0, -2.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(2 * params, state, params)
+      >>> gradxform.apply_updates(params, updates).tolist()
+      [0.8, -1.6]
+
+    Reference: ``torch.optim.SGD``; Sutskever et al., 2013.
+    """
+    _common.check_learning_rate(learning_rate)
+    _common.check(momentum, lambda v: v >= 0.0, "Invalid momentum value: {}")
+    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+    with_momentum = not _common.is_zero(momentum)
+    m, d = _common.concrete(momentum), _common.concrete(dampening)
+    if nesterov and ((m is not None and m <= 0) or (d is not None and d != 0)):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def build(learning_rate, weight_decay, momentum=None, dampening=None):
+        direction = (
+            scale_by_sgd(momentum, dampening, nesterov, state_dtype=state_dtype)
+            if with_momentum
+            else identity()
+        )
+        return _common.standard_chain(
+            direction, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+        )
+
+    hyperparams = dict(learning_rate=learning_rate, weight_decay=weight_decay)
+    if with_momentum:
+        hyperparams.update(momentum=momentum, dampening=dampening)
+    return _common.inject_hyperparams(build, **hyperparams)

@@ -1,0 +1,1 @@
+"""torch.optim rebuilt on gradxform (see issue: torch_compat)."""
