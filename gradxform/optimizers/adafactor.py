@@ -80,6 +80,7 @@ def scale_by_adafactor(
     def leaf(g, p, row, col, var, step):
         if jnp.iscomplexobj(g) or jnp.iscomplexobj(p):
             raise ValueError("Adafactor does not support complex parameters")
+        param_dtype = p.dtype
         dtype = _numerics.compute_dtype(g.dtype)
         g, p = g.astype(dtype), p.astype(dtype)
         step = step + 1
@@ -90,7 +91,7 @@ def scale_by_adafactor(
         size = max(g.size, 1)
         param_rms = jnp.sqrt(jnp.sum(p * p)).astype(t.dtype) / math.sqrt(size)
         alpha = jnp.maximum(jnp.asarray(eps2), param_rms) * rho
-        e1 = jnp.asarray(jnp.finfo(dtype).eps if eps1 is None else eps1)
+        e1 = jnp.asarray(jnp.finfo(param_dtype).eps if eps1 is None else eps1)
         if g.ndim >= 2:
             row_new = _numerics.lerp(row.astype(dtype), _norm_sq_mean(g, -1), beta_hat)
             col_new = _numerics.lerp(col.astype(dtype), _norm_sq_mean(g, -2), beta_hat)

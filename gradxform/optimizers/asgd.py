@@ -59,8 +59,12 @@ def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_d
         ax_new = jnp.where(mu_value != 1, ax.astype(dtype) + (new_p - ax.astype(dtype)) * mu_value, new_p)
         t = step.astype(_numerics.hyper_dtype())
         lr = jnp.asarray(learning_rate)
-        new_eta = (lr / ((1 + jnp.asarray(lambd) * lr * t) ** jnp.asarray(alpha))).astype(eta.dtype)
-        new_mu = (1 / jnp.maximum(1, t - jnp.asarray(t0))).astype(mu.dtype)
+        # torch builds the new values as float32 tensors, then copies them into eta and mu
+        # (float64 after a load_state_dict casts them): round to float32 first.
+        new_eta = lr / ((1 + jnp.asarray(lambd) * lr * t) ** jnp.asarray(alpha))
+        new_mu = 1 / jnp.maximum(1, t - jnp.asarray(t0))
+        new_eta = new_eta.astype(_numerics.TORCH_SCALAR_DTYPE).astype(eta.dtype)
+        new_mu = new_mu.astype(_numerics.TORCH_SCALAR_DTYPE).astype(mu.dtype)
         return new_p - p, new_eta, new_mu, ax_new.astype(ax.dtype), step
 
     def update(updates, state, params=None, **extra_args):

@@ -1,0 +1,115 @@
+"""Helpers for JAX users: pytrees of arrays as Parameters, and ``backward`` for them."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import jax
+
+from torch_compat._parameter import Parameter
+
+
+def _is_parameter(x) -> bool:
+    return isinstance(x, Parameter)
+
+
+def as_parameters(tree: Any) -> Any:
+    """The same pytree with every array leaf wrapped in a :class:`Parameter`.
+
+    This is the ``model`` of the torch world: pass ``parameters(tree)`` to an optimizer,
+    then read the trained values back with :func:`values`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import torch_compat
+      >>> model = torch_compat.as_parameters({"w": jnp.ones((2, 2)), "b": jnp.zeros(2)})
+      >>> [name for name, _ in torch_compat.named_parameters(model)]
+      ['b', 'w']
+    """
+    return jax.tree.map(lambda x: x if _is_parameter(x) else Parameter(x), tree, is_leaf=_is_parameter)
+
+
+def parameters(tree: Any) -> list[Parameter]:
+    """The Parameters of a tree, in ``jax.tree`` order: ``model.parameters()``."""
+    return [p for p in jax.tree.leaves(tree, is_leaf=_is_parameter) if _is_parameter(p)]
+
+
+def _name(path) -> str:
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return ".".join(parts)
+
+
+def named_parameters(tree: Any) -> list[tuple[str, Parameter]]:
+    """``(name, Parameter)`` pairs, named by their path (``"layers.0.w"``): ``model.named_parameters()``.
+
+    The pairs can be given to an optimizer directly, as torch 2.x accepts.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_parameter)[0]
+    return [(_name(path) or "param", p) for path, p in flat if _is_parameter(p)]
+
+
+def values(tree: Any) -> Any:
+    """The tree of current arrays (``.data``) of a tree of Parameters."""
+    return jax.tree.map(lambda p: p.data if _is_parameter(p) else p, tree, is_leaf=_is_parameter)
+
+
+_GRAD_FNS: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+
+
+def _value_and_grad(loss_fn: Callable, has_aux: bool) -> Callable:
+    key = (has_aux,)
+    table = _GRAD_FNS.setdefault(loss_fn, {}) if _weakrefable(loss_fn) else {}
+    if key not in table:
+        table[key] = jax.jit(jax.value_and_grad(loss_fn, has_aux=has_aux))
+    return table[key]
+
+
+def _weakrefable(obj) -> bool:
+    try:
+        weakref.ref(obj)
+        return True
+    except TypeError:
+        return False
+
+
+def backward(loss_fn: Callable, tree: Any, *args, has_aux: bool = False, **kwargs):
+    """Computes ``loss_fn(values(tree), *args)`` and accumulates its gradient into ``.grad``.
+
+    This is ``loss.backward()``: gradients add to existing ``.grad`` values (call the
+    optimizer's ``zero_grad()`` first, as in torch). The value and gradient are computed
+    by one jit-compiled ``jax.value_and_grad``, cached per ``loss_fn``.
+
+    Args:
+      loss_fn: ``loss_fn(params_tree, *args, **kwargs) -> scalar`` (or ``(scalar, aux)``
+        with ``has_aux=True``).
+      tree: the tree of Parameters (from :func:`as_parameters`).
+      *args, **kwargs: passed to ``loss_fn`` (a batch, for instance).
+      has_aux: ``loss_fn`` returns ``(loss, aux)``.
+
+    Returns:
+      The loss (a JAX scalar), or ``(loss, aux)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import torch_compat
+      >>> model = torch_compat.as_parameters({"w": jnp.array([1.0, 2.0])})
+      >>> loss = torch_compat.backward(lambda p: jnp.sum(p["w"] ** 2), model)
+      >>> float(loss), model["w"].grad.tolist()
+      (5.0, [2.0, 4.0])
+    """
+    grad_fn = _value_and_grad(loss_fn, has_aux)
+    out, grads = grad_fn(values(tree), *args, **kwargs)
+    leaves = jax.tree.leaves(tree, is_leaf=_is_parameter)
+    grad_leaves = jax.tree.structure(values(tree)).flatten_up_to(grads)
+    for p, g in zip(leaves, grad_leaves):
+        if _is_parameter(p) and p.requires_grad:
+            p.grad = g if p.grad is None else p.grad + g
+    return out

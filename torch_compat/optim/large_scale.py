@@ -1,0 +1,161 @@
+"""``SparseAdam``, ``Adafactor`` and ``Muon`` on their gradxform aliases."""
+
+from __future__ import annotations
+
+import jax
+from jax.experimental import sparse
+
+import gradxform
+from torch_compat.optim import _validation
+from torch_compat.optim.optimizer import GradxformOptimizer
+
+
+class SparseAdam(GradxformOptimizer):
+    """SparseAdam, as ``torch.optim.SparseAdam`` (see :func:`gradxform.sparse_adam`).
+
+    Gradients must be sparse, ``jax.experimental.sparse.BCOO`` arrays (torch refuses
+    dense gradients with the same message). ``state[p]["step"]`` is a Python int, as in torch.
+    """
+
+    _state_keys = ("step", "exp_avg", "exp_avg_sq")
+    _hyperparams = ("lr", "betas", "eps")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
+        _validation.check_tensor_lr(lr)
+        if not 0.0 < lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 < eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, maximize=maximize))
+        complex_params = [
+            [i, j] for i, group in enumerate(self.param_groups) for j, p in enumerate(group["params"]) if p.is_complex()
+        ]
+        if complex_params:
+            raise ValueError(
+                f"Complex params at indices {complex_params}: SparseAdam does not support complex parameters"
+            )
+
+    def _grad_for_step(self, param, group):
+        if not isinstance(param.grad, sparse.BCOO):
+            raise RuntimeError("SparseAdam does not support dense gradients, please consider Adam instead")
+        return param.grad
+
+    def _export_step(self, step):
+        return int(step)
+
+    @staticmethod
+    def _make_transform(o):
+        return gradxform.sparse_adam(o["lr"], o["betas"], o["eps"], o["maximize"])
+
+
+class Adafactor(GradxformOptimizer):
+    """Adafactor, as ``torch.optim.Adafactor`` (see :func:`gradxform.adafactor`)."""
+
+    _state_keys = ("step", "row_var", "col_var", "variance")
+    _hyperparams = ("lr", "beta2_decay", "eps", "d", "weight_decay")
+    _sparse_grad_message = "Adafactor does not support sparse gradients"
+
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        beta2_decay=-0.8,
+        eps=(None, 1e-3),
+        d=1.0,
+        weight_decay=0.0,
+        *,
+        foreach=None,
+        maximize=False,
+    ):
+        _validation.check_tensor_lr(lr)
+        if not 0.0 <= lr:
+            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
+        if not 0.0 >= beta2_decay:
+            raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay}")
+        if eps[0] is not None and not 0.0 <= eps[0]:
+            raise ValueError(f"epsilon1 should be >= 0 but is: {eps[0]}")
+        if not 0.0 <= eps[1]:
+            raise ValueError(f"epsilon2 should be >= 0 but is: {eps[1]}")
+        if not 1.0 <= d:
+            raise ValueError(f"Clipping threshold d should be >= 1 but is: {d}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"weight_decay should be >= 0 but is: {weight_decay}")
+        defaults = dict(
+            lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay, foreach=foreach, maximize=maximize
+        )
+        super().__init__(params, defaults)
+
+    def _grad_for_step(self, param, group):
+        if param.is_complex():
+            raise RuntimeError("Adafactor does not support complex parameters")
+        return super()._grad_for_step(param, group)
+
+    @staticmethod
+    def _make_transform(o):
+        return gradxform.adafactor(o["lr"], o["beta2_decay"], o["eps"], o["d"], o["weight_decay"], maximize=o["maximize"])
+
+
+class Muon(GradxformOptimizer):
+    """Muon, as ``torch.optim.Muon`` (see :func:`gradxform.muon`): 2-D parameters only."""
+
+    _state_keys = ("momentum_buffer",)
+    _hyperparams = ("lr", "weight_decay", "momentum", "ns_coefficients", "eps")
+    _sparse_grad_message = "Muon does not support sparse gradients"
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        weight_decay=0.1,
+        momentum=0.95,
+        nesterov=True,
+        ns_coefficients=gradxform.optimizers.muon.DEFAULT_NS_COEFFICIENTS,
+        eps=1e-7,
+        ns_steps=5,
+        adjust_lr_fn=None,
+    ):
+        _validation.check_tensor_lr(lr)
+        if not 0.0 <= lr:
+            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
+        if not 0.0 <= momentum:
+            raise ValueError(f"momentum should be >= 0 but is: {momentum}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"weight decay should be >= 0 but is: {weight_decay}")
+        if adjust_lr_fn is not None and adjust_lr_fn not in ["original", "match_rms_adamw"]:
+            raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_coefficients=ns_coefficients,
+            eps=eps,
+            ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn,
+        )
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim != 2:
+                    raise ValueError(
+                        "Muon only supports 2D parameters whereas we found a parameter with size: "
+                        f"torch.Size({list(p.shape)})"
+                    )
+
+    def _grad_for_step(self, param, group):
+        if param.is_complex():
+            raise RuntimeError("Muon does not support complex parameters")
+        return super()._grad_for_step(param, group)
+
+    @staticmethod
+    def _make_transform(o):
+        return gradxform.muon(
+            o["lr"], o["weight_decay"], o["momentum"], o["nesterov"], o["ns_coefficients"], o["eps"], o["ns_steps"], o["adjust_lr_fn"]
+        )
+
+
+del jax

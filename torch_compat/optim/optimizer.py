@@ -1,0 +1,598 @@
+"""``Optimizer``: torch.optim's base class, on JAX arrays.
+
+The bookkeeping (param groups, state keyed by parameter, hooks, ``state_dict``) follows
+torch 2.13 line by line. The math does not live here: :class:`GradxformOptimizer` runs one
+gradxform transformation per param group, all groups in one jit-compiled call, and writes
+the results back into ``Parameter.data`` and ``state``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import warnings
+from collections import OrderedDict, defaultdict
+from collections.abc import Hashable, Iterable
+from typing import Any, Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse
+
+import gradxform
+from gradxform import _numerics
+from torch_compat._parameter import Parameter, typename
+
+
+class _RequiredParameter:
+    """Singleton marking a required optimizer option."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+
+class RemovableHandle:
+    """Returned by the ``register_*_hook`` methods; ``remove()`` unregisters the hook."""
+
+    _next_id = itertools.count()
+
+    def __init__(self, hooks_dict: dict):
+        self._hooks_dict = hooks_dict
+        self.id = next(RemovableHandle._next_id)
+
+    def remove(self) -> None:
+        self._hooks_dict.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+_global_optimizer_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+_global_optimizer_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+
+
+def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
+    """Registers ``hook(optimizer, args, kwargs) -> None | (args, kwargs)`` for every optimizer."""
+    handle = RemovableHandle(_global_optimizer_pre_hooks)
+    _global_optimizer_pre_hooks[handle.id] = hook
+    return handle
+
+
+def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
+    """Registers ``hook(optimizer, args, kwargs) -> None`` for every optimizer."""
+    handle = RemovableHandle(_global_optimizer_post_hooks)
+    _global_optimizer_post_hooks[handle.id] = hook
+    return handle
+
+
+def _with_step_hooks(step: Callable) -> Callable:
+    """Wraps a subclass's ``step`` with the global and per-optimizer step hooks, as torch does."""
+
+    @functools.wraps(step)
+    def wrapper(*args, **kwargs):
+        self = args[0]
+        for pre_hook in itertools.chain(
+            _global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()
+        ):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(
+                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                    )
+        out = step(*args, **kwargs)
+        for post_hook in itertools.chain(
+            self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()
+        ):
+            post_hook(self, args, kwargs)
+        return out
+
+    wrapper._hooked = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class Optimizer:
+    """Base class of all optimizers, with torch 2.13's API.
+
+    Args:
+      params: an iterable of :class:`~torch_compat.Parameter`, of ``(name, Parameter)``
+        pairs, or of dicts (param groups) holding ``"params"`` and per-group options.
+      defaults: default values of the options, used where a group does not set them.
+
+    Subclasses implement ``step``; it is wrapped with the step hooks automatically.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("step")
+        if step is not None and not getattr(step, "_hooked", False):
+            cls.step = _with_step_hooks(step)
+
+    def __init__(self, params, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self._optimizer_step_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+        if isinstance(params, (Parameter, jax.Array)):
+            raise TypeError(
+                "params argument given to the optimizer should be "
+                "an iterable of Tensors or dicts, but got " + typename(params)
+            )
+        self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for param_group in param_groups:
+            self.add_param_group(param_group)
+
+    # -- pickling and printing ------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name in (
+            "_optimizer_step_pre_hooks",
+            "_optimizer_step_post_hooks",
+            "_optimizer_state_dict_pre_hooks",
+            "_optimizer_state_dict_post_hooks",
+            "_optimizer_load_state_dict_pre_hooks",
+            "_optimizer_load_state_dict_post_hooks",
+        ):
+            if name not in self.__dict__:
+                setattr(self, name, OrderedDict())
+        self.defaults.setdefault("differentiable", False)
+        for group in self.param_groups:
+            for key, value in self._group_defaults_on_load().items():
+                group.setdefault(key, value)
+
+    def _group_defaults_on_load(self) -> dict[str, Any]:
+        """Options torch's ``__setstate__`` fills in when a saved group lacks them."""
+        return {}
+
+    def __repr__(self) -> str:
+        text = self.__class__.__name__ + " ("
+        for i, group in enumerate(self.param_groups):
+            text += "\n" + f"Parameter Group {i}\n"
+            for key in sorted(group.keys()):
+                if key != "params":
+                    text += f"    {key}: {group[key]}\n"
+        return text + ")"
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs) -> None | (new_args, new_kwargs)`` before each step."""
+        handle = RemovableHandle(self._optimizer_step_pre_hooks)
+        self._optimizer_step_pre_hooks[handle.id] = hook
+        return handle
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs) -> None`` after each step."""
+        handle = RemovableHandle(self._optimizer_step_post_hooks)
+        self._optimizer_step_post_hooks[handle.id] = hook
+        return handle
+
+    @staticmethod
+    def _register(hooks: OrderedDict, hook: Callable, prepend: bool) -> RemovableHandle:
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer) -> None``, called before ``state_dict()`` builds its result."""
+        return self._register(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer, state_dict) -> state_dict | None``, after ``state_dict()``."""
+        return self._register(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer, state_dict) -> state_dict | None``, before loading."""
+        return self._register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer) -> None``, after loading."""
+        return self._register(self._optimizer_load_state_dict_post_hooks, hook, prepend)
+
+    # -- state_dict -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state in torch's layout: ``{"state": {index: {key: array}}, "param_groups": [...]}``.
+
+        Parameters are replaced by their index (counted across groups in order); each
+        group carries all its options. Arrays are JAX arrays (``numpy.asarray`` turns them
+        into numpy, and ``torch.as_tensor`` into tensors that torch's optimizer loads).
+        """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        param_mappings: dict[int, int] = {}
+        start_index = 0
+
+        def pack_group(group: dict[str, Any]) -> dict[str, Any]:
+            nonlocal start_index
+            packed = {k: v for k, v in group.items() if k != "params"}
+            param_mappings.update(
+                {id(p): i for i, p in enumerate(group["params"], start_index) if id(p) not in param_mappings}
+            )
+            packed["params"] = [param_mappings[id(p)] for p in group["params"]]
+            start_index += len(packed["params"])
+            return packed
+
+        param_groups = [pack_group(g) for g in self.param_groups]
+        packed_state = {
+            (param_mappings[id(k)] if isinstance(k, Parameter) else k): dict(v) for k, v in self.state.items()
+        }
+        state_dict = {"state": packed_state, "param_groups": param_groups}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def _load_value(self, param: Parameter, key: Hashable, value: Any) -> Any:
+        """Converts a loaded state value: arrays to JAX, cast to the parameter's dtype
+        (``step`` keeps its own dtype), as torch's ``_process_value_according_to_param_policy``."""
+        if _is_array(value):
+            array = jnp.asarray(np.asarray(value))
+            if key == "step":
+                return array
+            if jnp.issubdtype(param.dtype, jnp.inexact):
+                return array.astype(param.dtype)
+            return array
+        if isinstance(value, dict):
+            return {k: self._load_value(param, k, v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._load_value(param, None, v) for v in value)
+        return value
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a state dict made by ``state_dict()`` here or by torch (tensors or numpy arrays).
+
+        Raises:
+          ValueError: with torch's messages, when the number of groups or of parameters in
+            a group differs. Nothing is changed then.
+        """
+        state_dict = dict(state_dict)
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        groups = self.param_groups
+        saved_groups = copy.deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+            )
+        id_map = dict(
+            zip(
+                itertools.chain.from_iterable(g["params"] for g in saved_groups),
+                itertools.chain.from_iterable(g["params"] for g in groups),
+            )
+        )
+        state: defaultdict[Any, dict[str, Any]] = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                param = id_map[key]
+                state[param] = self._load_value(param, None, value)
+            else:
+                state[key] = value
+        param_groups = []
+        for group, new_group in zip(groups, saved_groups):
+            new_group["params"] = group["params"]
+            if "param_names" in group and "param_names" not in new_group:
+                new_group["param_names"] = group["param_names"]
+            param_groups.append(new_group)
+        self.__setstate__({"state": state, "param_groups": param_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    # -- gradients and groups -------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Resets the gradients: to ``None`` (default), or to zeros with ``set_to_none=False``."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    if set_to_none:
+                        p.grad = None
+                    elif isinstance(p.grad, sparse.BCOO):
+                        p.grad = sparse.BCOO.fromdense(jnp.zeros(p.shape, p.dtype))
+                    else:
+                        p.grad = jnp.zeros_like(p.grad)
+
+    def step(self, closure: Callable[[], Any] | None = None):
+        """Performs one optimization step (implemented by subclasses)."""
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a group of parameters with its own options (torch's checks and messages)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        params = param_group["params"]
+        if isinstance(params, Parameter):
+            param_group["params"] = [params]
+        elif isinstance(params, set):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a list instead."
+            )
+        else:
+            param_group["params"] = list(params)
+        tensors, names = [], []
+        for param in param_group["params"]:
+            if isinstance(param, tuple):
+                names.append(param[0])
+                tensors.append(param[1])
+            else:
+                tensors.append(param)
+        param_group["params"] = tensors
+        if names:
+            if len(names) == len(tensors):
+                param_group["param_names"] = names
+            else:
+                raise ValueError(
+                    "all optimizer params should be with/without names. Some param names are missing"
+                )
+        for param in param_group["params"]:
+            if not isinstance(param, Parameter):
+                raise TypeError(
+                    "optimizer can only optimize Tensors, but one of the params is " + typename(param)
+                )
+        for name, default in self.defaults.items():
+            if default is required and name not in param_group:
+                raise ValueError(
+                    f"parameter group didn't specify a value of required optimization parameter {name}"
+                )
+            param_group.setdefault(name, default)
+        params = param_group["params"]
+        if len(params) != len(set(params)):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; "
+                "in future, this will cause an error; "
+                "see github.com/pytorch/pytorch/issues/40967 for more information",
+                stacklevel=3,
+            )
+        param_set: set[Parameter] = set()
+        for group in self.param_groups:
+            param_set.update(set(group["params"]))
+            if ("param_names" in param_group) != ("param_names" in group):
+                current = "with names" if "param_names" in param_group else "without names"
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {current} to the optimizer"
+                )
+        if not param_set.isdisjoint(set(param_group["params"])):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self.param_groups.append(param_group)
+
+
+def _is_array(value) -> bool:
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        return True
+    # torch tensors, without importing torch.
+    return type(value).__module__.startswith("torch") and hasattr(value, "numpy")
+
+
+def _freeze(value: Any) -> Hashable:
+    """A hashable stand-in for a group option (for the compile cache key)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if _is_array(value):
+        return ("array", np.asarray(value).tobytes())
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def _named_fields(state: Any):
+    """Yields ``(name, value, owner, index)`` for the fields of NamedTuple states in a chain."""
+    if hasattr(state, "_fields"):
+        for index, name in enumerate(state._fields):
+            yield name, getattr(state, name), state, index
+            value = getattr(state, name)
+            if isinstance(value, tuple) and not hasattr(value, "_fields"):
+                yield from _named_fields(value)
+    elif isinstance(state, (tuple, list)):
+        for sub in state:
+            yield from _named_fields(sub)
+
+
+def _replace_fields(state: Any, replace: Callable[[str, Any], Any]) -> Any:
+    """Rebuilds nested NamedTuple/tuple states with ``replace(name, value)`` on each field."""
+    if hasattr(state, "_fields"):
+        values = []
+        for name in state._fields:
+            value = getattr(state, name)
+            if isinstance(value, tuple) and not hasattr(value, "_fields"):
+                values.append(_replace_fields(value, replace))
+            else:
+                values.append(replace(name, value))
+        return type(state)(*values)
+    if isinstance(state, (tuple, list)):
+        return type(state)(_replace_fields(s, replace) for s in state)
+    return state
+
+
+class GradxformOptimizer(Optimizer):
+    """An optimizer whose math is a gradxform alias.
+
+    A subclass declares:
+
+    * ``_state_keys``: torch's per-parameter state keys, in torch's order;
+    * ``_hyperparams``: the group options that are float hyperparameters (passed to the
+      transformation as traced arrays, so changing them never recompiles);
+    * ``_make_transform(options)``: the gradxform transformation for one group's options;
+    * optionally ``_structure(group)``: facts about the float options that change the
+      transformation's structure (``momentum == 0``, ...), part of the compile key.
+
+    ``step()`` runs every group in one jit-compiled call and writes back the parameters
+    and the per-parameter state (created on a parameter's first step with a gradient).
+    """
+
+    _state_keys: ClassVar[tuple[str, ...]] = ()
+    _none_state_keys: ClassVar[tuple[str, ...]] = ()
+    _hyperparams: ClassVar[tuple[str, ...]] = ("lr",)
+    _sparse_grad_message: ClassVar[str] = ""
+    _compiled: ClassVar[dict] = {}
+
+    @staticmethod
+    def _make_transform(options: dict[str, Any]) -> gradxform.GradientTransformation:
+        raise NotImplementedError
+
+    def _structure(self, group: dict[str, Any]) -> dict[str, Any]:
+        """Static facts about float options that change the transformation's structure."""
+        return {}
+
+    def _grad_for_step(self, param: Parameter, group: dict[str, Any]) -> Any:
+        """The gradient handed to the transformation (checked as torch checks it).
+
+        By default a sparse (BCOO) gradient is refused with the class's torch message;
+        optimizers that take sparse gradients densify it (same numbers) or keep it.
+        """
+        if isinstance(param.grad, sparse.BCOO):
+            if self._sparse_grad_message:
+                raise RuntimeError(self._sparse_grad_message)
+            return param.grad.todense()
+        return param.grad
+
+    def _export_step(self, step: jax.Array) -> Any:
+        """torch keeps ``step`` as a float32 scalar tensor (SparseAdam: a Python int)."""
+        return step.astype(jnp.float32)
+
+    def _hyper_arrays(self, group: dict[str, Any]) -> dict[str, Any]:
+        dtype = _numerics.hyper_dtype()
+
+        def as_array(value):
+            if value is None:
+                return None
+            if isinstance(value, (list, tuple)):
+                return tuple(as_array(v) for v in value)
+            return jnp.asarray(np.asarray(value) if _is_array(value) else value, dtype=dtype).reshape(())
+
+        return {name: as_array(group[name]) for name in self._hyperparams}
+
+    def _static_options(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: v for k, v in group.items() if k not in self._hyperparams and k not in ("params", "param_names")
+        }
+
+    @staticmethod
+    def _fill(inner: Any, stored: list[dict[str, Any]], keys: tuple[str, ...]) -> Any:
+        """Puts the stored per-parameter state into a fresh transformation state."""
+
+        def replace(name, value):
+            if not isinstance(value, list):
+                return value
+            out = list(value)
+            for i, saved in enumerate(stored):
+                if not saved:
+                    continue
+                if name == "step":
+                    if "step" in saved:
+                        out[i] = jnp.asarray(saved["step"]).astype(jnp.int32)
+                    elif "step" not in keys:
+                        out[i] = jnp.ones([], jnp.int32)  # torch keeps no step: "not the first"
+                elif saved.get(name) is not None:
+                    out[i] = saved[name]
+            return out
+
+        return _replace_fields(inner, replace)
+
+    def _extract(self, inner: Any, count: int) -> list[dict[str, Any]]:
+        fields = {}
+        for name, value, _, _ in _named_fields(inner):
+            fields.setdefault(name, value)
+        out = []
+        for i in range(count):
+            entry = {}
+            for key in self._state_keys:
+                value = fields.get(key)
+                leaf = value[i] if isinstance(value, list) else None
+                if leaf is not None:
+                    entry[key] = leaf
+                elif key in self._none_state_keys:
+                    entry[key] = None
+            out.append(entry)
+        return out
+
+    def _compiled_step(self, key: Hashable, statics: list[dict[str, Any]]) -> Callable:
+        cache_key = (type(self), key)
+        if cache_key not in GradxformOptimizer._compiled:
+            make = type(self)._make_transform
+            fill, extract = self._fill, self._extract
+            keys = self._state_keys
+
+            def run(payload):
+                results = []
+                for options, (params, grads, stored, hyper) in zip(statics, payload):
+                    tx = make({**options, **hyper})
+                    fresh = tx.init(params)
+                    inner = fill(fresh.inner_state, stored, keys)
+                    updates, new_state = tx.update(grads, fresh._replace(inner_state=inner), params)
+                    new_params = gradxform.apply_updates(params, updates)
+                    results.append((new_params, extract(new_state.inner_state, len(params))))
+                return results
+
+            GradxformOptimizer._compiled[cache_key] = jax.jit(run)
+        return GradxformOptimizer._compiled[cache_key]
+
+    def step(self, closure: Callable[[], Any] | None = None):
+        """Performs one optimization step over every group.
+
+        Args:
+          closure: optional; called first (it typically zeroes gradients, computes the
+            loss and fills ``.grad``), and its return value is returned.
+        """
+        loss = None
+        if closure is not None:
+            loss = closure()
+        work, key, payload = [], [], []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [self._grad_for_step(p, group) for p in params]
+            stored = [
+                {k: jnp.asarray(v) for k, v in self.state[p].items() if v is not None} for p in params
+            ]
+            statics = {**self._static_options(group), **self._structure(group)}
+            work.append((params, statics))
+            key.append((_freeze(statics), tuple(tuple(s) for s in stored)))
+            payload.append(([p.data for p in params], grads, stored, self._hyper_arrays(group)))
+        if not work:
+            return loss
+        results = self._compiled_step(tuple(key), [statics for _, statics in work])(payload)
+        for (params, _), (new_params, new_states) in zip(work, results):
+            for p, value, entry in zip(params, new_params, new_states):
+                p.data = value
+                state = self.state[p]
+                for k in self._state_keys:  # jit returns dicts sorted; keep torch's key order
+                    if k in entry:
+                        state[k] = self._export_step(entry[k]) if k == "step" else entry[k]
+        return loss

@@ -1,0 +1,74 @@
+"""``SGD``: torch.optim.SGD on gradxform.sgd."""
+
+from __future__ import annotations
+
+import gradxform
+from torch_compat.optim import _validation
+from torch_compat.optim.optimizer import GradxformOptimizer
+
+
+class SGD(GradxformOptimizer):
+    """Stochastic gradient descent with momentum, as ``torch.optim.SGD`` (see :func:`gradxform.sgd`).
+
+    ``foreach``, ``differentiable`` and ``fused`` are accepted and have no effect: every
+    step is one compiled call. Sparse (BCOO) gradients are accepted, as torch accepts
+    sparse gradients, and give the same numbers as their dense form.
+    """
+
+    _state_keys = ("momentum_buffer",)
+    _none_state_keys = ("momentum_buffer",)
+    _hyperparams = ("lr", "momentum", "dampening", "weight_decay")
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        *,
+        maximize=False,
+        foreach=None,
+        differentiable=False,
+        fused=None,
+    ):
+        _validation.check_tensor_lr(lr)
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+        )
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(params, defaults)
+        _validation.check_fused(fused, foreach, differentiable)
+
+    def _group_defaults_on_load(self):
+        return dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
+
+    def _structure(self, group):
+        return {"momentum_is_zero": _validation.scalar(group["momentum"]) == 0}
+
+    @staticmethod
+    def _make_transform(o):
+        return gradxform.sgd(
+            o["lr"],
+            0.0 if o["momentum_is_zero"] else o["momentum"],
+            o["dampening"],
+            o["weight_decay"],
+            o["nesterov"] and not o["momentum_is_zero"],
+            maximize=o["maximize"],
+        )
