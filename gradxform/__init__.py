@@ -1,5 +1,6 @@
 """gradxform: torch.optim's algorithms as pure, jit-compiled JAX transformations."""
 
+from gradxform import checkpoint
 from gradxform.base import (
     EmptyState,
     GradientTransformation,
@@ -35,6 +36,7 @@ from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_le
 __version__ = "0.1.0"
 
 __all__ = [
+    "checkpoint",
     "EmptyState",
     "GradientTransformation",
     "InjectHyperparamsState",

@@ -59,6 +59,11 @@ class Parameter:
     optimizers of :mod:`torch_compat.optim`. Identity matters (optimizer state is keyed
     by the object), so each Parameter hashes by identity, as torch tensors do.
 
+    An optimizer's ``step()`` updates ``.data`` in place, as torch does: the old array is
+    donated to the compiled step and deleted. Read ``.data`` again after a step rather
+    than keeping the array from before it. The array given to the constructor (or
+    assigned to ``.data``) is copied, so the caller's own arrays are never donated.
+
     Args:
       data: the initial value (anything ``jnp.asarray`` takes).
       requires_grad: kept for torch compatibility.
@@ -75,7 +80,7 @@ class Parameter:
     __slots__ = ("_data", "_grad", "requires_grad", "__weakref__")
 
     def __init__(self, data, requires_grad: bool = True):
-        self._data = jnp.asarray(data)
+        self._data = jnp.array(data, copy=True)
         self._grad = None
         self.requires_grad = bool(requires_grad)
 
@@ -86,7 +91,7 @@ class Parameter:
 
     @data.setter
     def data(self, value) -> None:
-        self._data = jnp.asarray(value)
+        self._data = jnp.array(value, copy=True)
 
     @property
     def grad(self):

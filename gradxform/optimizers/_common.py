@@ -49,6 +49,22 @@ def is_zero(value: Any) -> bool:
     return concrete(value) == 0.0
 
 
+def without_zeros(hyperparams: dict[str, Any], *names: str) -> dict[str, Any]:
+    """Drops the named hyperparameters whose value is a concrete 0.
+
+    A feature whose coefficient is a concrete 0 (weight decay, momentum) is left out of
+    the transformation, as torch skips it: ``update`` then needs no ``params`` and keeps
+    no buffer for it. The hyperparameter is then not in the state, so
+    ``set_hyperparams`` refuses it loudly rather than silently changing nothing.
+    """
+    return {k: v for k, v in hyperparams.items() if not (k in names and is_zero(v))}
+
+
+def inject(build, /, *, optional=("weight_decay",), **hyperparams) -> GradientTransformation:
+    """:func:`inject_hyperparams` after :func:`without_zeros` of the ``optional`` ones."""
+    return inject_hyperparams(build, **without_zeros(hyperparams, *optional))
+
+
 def standard_chain(
     direction: GradientTransformation,
     *,
@@ -61,13 +77,13 @@ def standard_chain(
     parts = []
     if maximize:
         parts.append(transforms.negate())
-    if weight_decay is not None and not decoupled_weight_decay:
+    if weight_decay is not None and not is_zero(weight_decay) and not decoupled_weight_decay:
         parts.append(transforms.add_decayed_weights(weight_decay))
     parts.append(direction)
-    if weight_decay is not None and decoupled_weight_decay:
+    if weight_decay is not None and not is_zero(weight_decay) and decoupled_weight_decay:
         parts.append(transforms.add_decayed_weights(weight_decay))
     parts.append(transforms.scale_by_learning_rate(learning_rate))
     return chain(*parts)
 
 
-__all__ = ["check", "check_learning_rate", "concrete", "inject_hyperparams", "is_zero", "standard_chain"]
+__all__ = ["inject", "without_zeros", "check", "check_learning_rate", "concrete", "inject_hyperparams", "is_zero", "standard_chain"]

@@ -94,7 +94,7 @@ def adadelta(
     _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
     _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
 
-    def build(learning_rate, rho, eps, weight_decay):
+    def build(learning_rate, rho, eps, weight_decay=None):
         return _common.standard_chain(
             scale_by_adadelta(rho, eps, state_dtype=state_dtype),
             learning_rate=learning_rate,
@@ -102,6 +102,6 @@ def adadelta(
             maximize=maximize,
         )
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build, learning_rate=learning_rate, rho=rho, eps=eps, weight_decay=weight_decay
     )

@@ -102,7 +102,7 @@ def adagrad(
     )
     _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
 
-    def build(learning_rate, lr_decay, weight_decay, eps):
+    def build(learning_rate, lr_decay, eps, weight_decay=None):
         return _common.standard_chain(
             scale_by_adagrad(lr_decay, eps, initial_accumulator_value, state_dtype=state_dtype),
             learning_rate=learning_rate,
@@ -110,6 +110,6 @@ def adagrad(
             maximize=maximize,
         )
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build, learning_rate=learning_rate, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps
     )

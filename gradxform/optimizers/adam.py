@@ -142,7 +142,7 @@ def adam(
     """
     _check_adam_family(learning_rate, betas, eps, weight_decay)
 
-    def build(learning_rate, betas, eps, weight_decay):
+    def build(learning_rate, betas, eps, weight_decay=None):
         return _common.standard_chain(
             scale_by_adam(betas[0], betas[1], eps, amsgrad=amsgrad, state_dtype=state_dtype),
             learning_rate=learning_rate,
@@ -151,7 +151,7 @@ def adam(
             maximize=maximize,
         )
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build, learning_rate=learning_rate, betas=tuple(betas), eps=eps, weight_decay=weight_decay
     )
 

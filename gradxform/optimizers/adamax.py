@@ -92,7 +92,7 @@ def adamax(
     """
     _check_adam_family(learning_rate, betas, eps, weight_decay)
 
-    def build(learning_rate, betas, eps, weight_decay):
+    def build(learning_rate, betas, eps, weight_decay=None):
         return _common.standard_chain(
             scale_by_adamax(betas[0], betas[1], eps, state_dtype=state_dtype),
             learning_rate=learning_rate,
@@ -100,6 +100,6 @@ def adamax(
             maximize=maximize,
         )
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build, learning_rate=learning_rate, betas=tuple(betas), eps=eps, weight_decay=weight_decay
     )

@@ -116,12 +116,13 @@ def asgd(
     _common.check_learning_rate(learning_rate)
     _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
 
-    def build(learning_rate, lambd, alpha, t0, weight_decay):
+    def build(learning_rate, lambd, alpha, t0, weight_decay=None):
         parts = [transforms.negate()] if maximize else []
-        parts.append(transforms.add_decayed_weights(weight_decay))
+        if weight_decay is not None:
+            parts.append(transforms.add_decayed_weights(weight_decay))
         parts.append(scale_by_asgd(learning_rate, lambd, alpha, t0, state_dtype=state_dtype))
         return chain(*parts)
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build, learning_rate=learning_rate, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay
     )

@@ -170,8 +170,8 @@ def muon(
       >>> tx = gradxform.muon(0.1, weight_decay=0.0)
       >>> params = jnp.zeros((2, 2))
       >>> updates, _ = tx.update(jnp.eye(2), tx.init(params), params)
-      >>> bool(jnp.all(jnp.abs(jnp.diag(updates) + 0.07) < 0.02))
-      True
+      >>> jnp.diag(updates).tolist()  # NS maps singular values near 1, not exactly to 1
+      [-0.1125, -0.1125]
 
     Reference: Jordan et al., 2024; ``torch.optim.Muon``.
     """
@@ -187,7 +187,7 @@ def muon(
     if len(ns_coefficients) != 3:
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
 
-    def build(learning_rate, weight_decay, momentum, ns_coefficients, eps):
+    def build(learning_rate, momentum, ns_coefficients, eps, weight_decay=None):
         return _common.standard_chain(
             scale_by_muon(
                 momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, state_dtype=state_dtype
@@ -197,7 +197,7 @@ def muon(
             decoupled_weight_decay=True,
         )
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build,
         learning_rate=learning_rate,
         weight_decay=weight_decay,

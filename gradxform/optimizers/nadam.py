@@ -117,7 +117,7 @@ def nadam(
     _check_adam_family(learning_rate, betas, eps, weight_decay)
     _common.check(momentum_decay, lambda v: v >= 0.0, "Invalid momentum_decay value: {}")
 
-    def build(learning_rate, betas, eps, weight_decay, momentum_decay):
+    def build(learning_rate, betas, eps, momentum_decay, weight_decay=None):
         return _common.standard_chain(
             scale_by_nadam(betas[0], betas[1], eps, momentum_decay, state_dtype=state_dtype),
             learning_rate=learning_rate,
@@ -126,7 +126,7 @@ def nadam(
             maximize=maximize,
         )
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build,
         learning_rate=learning_rate,
         betas=tuple(betas),

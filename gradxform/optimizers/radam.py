@@ -110,7 +110,7 @@ def radam(
     """
     _check_adam_family(learning_rate, betas, eps, weight_decay)
 
-    def build(learning_rate, betas, eps, weight_decay):
+    def build(learning_rate, betas, eps, weight_decay=None):
         return _common.standard_chain(
             scale_by_radam(betas[0], betas[1], eps, state_dtype=state_dtype),
             learning_rate=learning_rate,
@@ -119,6 +119,6 @@ def radam(
             maximize=maximize,
         )
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build, learning_rate=learning_rate, betas=tuple(betas), eps=eps, weight_decay=weight_decay
     )

@@ -135,7 +135,7 @@ def rmsprop(
     _common.check(alpha, lambda v: v >= 0.0, "Invalid alpha value: {}")
     with_momentum = not _common.is_zero(momentum)
 
-    def build(learning_rate, alpha, eps, weight_decay, momentum=None):
+    def build(learning_rate, alpha, eps, weight_decay=None, momentum=None):
         return _common.standard_chain(
             scale_by_rmsprop(alpha, eps, momentum, centered=centered, state_dtype=state_dtype),
             learning_rate=learning_rate,
@@ -146,4 +146,4 @@ def rmsprop(
     hyperparams = dict(learning_rate=learning_rate, alpha=alpha, eps=eps, weight_decay=weight_decay)
     if with_momentum:
         hyperparams["momentum"] = momentum
-    return _common.inject_hyperparams(build, **hyperparams)
+    return _common.inject(build, **hyperparams)

@@ -112,7 +112,7 @@ def sgd(
     if nesterov and ((m is not None and m <= 0) or (d is not None and d != 0)):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def build(learning_rate, weight_decay, momentum=None, dampening=None):
+    def build(learning_rate, weight_decay=None, momentum=None, dampening=None):
         direction = (
             scale_by_sgd(momentum, dampening, nesterov, state_dtype=state_dtype)
             if with_momentum
@@ -125,4 +125,4 @@ def sgd(
     hyperparams = dict(learning_rate=learning_rate, weight_decay=weight_decay)
     if with_momentum:
         hyperparams.update(momentum=momentum, dampening=dampening)
-    return _common.inject_hyperparams(build, **hyperparams)
+    return _common.inject(build, **hyperparams)

@@ -153,6 +153,7 @@ class RMSprop(GradxformOptimizer):
     _state_keys = ("step", "square_avg", "momentum_buffer", "grad_avg")
     _hyperparams = ("lr", "momentum", "alpha", "eps", "weight_decay")
     _sparse_grad_message = "RMSprop does not support sparse gradients"
+    _zero_options = ("weight_decay", "momentum")
 
     def __init__(
         self,
@@ -198,9 +199,6 @@ class RMSprop(GradxformOptimizer):
             momentum=0, centered=False, foreach=None, maximize=False, differentiable=False, capturable=False
         )
 
-    def _structure(self, group):
-        return {"with_momentum": _validation.scalar(group["momentum"]) > 0}
-
     @staticmethod
     def _make_transform(o):
         return gradxform.rmsprop(
@@ -208,7 +206,7 @@ class RMSprop(GradxformOptimizer):
             o["alpha"],
             o["eps"],
             o["weight_decay"],
-            o["momentum"] if o["with_momentum"] else 0.0,
+            o["momentum"],
             o["centered"],
             maximize=o["maximize"],
         )

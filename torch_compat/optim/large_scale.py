@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import jax
-from jax.experimental import sparse
 
 import gradxform
 from torch_compat.optim import _validation
@@ -13,8 +11,11 @@ from torch_compat.optim.optimizer import GradxformOptimizer
 class SparseAdam(GradxformOptimizer):
     """SparseAdam, as ``torch.optim.SparseAdam`` (see :func:`gradxform.sparse_adam`).
 
-    Gradients must be sparse, ``jax.experimental.sparse.BCOO`` arrays (torch refuses
-    dense gradients with the same message). ``state[p]["step"]`` is a Python int, as in torch.
+    A gradient is either a ``jax.experimental.sparse.BCOO`` array, whose stored entries
+    play the role of a torch sparse gradient's indices, or a dense array (what
+    ``jax.grad`` gives) whose untouched entries are exactly zero: its nonzero entries are
+    treated as torch treats the indices of a sparse gradient. ``state[p]["step"]`` is a
+    Python int, as in torch.
     """
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
@@ -40,9 +41,7 @@ class SparseAdam(GradxformOptimizer):
             )
 
     def _grad_for_step(self, param, group):
-        if not isinstance(param.grad, sparse.BCOO):
-            raise RuntimeError("SparseAdam does not support dense gradients, please consider Adam instead")
-        return param.grad
+        return param.grad  # BCOO, or dense with zeros where untouched
 
     def _export_step(self, step):
         return int(step)
@@ -158,4 +157,3 @@ class Muon(GradxformOptimizer):
         )
 
 
-del jax

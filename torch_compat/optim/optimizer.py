@@ -222,6 +222,10 @@ class Optimizer:
         Parameters are replaced by their index (counted across groups in order); each
         group carries all its options. Arrays are JAX arrays (``numpy.asarray`` turns them
         into numpy, and ``torch.as_tensor`` into tensors that torch's optimizer loads).
+
+        Unlike torch, which returns references to its live buffers, the arrays are copies:
+        the live ones are donated (updated in place) by the next ``step()``, and a saved
+        state dict must stay readable.
         """
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
@@ -240,7 +244,11 @@ class Optimizer:
 
         param_groups = [pack_group(g) for g in self.param_groups]
         packed_state = {
-            (param_mappings[id(k)] if isinstance(k, Parameter) else k): dict(v) for k, v in self.state.items()
+            (param_mappings[id(k)] if isinstance(k, Parameter) else k): {
+                key: jnp.array(value, copy=True) if isinstance(value, jax.Array) else value
+                for key, value in v.items()
+            }
+            for k, v in self.state.items()
         }
         state_dict = {"state": packed_state, "param_groups": param_groups}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
@@ -395,6 +403,10 @@ def _is_array(value) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "numpy")
 
 
+def _to_float(value: Any) -> float:
+    return float(np.asarray(value).reshape(())) if _is_array(value) else float(value)
+
+
 def _freeze(value: Any) -> Hashable:
     """A hashable stand-in for a group option (for the compile cache key)."""
     if isinstance(value, (list, tuple)):
@@ -458,6 +470,9 @@ class GradxformOptimizer(Optimizer):
     _state_keys: ClassVar[tuple[str, ...]] = ()
     _none_state_keys: ClassVar[tuple[str, ...]] = ()
     _hyperparams: ClassVar[tuple[str, ...]] = ("lr",)
+    # Float options whose feature is left out of the transformation while they are 0
+    # (torch skips it too); a change to or from 0 recompiles once.
+    _zero_options: ClassVar[tuple[str, ...]] = ("weight_decay",)
     _sparse_grad_message: ClassVar[str] = ""
     _compiled: ClassVar[dict] = {}
 
@@ -548,9 +563,11 @@ class GradxformOptimizer(Optimizer):
             fill, extract = self._fill, self._extract
             keys = self._state_keys
 
-            def run(payload):
+            def run(donated, kept):
                 results = []
-                for options, (params, grads, stored, hyper) in zip(statics, payload):
+                for options, (params, buffers), (grads, steps, hyper) in zip(statics, donated, kept):
+                    stored = [{**b, **s} for b, s in zip(buffers, steps)]
+                    hyper = {k: 0.0 if k in options["zero_options"] else v for k, v in hyper.items()}
                     tx = make({**options, **hyper})
                     fresh = tx.init(params)
                     inner = fill(fresh.inner_state, stored, keys)
@@ -559,7 +576,8 @@ class GradxformOptimizer(Optimizer):
                     results.append((new_params, extract(new_state.inner_state, len(params))))
                 return results
 
-            GradxformOptimizer._compiled[cache_key] = jax.jit(run)
+            # Parameters and buffers are donated: the step updates them in place, as torch does.
+            GradxformOptimizer._compiled[cache_key] = jax.jit(run, donate_argnums=0)
         return GradxformOptimizer._compiled[cache_key]
 
     def step(self, closure: Callable[[], Any] | None = None):
@@ -572,7 +590,7 @@ class GradxformOptimizer(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        work, key, payload = [], [], []
+        work, key, donated, kept = [], [], [], []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -582,12 +600,18 @@ class GradxformOptimizer(Optimizer):
                 {k: jnp.asarray(v) for k, v in self.state[p].items() if v is not None} for p in params
             ]
             statics = {**self._static_options(group), **self._structure(group)}
+            statics["zero_options"] = tuple(
+                k for k in self._zero_options if k in group and _to_float(group[k]) == 0
+            )
             work.append((params, statics))
             key.append((_freeze(statics), tuple(tuple(s) for s in stored)))
-            payload.append(([p.data for p in params], grads, stored, self._hyper_arrays(group)))
+            buffers = [{k: v for k, v in s.items() if k != "step"} for s in stored]
+            steps = [{k: v for k, v in s.items() if k == "step"} for s in stored]
+            donated.append(([p.data for p in params], buffers))
+            kept.append((grads, steps, self._hyper_arrays(group)))
         if not work:
             return loss
-        results = self._compiled_step(tuple(key), [statics for _, statics in work])(payload)
+        results = self._compiled_step(tuple(key), [statics for _, statics in work])(donated, kept)
         for (params, _), (new_params, new_states) in zip(work, results):
             for p, value, entry in zip(params, new_params, new_states):
                 p.data = value

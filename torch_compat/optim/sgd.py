@@ -18,6 +18,7 @@ class SGD(GradxformOptimizer):
     _state_keys = ("momentum_buffer",)
     _none_state_keys = ("momentum_buffer",)
     _hyperparams = ("lr", "momentum", "dampening", "weight_decay")
+    _zero_options = ("weight_decay", "momentum")
 
     def __init__(
         self,
@@ -59,16 +60,13 @@ class SGD(GradxformOptimizer):
     def _group_defaults_on_load(self):
         return dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
 
-    def _structure(self, group):
-        return {"momentum_is_zero": _validation.scalar(group["momentum"]) == 0}
-
     @staticmethod
     def _make_transform(o):
         return gradxform.sgd(
             o["lr"],
-            0.0 if o["momentum_is_zero"] else o["momentum"],
+            o["momentum"],
             o["dampening"],
             o["weight_decay"],
-            o["nesterov"] and not o["momentum_is_zero"],
+            o["nesterov"] and "momentum" not in o["zero_options"],
             maximize=o["maximize"],
         )
