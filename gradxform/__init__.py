@@ -12,6 +12,7 @@ from gradxform.base import (
     chain,
     identity,
 )
+from gradxform.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
 from gradxform.hyperparams import (
     InjectHyperparamsState,
     get_hyperparams,
@@ -36,6 +37,11 @@ from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_le
 __version__ = "0.1.0"
 
 __all__ = [
+    "LbfgsState",
+    "MinimizeResult",
+    "ScaleByLbfgsState",
+    "lbfgs",
+    "minimize",
     "checkpoint",
     "EmptyState",
     "GradientTransformation",

@@ -6,6 +6,7 @@ import weakref
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from torch_compat._parameter import Parameter
 
@@ -84,7 +85,8 @@ def backward(loss_fn: Callable, tree: Any, *args, has_aux: bool = False, **kwarg
     """Computes ``loss_fn(values(tree), *args)`` and accumulates its gradient into ``.grad``.
 
     This is ``loss.backward()``: gradients add to existing ``.grad`` values (call the
-    optimizer's ``zero_grad()`` first, as in torch). The value and gradient are computed
+    optimizer's ``zero_grad()`` first, as in torch). For complex parameters the gradient
+    is torch's (``df/dx + i df/dy``), the conjugate of what ``jax.grad`` returns. The value and gradient are computed
     by one jit-compiled ``jax.value_and_grad``, cached per ``loss_fn``.
 
     Args:
@@ -110,6 +112,8 @@ def backward(loss_fn: Callable, tree: Any, *args, has_aux: bool = False, **kwarg
     leaves = jax.tree.leaves(tree, is_leaf=_is_parameter)
     grad_leaves = jax.tree.structure(values(tree)).flatten_up_to(grads)
     for p, g in zip(leaves, grad_leaves):
+        if jnp.iscomplexobj(g):
+            g = jnp.conj(g)  # torch's convention: df/dx + i df/dy (jax.grad gives the conjugate)
         if _is_parameter(p) and p.requires_grad:
             p.grad = g if p.grad is None else p.grad + g
     return out

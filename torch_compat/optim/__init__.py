@@ -3,6 +3,7 @@
 from torch_compat.optim.adam import Adam, AdamW
 from torch_compat.optim.adaptive import Adadelta, Adagrad, Adamax, NAdam, RAdam, RMSprop
 from torch_compat.optim.asgd import ASGD, Rprop
+from torch_compat.optim.lbfgs import LBFGS
 from torch_compat.optim.large_scale import Adafactor, Muon, SparseAdam
 from torch_compat.optim.optimizer import (
     GradxformOptimizer,
@@ -13,6 +14,7 @@ from torch_compat.optim.optimizer import (
 from torch_compat.optim.sgd import SGD
 
 __all__ = [
+    "LBFGS",
     "ASGD",
     "Adadelta",
     "Adafactor",

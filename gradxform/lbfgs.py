@@ -1,0 +1,545 @@
+"""L-BFGS as torch's ``LBFGS`` runs it, compiled end to end.
+
+One torch ``LBFGS.step(closure)`` is written once, as a resumable state machine over the
+flattened parameters (:func:`lbfgs_begin`, :func:`lbfgs_trial`, :func:`lbfgs_tell`): it
+asks for the objective's value and gradient at a point, and is told them, until it is
+done. Three drivers share it:
+
+* :func:`minimize` runs the whole step in one ``lax.while_loop`` (jittable, vmappable);
+* :func:`lbfgs` is an ``(init, update)`` transformation whose ``update`` runs one step
+  with the objective passed as ``value_fn=``;
+* ``torch_compat.optim.LBFGS`` drives it from Python with a user closure.
+
+The two-loop recursion, the curvature-pair test (``y·s > 1e-10``), torch's first-step
+scaling ``min(1, 1/|g|_1) * lr`` and its stopping rules are those of torch 2.13, so on
+float64 problems the iterates, ``n_iter`` and function evaluations are torch's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from gradxform import _numerics
+from gradxform.base import GradientTransformation
+from gradxform.linesearch import FINISHED, WolfeState, wolfe_result, wolfe_start, wolfe_tell
+
+INIT, SEARCH, EVALUATE, DONE = 0, 1, 2, 3
+
+
+class LbfgsOptions(NamedTuple):
+    """torch.optim.LBFGS's options (static, except ``lr``)."""
+
+    lr: Any = 1.0
+    max_iter: int = 20
+    max_eval: int | None = None
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+    history_size: int = 100
+    line_search_fn: str | None = None
+
+    def resolved(self) -> "LbfgsOptions":
+        max_eval = self.max_iter * 5 // 4 if self.max_eval is None else self.max_eval
+        return self._replace(max_eval=max_eval)
+
+
+class LbfgsState(NamedTuple):
+    """What persists between steps: torch's ``LBFGS.state`` (n = number of real entries).
+
+    Attributes:
+      func_evals: int32, evaluations over all steps.
+      n_iter: int32, iterations over all steps.
+      d: ``[n]``, the last search direction.
+      t: scalar (default float dtype), the last step length.
+      old_dirs: ``[history_size, n]``, ring buffer of gradient differences ``y``.
+      old_stps: ``[history_size, n]``, ring buffer of steps ``s``.
+      ro: ``[history_size]``, ``1 / (y·s)``.
+      al: ``[history_size]``, the two-loop coefficients (logical order).
+      history_start: int32, physical index of the oldest pair.
+      history_len: int32, number of stored pairs.
+      H_diag: scalar (vector dtype), the initial Hessian scaling ``y·s / y·y``.
+      prev_flat_grad: ``[n]``, the gradient at the start of the last iteration.
+      prev_loss: scalar (default float dtype), the value there.
+    """
+
+    func_evals: jax.Array
+    n_iter: jax.Array
+    d: jax.Array
+    t: jax.Array
+    old_dirs: jax.Array
+    old_stps: jax.Array
+    ro: jax.Array
+    al: jax.Array
+    history_start: jax.Array
+    history_len: jax.Array
+    H_diag: jax.Array
+    prev_flat_grad: jax.Array
+    prev_loss: jax.Array
+
+
+class LbfgsRun(NamedTuple):
+    """One step in progress (see :func:`lbfgs_tell`)."""
+
+    state: LbfgsState
+    phase: jax.Array  # int32: INIT, SEARCH, EVALUATE or DONE
+    x: jax.Array  # [n], the current point
+    loss: jax.Array  # value at x (when fresh)
+    grad: jax.Array  # [n], gradient at x (when fresh)
+    fresh: jax.Array  # bool: loss and grad were evaluated at x
+    orig_loss: jax.Array  # value at the start of the step
+    current_evals: jax.Array  # int32
+    n_iter: jax.Array  # int32, iterations in this step
+    opt_cond: jax.Array  # bool
+    converged: jax.Array  # bool: stopped by a tolerance rather than a budget
+    search: WolfeState
+
+
+def init_state(n: int, dtype, history_size: int) -> LbfgsState:
+    """An empty L-BFGS state for ``n`` real unknowns of ``dtype``."""
+    hyper = _numerics.hyper_dtype()
+    zeros = jnp.zeros(n, dtype)
+    return LbfgsState(
+        func_evals=jnp.zeros([], jnp.int32),
+        n_iter=jnp.zeros([], jnp.int32),
+        d=zeros,
+        t=jnp.zeros([], hyper),
+        old_dirs=jnp.zeros((history_size, n), dtype),
+        old_stps=jnp.zeros((history_size, n), dtype),
+        ro=jnp.zeros(history_size, dtype),
+        al=jnp.zeros(history_size, dtype),
+        history_start=jnp.zeros([], jnp.int32),
+        history_len=jnp.zeros([], jnp.int32),
+        H_diag=jnp.ones([], dtype),
+        prev_flat_grad=zeros,
+        prev_loss=jnp.zeros([], hyper),
+    )
+
+
+def two_loop(grad, state: LbfgsState):
+    """The L-BFGS two-loop recursion: ``-H grad`` and the coefficients ``al``."""
+    size = state.ro.shape[0]
+    length, start = state.history_len, state.history_start
+
+    def backward(k, carry):
+        q, al = carry
+        i = length - 1 - k
+        j = (start + i) % size
+        a = jnp.vdot(state.old_stps[j], q) * state.ro[j]
+        return q - a * state.old_dirs[j], al.at[i].set(a)
+
+    q, al = jax.lax.fori_loop(0, length, backward, (-grad, state.al))
+    r = q * state.H_diag
+
+    def forward(i, r):
+        j = (start + i) % size
+        be = jnp.vdot(state.old_dirs[j], r) * state.ro[j]
+        return r + (al[i] - be) * state.old_stps[j]
+
+    return jax.lax.fori_loop(0, length, forward, r), al
+
+
+def _push_pair(state: LbfgsState, y, s, ys) -> LbfgsState:
+    size = state.ro.shape[0]
+    full = state.history_len == size
+    slot = jnp.where(full, state.history_start, (state.history_start + state.history_len) % size)
+    return state._replace(
+        old_dirs=state.old_dirs.at[slot].set(y),
+        old_stps=state.old_stps.at[slot].set(s),
+        ro=state.ro.at[slot].set(1.0 / ys),
+        history_start=jnp.where(full, (state.history_start + 1) % size, state.history_start),
+        history_len=jnp.where(full, state.history_len, state.history_len + 1),
+        H_diag=ys / jnp.vdot(y, y),
+    )
+
+
+def _max_abs(v):
+    return jnp.max(jnp.abs(v)) if v.size else jnp.zeros([], v.dtype)
+
+
+def lbfgs_begin(state: LbfgsState, x) -> LbfgsRun:
+    """Starts one step at ``x``: the first point to evaluate is ``x`` itself."""
+    hyper = _numerics.hyper_dtype()
+    zero = jnp.zeros([], hyper)
+    return LbfgsRun(
+        state=state,
+        phase=jnp.asarray(INIT, jnp.int32),
+        x=x,
+        loss=zero,
+        grad=jnp.zeros_like(x),
+        fresh=jnp.asarray(False),
+        orig_loss=zero,
+        current_evals=jnp.zeros([], jnp.int32),
+        n_iter=jnp.zeros([], jnp.int32),
+        opt_cond=jnp.asarray(False),
+        converged=jnp.asarray(False),
+        search=wolfe_start(zero, x, zero, zero, x, 0),
+    )
+
+
+def lbfgs_trial(run: LbfgsRun):
+    """The point whose value and gradient the step needs next."""
+    return jnp.where(run.phase == SEARCH, run.x + run.search.t.astype(run.x.dtype) * run.state.d, run.x)
+
+
+def _finish(run: LbfgsRun, options: LbfgsOptions, converged) -> LbfgsRun:
+    return run._replace(phase=jnp.asarray(DONE, jnp.int32), converged=jnp.asarray(converged))
+
+
+def _begin_iteration(run: LbfgsRun, options: LbfgsOptions) -> LbfgsRun:
+    """torch's loop body up to the line search (direction, step length, descent test)."""
+    state = run.state._replace(n_iter=run.state.n_iter + 1)
+    run = run._replace(n_iter=run.n_iter + 1)
+    g = run.grad
+    first = state.n_iter == 1
+
+    def first_direction(state):
+        return state._replace(
+            d=-g,
+            history_len=jnp.zeros_like(state.history_len),
+            history_start=jnp.zeros_like(state.history_start),
+            H_diag=jnp.ones_like(state.H_diag),
+        )
+
+    def quasi_newton_direction(state):
+        y = g - state.prev_flat_grad
+        s = state.d * state.t.astype(g.dtype)
+        ys = jnp.vdot(y, s)
+        state = jax.lax.cond(ys > 1e-10, lambda st: _push_pair(st, y, s, ys), lambda st: st, state)
+        d, al = two_loop(g, state)
+        return state._replace(d=d, al=al)
+
+    state = jax.lax.cond(first, first_direction, quasi_newton_direction, state)
+    hyper = _numerics.hyper_dtype()
+    lr = jnp.asarray(options.lr).astype(hyper)
+    first_t = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(g)).astype(hyper)) * lr
+    t = jnp.where(first, first_t, lr)
+    state = state._replace(prev_flat_grad=g, prev_loss=run.loss, t=t)
+    run = run._replace(state=state)
+    gtd = jnp.vdot(g, state.d).astype(hyper)
+    no_descent = gtd > -options.tolerance_change
+
+    if options.line_search_fn == "strong_wolfe":
+        search = wolfe_start(run.loss, g, gtd, t, state.d, options.max_eval - run.current_evals)
+        searching = run._replace(phase=jnp.asarray(SEARCH, jnp.int32), search=search)
+        return jax.lax.cond(no_descent, lambda r: _finish(r, options, True), lambda r: searching, run)
+
+    x = run.x + t.astype(run.x.dtype) * state.d
+    last = run.n_iter == options.max_iter
+    stepped = run._replace(x=x, fresh=jnp.asarray(False))
+    evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
+    # The last iteration is not evaluated (torch skips the closure when n_iter == max_iter),
+    # so no tolerance can be checked there: the step ran out of iterations.
+    out_of_iterations = _finish(stepped, options, False)
+    return jax.lax.cond(
+        no_descent,
+        lambda: _finish(run, options, True),
+        lambda: jax.lax.cond(last, lambda: out_of_iterations, lambda: evaluate),
+    )
+
+
+def _tolerance_met(run: LbfgsRun, options: LbfgsOptions):
+    step = _max_abs(run.state.d * run.state.t.astype(run.state.d.dtype))
+    return (
+        run.opt_cond
+        | (step <= options.tolerance_change)
+        | (jnp.abs(run.loss - run.state.prev_loss) < options.tolerance_change)
+    )
+
+
+def _end_iteration(run: LbfgsRun, options: LbfgsOptions) -> LbfgsRun:
+    """torch's checks at the end of an iteration; starts the next one if none stops it."""
+    budget_spent = (run.n_iter == options.max_iter) | (run.current_evals >= options.max_eval)
+    tolerance = _tolerance_met(run, options)  # loss and grad are fresh here
+    stop = budget_spent | tolerance
+    return jax.lax.cond(
+        stop,
+        lambda r: _finish(r, options, tolerance),
+        lambda r: _begin_iteration(r, options),
+        run,
+    )
+
+
+def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
+    """Feeds the value and gradient at :func:`lbfgs_trial`; returns the advanced step."""
+    options = options.resolved()
+    hyper = _numerics.hyper_dtype()
+    value = jnp.asarray(value).astype(hyper)
+
+    def initial(run):
+        state = run.state._replace(func_evals=run.state.func_evals + 1)
+        run = run._replace(
+            state=state, loss=value, grad=grad, fresh=jnp.asarray(True), orig_loss=value,
+            current_evals=jnp.ones([], jnp.int32),
+        )
+        optimal = _max_abs(grad) <= options.tolerance_grad
+        return jax.lax.cond(
+            optimal, lambda r: _finish(r, options, True), lambda r: _begin_iteration(r, options), run
+        )
+
+    def searching(run):
+        search = wolfe_tell(run.search, value, grad, run.state.d, tolerance_change=options.tolerance_change)
+
+        def finished(run):
+            f, g, t, evals = wolfe_result(search)
+            state = run.state._replace(t=t, func_evals=run.state.func_evals + evals)
+            run = run._replace(
+                state=state,
+                search=search,
+                x=run.x + t.astype(run.x.dtype) * state.d,
+                loss=f,
+                grad=g,
+                fresh=jnp.asarray(True),
+                opt_cond=_max_abs(g) <= options.tolerance_grad,
+                current_evals=run.current_evals + evals,
+            )
+            return _end_iteration(run, options)
+
+        return jax.lax.cond(search.phase == FINISHED, finished, lambda r: r._replace(search=search), run)
+
+    def evaluated(run):
+        state = run.state._replace(func_evals=run.state.func_evals + 1)
+        run = run._replace(
+            state=state, loss=value, grad=grad, fresh=jnp.asarray(True),
+            opt_cond=_max_abs(grad) <= options.tolerance_grad, current_evals=run.current_evals + 1,
+        )
+        return _end_iteration(run, options)
+
+    branch = jnp.clip(run.phase, 0, 2)
+    return jax.lax.switch(branch, (initial, searching, evaluated), run)
+
+
+# -- pytrees <-> flat real vectors --------------------------------------------------------
+
+
+def _to_real_tree(tree):
+    return jax.tree.map(_numerics.as_real, tree)
+
+
+def _from_real_tree(real, like):
+    return jax.tree.map(
+        lambda r, ref: _numerics.as_complex(r) if jnp.iscomplexobj(ref) else r, real, like
+    )
+
+
+def torch_gradient(grad):
+    """``jax.grad``'s gradient as torch defines it: conjugated on complex leaves.
+
+    For a real function of complex ``z = x + iy``, ``jax.grad`` gives ``df/dx - i df/dy``
+    and torch's ``.grad`` holds ``df/dx + i df/dy``, the steepest-ascent direction.
+    """
+    return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grad)
+
+
+def flatten(tree):
+    """``(flat real vector, unflatten)`` for a pytree (complex leaves as real pairs, as torch)."""
+    flat, unravel = ravel_pytree(_to_real_tree(tree))
+    return flat, lambda v: _from_real_tree(unravel(v), tree)
+
+
+class MinimizeResult(NamedTuple):
+    """Result of :func:`minimize`.
+
+    Attributes:
+      params: the solution, a pytree like ``x0``.
+      value: the objective at ``params``.
+      grad: its gradient at ``params`` (a pytree like ``x0``, as ``jax.grad`` gives it).
+      n_iter: int32, iterations taken.
+      n_evals: int32, evaluations of ``fun``, counted as torch counts them.
+      converged: bool, stopped by a tolerance (gradient, step, value change or no descent)
+        rather than by ``max_iter``/``max_eval``.
+      aux: ``fun``'s auxiliary output at ``params`` with ``has_aux=True``, else ``None``.
+      state: the :class:`LbfgsState`, to continue with another call.
+    """
+
+    params: Any
+    value: jax.Array
+    grad: Any
+    n_iter: jax.Array
+    n_evals: jax.Array
+    converged: jax.Array
+    aux: Any
+    state: LbfgsState
+
+
+def _check_options(options: LbfgsOptions) -> None:
+    from gradxform.optimizers import _common
+
+    _common.check_learning_rate(options.lr)
+    if options.line_search_fn not in (None, "strong_wolfe"):
+        raise RuntimeError("only 'strong_wolfe' is supported")
+
+
+def _run(value_and_grad, x_flat, state, options: LbfgsOptions):
+    def body(run):
+        value, grad = value_and_grad(lbfgs_trial(run))
+        return lbfgs_tell(run, value, grad, options)
+
+    return jax.lax.while_loop(lambda run: run.phase != DONE, body, lbfgs_begin(state, x_flat))
+
+
+def minimize(
+    fun: Callable,
+    x0,
+    *args,
+    method: str = "lbfgs",
+    lr=1.0,
+    max_iter: int = 20,
+    max_eval: int | None = None,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    history_size: int = 100,
+    line_search_fn: str | None = None,
+    has_aux: bool = False,
+    state: LbfgsState | None = None,
+) -> MinimizeResult:
+    r"""Minimizes ``fun(x, *args)`` with L-BFGS, as one torch ``LBFGS.step(closure)``.
+
+    The whole solve is one ``lax.while_loop``: ``minimize`` is jittable, vmappable and
+    works on any pytree ``x0``. With the same options it takes the same iterates, number
+    of iterations and of evaluations as torch's ``LBFGS(params, **options).step(closure)``
+    (exactly, on float64 problems).
+
+    Args:
+      fun: the objective, ``fun(x, *args) -> scalar`` (or ``(scalar, aux)`` with
+        ``has_aux``), differentiable with ``jax.grad``.
+      x0: the starting point, any pytree of float (or complex) arrays.
+      *args: passed to ``fun`` (traced, so new data does not recompile).
+      method: ``"lbfgs"``.
+      lr: step length scale (torch's ``lr``).
+      max_iter: maximum iterations.
+      max_eval: maximum evaluations (default ``max_iter * 5 // 4``).
+      tolerance_grad: stop when ``max|grad| <= tolerance_grad``.
+      tolerance_change: stop when the step or the value change falls below it.
+      history_size: number of curvature pairs kept.
+      line_search_fn: ``None`` (fixed steps) or ``"strong_wolfe"``.
+      has_aux: ``fun`` returns ``(value, aux)``.
+      state: an :class:`LbfgsState` from a previous result, to continue as a second torch
+        ``step()`` would (default: a fresh state).
+
+    Returns:
+      A :class:`MinimizeResult`. Without a line search, torch does not evaluate the last
+      iterate; ``minimize`` then evaluates it once more for ``value``/``grad`` (not counted
+      in ``n_evals``, which counts as torch does).
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> def rosenbrock(x):
+      ...     return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+      >>> result = gradxform.minimize(rosenbrock, jnp.array([-1.5, 2.0]), max_iter=200,
+      ...                             line_search_fn="strong_wolfe")
+      >>> [round(float(v), 4) for v in result.params], bool(result.converged)
+      ([1.0, 1.0], True)
+    """
+    if method != "lbfgs":
+        raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
+    options = LbfgsOptions(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn)
+    _check_options(options)
+    options = options.resolved()
+    x_flat, unflatten = flatten(x0)
+
+    def value_and_grad_flat(v):
+        (value, aux), grad = jax.value_and_grad(lambda p: _with_aux(fun(p, *args), has_aux), has_aux=True)(
+            unflatten(v)
+        )
+        return value, flatten(torch_gradient(grad))[0].astype(v.dtype)
+
+    if state is None:
+        state = init_state(x_flat.size, x_flat.dtype, history_size)
+    run = _run(value_and_grad_flat, x_flat, state, options)
+
+    def final_eval(run):
+        value, grad = value_and_grad_flat(run.x)
+        return run._replace(loss=jnp.asarray(value).astype(run.loss.dtype), grad=grad)
+
+    run = jax.lax.cond(run.fresh, lambda r: r, final_eval, run)
+    params = unflatten(run.x)
+    aux = _with_aux(fun(params, *args), has_aux)[1] if has_aux else None
+    return MinimizeResult(
+        params=params,
+        value=run.loss,
+        grad=torch_gradient(unflatten(run.grad)),
+        n_iter=run.n_iter,
+        n_evals=run.current_evals,
+        converged=run.converged,
+        aux=aux,
+        state=run.state,
+    )
+
+
+def _with_aux(out, has_aux):
+    if has_aux:
+        value, aux = out
+        return value, aux
+    return out, None
+
+
+class ScaleByLbfgsState(NamedTuple):
+    """State of :func:`lbfgs`: the :class:`LbfgsState` of the flattened parameters."""
+
+    lbfgs: LbfgsState
+
+
+def lbfgs(
+    learning_rate=1.0,
+    max_iter: int = 20,
+    max_eval: int | None = None,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    history_size: int = 100,
+    line_search_fn: str | None = None,
+) -> GradientTransformation:
+    r"""L-BFGS as a transformation: each ``update`` is one torch ``LBFGS.step(closure)``.
+
+    ``update(grads, state, params, *, value_fn, value=None)`` runs up to ``max_iter``
+    iterations from ``params`` on the objective ``value_fn(params)`` and returns the
+    update to the final iterate. ``grads`` (and ``value``, when given) are the objective's
+    gradient (and value) at ``params``; without ``value`` the objective is evaluated there
+    once more. The state carries torch's history between updates.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradxform
+      >>> f = lambda p: jnp.sum((p["w"] - 3.0) ** 2)
+      >>> tx = gradxform.lbfgs(line_search_fn="strong_wolfe")
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state = tx.init(params)
+      >>> value, grads = jax.value_and_grad(f)(params)
+      >>> updates, state = tx.update(grads, state, params, value_fn=f, value=value)
+      >>> gradxform.apply_updates(params, updates)["w"].tolist()
+      [3.0, 3.0]
+    """
+    options = LbfgsOptions(
+        learning_rate, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn
+    )
+    _check_options(options)
+    options = options.resolved()
+
+    def init(params):
+        flat, _ = flatten(params)
+        return ScaleByLbfgsState(init_state(flat.size, flat.dtype, history_size))
+
+    def update(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
+        del extra_args
+        if params is None or value_fn is None:
+            raise ValueError("lbfgs needs params and the objective: update(grads, state, params, value_fn=f)")
+        x_flat, unflatten = flatten(params)
+
+        def value_and_grad_flat(v):
+            val, grad = jax.value_and_grad(value_fn)(unflatten(v))
+            return val, flatten(torch_gradient(grad))[0].astype(v.dtype)
+
+        run = lbfgs_begin(state.lbfgs, x_flat)
+        if value is not None:  # the caller evaluated params already: that is the first evaluation
+            run = lbfgs_tell(run, value, flatten(torch_gradient(updates))[0].astype(x_flat.dtype), options)
+
+        def body(run):
+            val, grad = value_and_grad_flat(lbfgs_trial(run))
+            return lbfgs_tell(run, val, grad, options)
+
+        run = jax.lax.while_loop(lambda r: r.phase != DONE, body, run)
+        new_params = unflatten(run.x)
+        return jax.tree.map(jnp.subtract, new_params, params), ScaleByLbfgsState(run.state)
+
+    return GradientTransformation(init, update)

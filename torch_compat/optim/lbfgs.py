@@ -1,0 +1,194 @@
+"""``LBFGS``: torch.optim.LBFGS with ``step(closure)``, on gradxform's L-BFGS state machine."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse
+
+from gradxform import _numerics
+import importlib
+
+core = importlib.import_module("gradxform.lbfgs")  # the module (gradxform.lbfgs is also the alias)
+from torch_compat.optim import _validation
+from torch_compat.optim.optimizer import Optimizer
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_tell(options: core.LbfgsOptions) -> Callable:
+    """One jitted ``lbfgs_tell`` per set of static options; ``lr`` stays a traced value."""
+    return jax.jit(lambda run, value, grad, lr: core.lbfgs_tell(run, value, grad, options._replace(lr=lr)))
+
+
+_begin = jax.jit(core.lbfgs_begin)
+_trial = jax.jit(core.lbfgs_trial)
+
+
+class LBFGS(Optimizer):
+    """L-BFGS, as ``torch.optim.LBFGS``: one param group, ``step(closure)`` required.
+
+    Each ``step`` calls ``closure`` (which must zero the gradients, compute the loss, fill
+    ``.grad`` — for example with :func:`torch_compat.backward` — and return the loss, as a
+    Python float or a JAX scalar) as many times as torch would, at the same points. The
+    direction, two-loop recursion and strong-Wolfe line search are gradxform's
+    (:mod:`gradxform.lbfgs`, :mod:`gradxform.linesearch`), compiled; only the closure
+    runs in Python. ``state`` holds torch's keys: ``func_evals``, ``n_iter``, ``d``,
+    ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``,
+    ``prev_loss`` and ``al``.
+
+    For a problem written as a pure JAX function, :func:`gradxform.minimize` runs the same
+    iterations in one compiled loop, with no Python in between.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr=1,
+        max_iter=20,
+        max_eval=None,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-9,
+        history_size=100,
+        line_search_fn=None,
+    ):
+        _validation.check_tensor_lr(lr)
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if max_eval is None:
+            max_eval = max_iter * 5 // 4
+        defaults = dict(
+            lr=lr,
+            max_iter=max_iter,
+            max_eval=max_eval,
+            tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change,
+            history_size=history_size,
+            line_search_fn=line_search_fn,
+        )
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        self._params = self.param_groups[0]["params"]
+
+    # -- flat views of the parameters and gradients (complex as real pairs, as torch) ----
+
+    def _flat_params(self):
+        return core.flatten([p.data for p in self._params])
+
+    def _flat_grad(self, like):
+        grads = []
+        for p in self._params:
+            g = p.grad
+            if g is None:
+                g = jnp.zeros(p.shape, p.dtype)
+            elif isinstance(g, sparse.BCOO):
+                g = g.todense()
+            grads.append(g)
+        return core.flatten(grads)[0].astype(like.dtype)
+
+    def _set_params(self, unflatten, x) -> None:
+        for p, value in zip(self._params, unflatten(x)):
+            p._data = value
+
+    # -- torch's state layout <-> gradxform's LbfgsState ----------------------------------
+
+    def _core_state(self, state: dict[str, Any], n: int, dtype, history_size: int) -> core.LbfgsState:
+        fresh = core.init_state(n, dtype, history_size)
+        fresh = fresh._replace(
+            func_evals=jnp.asarray(state.get("func_evals", 0), jnp.int32),
+            n_iter=jnp.asarray(state.get("n_iter", 0), jnp.int32),
+        )
+        if "d" not in state:
+            return fresh
+        hyper = _numerics.hyper_dtype()
+        as_vector = lambda v: jnp.asarray(np.asarray(v)).astype(dtype).reshape(n)  # noqa: E731
+        dirs, stps = list(state["old_dirs"])[-history_size:], list(state["old_stps"])[-history_size:]
+        ro = list(state["ro"])[-history_size:]
+        length = len(dirs)
+        old_dirs, old_stps, ro_array = fresh.old_dirs, fresh.old_stps, fresh.ro
+        if length:
+            old_dirs = old_dirs.at[:length].set(jnp.stack([as_vector(v) for v in dirs]))
+            old_stps = old_stps.at[:length].set(jnp.stack([as_vector(v) for v in stps]))
+            ro_array = ro_array.at[:length].set(jnp.asarray([float(np.asarray(v)) for v in ro], dtype))
+        al = [0.0 if v is None else float(np.asarray(v)) for v in state.get("al", [])][:history_size]
+        al_array = fresh.al.at[: len(al)].set(jnp.asarray(al, dtype)) if al else fresh.al
+        return fresh._replace(
+            d=as_vector(state["d"]),
+            t=jnp.asarray(float(np.asarray(state["t"])), hyper),
+            old_dirs=old_dirs,
+            old_stps=old_stps,
+            ro=ro_array,
+            al=al_array,
+            history_start=jnp.zeros([], jnp.int32),
+            history_len=jnp.asarray(length, jnp.int32),
+            H_diag=jnp.asarray(float(np.asarray(state["H_diag"])), dtype),
+            prev_flat_grad=as_vector(state["prev_flat_grad"]),
+            prev_loss=jnp.asarray(float(np.asarray(state["prev_loss"])), hyper),
+        )
+
+    @staticmethod
+    def _torch_state(state: core.LbfgsState, history_size: int, iterated: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"func_evals": int(state.func_evals), "n_iter": int(state.n_iter)}
+        if not iterated:
+            return out
+        length, start = int(state.history_len), int(state.history_start)
+        order = [(start + i) % history_size for i in range(length)]
+        if int(state.n_iter) >= 2:
+            out["al"] = [state.al[i] for i in range(length)] + [None] * (history_size - length)
+        out.update(
+            d=state.d,
+            t=float(state.t),
+            old_dirs=[state.old_dirs[j] for j in order],
+            old_stps=[state.old_stps[j] for j in order],
+            ro=[state.ro[j] for j in order],
+            H_diag=state.H_diag if length else 1,
+            prev_flat_grad=state.prev_flat_grad,
+            prev_loss=float(state.prev_loss),
+        )
+        return out
+
+    def step(self, closure: Callable[[], Any]):
+        """Performs one L-BFGS step: up to ``max_iter`` iterations, calling ``closure`` as torch does.
+
+        Returns:
+          The loss returned by the first call of ``closure`` (at the starting point).
+        """
+        group = self.param_groups[0]
+        if group["line_search_fn"] not in (None, "strong_wolfe"):
+            raise RuntimeError("only 'strong_wolfe' is supported")
+        options = core.LbfgsOptions(
+            lr=None,
+            max_iter=group["max_iter"],
+            max_eval=group["max_eval"],
+            tolerance_grad=group["tolerance_grad"],
+            tolerance_change=group["tolerance_change"],
+            history_size=group["history_size"],
+            line_search_fn=group["line_search_fn"],
+        ).resolved()
+        tell = _compiled_tell(options)
+        lr = jnp.asarray(_validation.scalar(group["lr"]), _numerics.hyper_dtype())
+        state = self.state[self._params[0]]
+        x, unflatten = self._flat_params()
+        run = _begin(self._core_state(state, x.size, x.dtype, options.history_size), x)
+        orig_loss = None
+        while int(run.phase) != core.DONE:
+            self._set_params(unflatten, _trial(run))
+            loss = closure()
+            if orig_loss is None:
+                orig_loss = loss
+            run = tell(run, jnp.asarray(loss), self._flat_grad(x), lr)
+        self._set_params(unflatten, run.x)
+        iterated = int(run.n_iter) > 0 or "d" in state
+        state.clear()
+        state.update(self._torch_state(run.state, options.history_size, iterated))
+        return orig_loss
+
+    def _load_value(self, param, key, value):
+        # Everything LBFGS keeps is flat (or a scalar): no cast to the parameter's shape.
+        if key in ("func_evals", "n_iter"):
+            return int(np.asarray(value))
+        return super()._load_value(param, key, value)
