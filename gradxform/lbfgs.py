@@ -31,7 +31,11 @@ INIT, SEARCH, EVALUATE, DONE = 0, 1, 2, 3
 
 
 class LbfgsOptions(NamedTuple):
-    """torch.optim.LBFGS's options (static, except ``lr``)."""
+    """torch.optim.LBFGS's options.
+
+    ``history_size`` (a shape) and ``line_search_fn`` (the structure) must be static;
+    the others may be traced arrays, so changing them does not recompile.
+    """
 
     lr: Any = 1.0
     max_iter: int = 20
@@ -249,17 +253,15 @@ def _tolerance_met(run: LbfgsRun, options: LbfgsOptions):
     )
 
 
-def _end_iteration(run: LbfgsRun, options: LbfgsOptions) -> LbfgsRun:
-    """torch's checks at the end of an iteration; starts the next one if none stops it."""
+def _end_iteration(run: LbfgsRun, options: LbfgsOptions):
+    """torch's checks at the end of an iteration: the finished run, or whether to go on."""
     budget_spent = (run.n_iter == options.max_iter) | (run.current_evals >= options.max_eval)
     tolerance = _tolerance_met(run, options)  # loss and grad are fresh here
     stop = budget_spent | tolerance
-    return jax.lax.cond(
-        stop,
-        lambda r: _finish(r, options, tolerance),
-        lambda r: _begin_iteration(r, options),
-        run,
-    )
+    return run._replace(
+        phase=jnp.where(stop, DONE, run.phase).astype(jnp.int32),
+        converged=jnp.where(stop, tolerance, run.converged),
+    ), ~stop
 
 
 def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
@@ -267,48 +269,49 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
     options = options.resolved()
     hyper = _numerics.hyper_dtype()
     value = jnp.asarray(value).astype(hyper)
+    grad_max = _max_abs(grad)
+    evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True))
 
     def initial(run):
-        state = run.state._replace(func_evals=run.state.func_evals + 1)
-        run = run._replace(
-            state=state, loss=value, grad=grad, fresh=jnp.asarray(True), orig_loss=value,
+        run = evaluated._replace(
+            state=run.state._replace(func_evals=run.state.func_evals + 1),
+            orig_loss=value,
             current_evals=jnp.ones([], jnp.int32),
         )
-        optimal = _max_abs(grad) <= options.tolerance_grad
-        return jax.lax.cond(
-            optimal, lambda r: _finish(r, options, True), lambda r: _begin_iteration(r, options), run
-        )
+        optimal = grad_max <= options.tolerance_grad
+        return _select(optimal, _finish(run, options, True), run), ~optimal
 
     def searching(run):
         search = wolfe_tell(run.search, value, grad, run.state.d, tolerance_change=options.tolerance_change)
+        f, g, t, evals = wolfe_result(search)
+        finished = run._replace(
+            state=run.state._replace(t=t, func_evals=run.state.func_evals + evals),
+            search=search,
+            x=run.x + t.astype(run.x.dtype) * run.state.d,
+            loss=f,
+            grad=g,
+            fresh=jnp.asarray(True),
+            opt_cond=_max_abs(g) <= options.tolerance_grad,
+            current_evals=run.current_evals + evals,
+        )
+        finished, go_on = _end_iteration(finished, options)
+        done = search.phase == FINISHED
+        return _select(done, finished, run._replace(search=search)), done & go_on
 
-        def finished(run):
-            f, g, t, evals = wolfe_result(search)
-            state = run.state._replace(t=t, func_evals=run.state.func_evals + evals)
-            run = run._replace(
-                state=state,
-                search=search,
-                x=run.x + t.astype(run.x.dtype) * state.d,
-                loss=f,
-                grad=g,
-                fresh=jnp.asarray(True),
-                opt_cond=_max_abs(g) <= options.tolerance_grad,
-                current_evals=run.current_evals + evals,
-            )
-            return _end_iteration(run, options)
-
-        return jax.lax.cond(search.phase == FINISHED, finished, lambda r: r._replace(search=search), run)
-
-    def evaluated(run):
-        state = run.state._replace(func_evals=run.state.func_evals + 1)
-        run = run._replace(
-            state=state, loss=value, grad=grad, fresh=jnp.asarray(True),
-            opt_cond=_max_abs(grad) <= options.tolerance_grad, current_evals=run.current_evals + 1,
+    def evaluated_step(run):
+        run = evaluated._replace(
+            state=run.state._replace(func_evals=run.state.func_evals + 1),
+            opt_cond=grad_max <= options.tolerance_grad,
+            current_evals=run.current_evals + 1,
         )
         return _end_iteration(run, options)
 
-    branch = jnp.clip(run.phase, 0, 2)
-    return jax.lax.switch(branch, (initial, searching, evaluated), run)
+    run, go_on = jax.lax.switch(jnp.clip(run.phase, 0, 2), (initial, searching, evaluated_step), run)
+    return jax.lax.cond(go_on, lambda r: _begin_iteration(r, options), lambda r: r, run)
+
+
+def _select(pred, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
 # -- pytrees <-> flat real vectors --------------------------------------------------------

@@ -135,14 +135,13 @@ def wolfe_start(f0, g0, gtd0, t, d, max_ls) -> WolfeState:
     )
 
 
-def _set_bracket(s: WolfeState, ts, fs, gtds, gs, done=False) -> WolfeState:
-    return s._replace(
-        bracket=jnp.stack(ts),
-        bracket_f=jnp.stack(fs),
-        bracket_gtd=jnp.stack(gtds),
-        bracket_g=jnp.stack(gs),
-        done=jnp.asarray(done),
-    )
+def _select(pred, a: WolfeState, b: WolfeState) -> WolfeState:
+    """``a`` where ``pred`` else ``b``, field by field (a cheap select, no branch)."""
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def _low_end(bracket_f):
+    return jnp.where(bracket_f[0] <= bracket_f[1], 0, 1).astype(jnp.int32)
 
 
 def _zoom_next(s: WolfeState, tolerance_change) -> WolfeState:
@@ -164,44 +163,35 @@ def _zoom_next(s: WolfeState, tolerance_change) -> WolfeState:
     )
 
 
-def _enter_zoom(s: WolfeState, tolerance_change) -> WolfeState:
-    low = jnp.where(s.bracket_f[0] <= s.bracket_f[1], 0, 1).astype(jnp.int32)
-    return _zoom_next(s._replace(low=low, insuf_progress=jnp.asarray(False)), tolerance_change)
+def _bracket_step(s: WolfeState, c1, c2):
+    """torch's bracketing-loop body for the evaluation just received at ``s.t``.
 
-
-def _bracket_step(s: WolfeState, c1, c2, tolerance_change) -> WolfeState:
-    """torch's bracketing-loop body, for the evaluation just received at ``s.t``."""
+    Returns the new state and whether the bracketing phase is over (then the caller
+    enters the zoom phase).
+    """
     t = s.t
     out_of_budget = s.ls_iter >= s.max_ls
     armijo_fails = (s.f_new > s.f0 + c1 * t * s.gtd0) | ((s.ls_iter > 1) & (s.f_new >= s.f_prev))
-    curvature_ok = jnp.abs(s.gtd_new) <= -c2 * s.gtd0
-    uphill = s.gtd_new >= 0
-
-    def budget_spent(s):
-        # torch: bracket = [0, t] (bracket_gtd is left unset; the zoom loop does not run).
-        s = _set_bracket(s, (jnp.zeros_like(t), t), (s.f0, s.f_new), (s.gtd0, s.gtd_new), (s.g0, s.g_new))
-        return _enter_zoom(s, tolerance_change)
-
-    def bracketed(s):
-        s = _set_bracket(
-            s, (s.t_prev, t), (s.f_prev, s.f_new), (s.gtd_prev, s.gtd_new), (s.g_prev, s.g_new)
-        )
-        return _enter_zoom(s, tolerance_change)
-
-    def wolfe_met(s):
-        s = _set_bracket(s, (t, t), (s.f_new, s.f_new), (s.gtd_new, s.gtd_new), (s.g_new, s.g_new), True)
-        return _enter_zoom(s, tolerance_change)
-
-    def extrapolate(s):
-        min_step = t + 0.01 * (t - s.t_prev)
-        max_step = t * 10
-        new_t = cubic_interpolate(s.t_prev, s.f_prev, s.gtd_prev, t, s.f_new, s.gtd_new, bounds=(min_step, max_step))
-        return s._replace(t=new_t, t_prev=t, f_prev=s.f_new, g_prev=s.g_new, gtd_prev=s.gtd_new)
-
-    branch = jnp.where(
-        out_of_budget, 0, jnp.where(armijo_fails, 1, jnp.where(curvature_ok, 2, jnp.where(uphill, 1, 3)))
+    wolfe_met = ~out_of_budget & ~armijo_fails & (jnp.abs(s.gtd_new) <= -c2 * s.gtd0)
+    bracketed = ~out_of_budget & ~wolfe_met & (armijo_fails | (s.gtd_new >= 0))
+    # The bracket's left end: 0 and the start point when the budget is spent (torch's
+    # bracket = [0, t]), t itself when the Wolfe conditions hold, else the previous point.
+    left = lambda spent, met, other: jnp.where(out_of_budget, spent, jnp.where(wolfe_met, met, other))  # noqa: E731
+    ended = s._replace(
+        bracket=jnp.stack([left(jnp.zeros_like(t), t, s.t_prev), t]),
+        bracket_f=jnp.stack([left(s.f0, s.f_new, s.f_prev), s.f_new]),
+        bracket_gtd=jnp.stack([left(s.gtd0, s.gtd_new, s.gtd_prev), s.gtd_new]),
+        bracket_g=jnp.stack([left(s.g0, s.g_new, s.g_prev), s.g_new]),
+        done=wolfe_met,
+        insuf_progress=jnp.asarray(False),
     )
-    return jax.lax.switch(branch, (budget_spent, bracketed, wolfe_met, extrapolate), s)
+    ended = ended._replace(low=_low_end(ended.bracket_f))
+    new_t = cubic_interpolate(
+        s.t_prev, s.f_prev, s.gtd_prev, t, s.f_new, s.gtd_new, bounds=(t + 0.01 * (t - s.t_prev), t * 10)
+    )
+    extrapolated = s._replace(t=new_t, t_prev=t, f_prev=s.f_new, g_prev=s.g_new, gtd_prev=s.gtd_new)
+    over = out_of_budget | wolfe_met | bracketed
+    return _select(over, ended, extrapolated), over
 
 
 def _zoom_update(s: WolfeState, c1, c2) -> WolfeState:
@@ -209,35 +199,24 @@ def _zoom_update(s: WolfeState, c1, c2) -> WolfeState:
     low, high = s.low, 1 - s.low
     t = s.t
     shrink_high = (s.f_new > s.f0 + c1 * t * s.gtd0) | (s.f_new >= s.bracket_f[low])
+    done = ~shrink_high & (jnp.abs(s.gtd_new) <= -c2 * s.gtd0)
+    # Moving the low end: the old low end first becomes the high end when the slope
+    # points past it (torch's "gtd_new * (high - low) >= 0").
+    flip = ~shrink_high & ~done & (s.gtd_new * (s.bracket[high] - s.bracket[low]) >= 0)
+    target = jnp.where(shrink_high, high, low)
 
-    def replace_high(s):
-        s = s._replace(
-            bracket=s.bracket.at[high].set(t),
-            bracket_f=s.bracket_f.at[high].set(s.f_new),
-            bracket_g=s.bracket_g.at[high].set(s.g_new),
-            bracket_gtd=s.bracket_gtd.at[high].set(s.gtd_new),
-        )
-        return s._replace(low=jnp.where(s.bracket_f[0] <= s.bracket_f[1], 0, 1).astype(jnp.int32))
+    def update(array, new):
+        array = array.at[high].set(jnp.where(flip, array[low], array[high]))
+        return array.at[target].set(new)
 
-    def replace_low(s):
-        done = jnp.abs(s.gtd_new) <= -c2 * s.gtd0
-        flip = ~done & (s.gtd_new * (s.bracket[high] - s.bracket[low]) >= 0)
-        pick = lambda a: a.at[high].set(jnp.where(flip, a[low], a[high]))  # noqa: E731
-        s = s._replace(
-            bracket=pick(s.bracket),
-            bracket_f=pick(s.bracket_f),
-            bracket_g=pick(s.bracket_g),
-            bracket_gtd=pick(s.bracket_gtd),
-            done=done,
-        )
-        return s._replace(
-            bracket=s.bracket.at[low].set(t),
-            bracket_f=s.bracket_f.at[low].set(s.f_new),
-            bracket_g=s.bracket_g.at[low].set(s.g_new),
-            bracket_gtd=s.bracket_gtd.at[low].set(s.gtd_new),
-        )
-
-    return jax.lax.cond(shrink_high, replace_high, replace_low, s)
+    s = s._replace(
+        bracket=update(s.bracket, t),
+        bracket_f=update(s.bracket_f, s.f_new),
+        bracket_g=update(s.bracket_g, s.g_new),
+        bracket_gtd=update(s.bracket_gtd, s.gtd_new),
+        done=done,
+    )
+    return s._replace(low=jnp.where(shrink_high, _low_end(s.bracket_f), s.low))
 
 
 def wolfe_tell(s: WolfeState, f_new, g_new, d, *, c1=1e-4, c2=0.9, tolerance_change=1e-9) -> WolfeState:
@@ -248,15 +227,13 @@ def wolfe_tell(s: WolfeState, f_new, g_new, d, *, c1=1e-4, c2=0.9, tolerance_cha
         g_new=g_new,
         gtd_new=_dot(g_new, d),
         evals=s.evals + 1,
+        ls_iter=s.ls_iter + jnp.where(first, 0, 1).astype(jnp.int32),
     )
     in_zoom = s.phase == ZOOM
-    s = s._replace(ls_iter=s.ls_iter + jnp.where(first, 0, 1).astype(jnp.int32))
-    return jax.lax.cond(
-        in_zoom,
-        lambda s: _zoom_next(_zoom_update(s, c1, c2), tolerance_change),
-        lambda s: _bracket_step(s, c1, c2, tolerance_change),
-        s,
-    )
+    bracket_state, bracket_over = _bracket_step(s, c1, c2)
+    s = _select(in_zoom, _zoom_update(s, c1, c2), bracket_state)
+    zoom_state = _zoom_next(s, tolerance_change)
+    return _select(in_zoom | bracket_over, zoom_state, s)
 
 
 def wolfe_result(s: WolfeState):

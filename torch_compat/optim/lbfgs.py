@@ -18,10 +18,15 @@ from torch_compat.optim import _validation
 from torch_compat.optim.optimizer import Optimizer
 
 
+_DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled_tell(options: core.LbfgsOptions) -> Callable:
-    """One jitted ``lbfgs_tell`` per set of static options; ``lr`` stays a traced value."""
-    return jax.jit(lambda run, value, grad, lr: core.lbfgs_tell(run, value, grad, options._replace(lr=lr)))
+def _compiled_tell(history_size: int, line_search_fn: str | None) -> Callable:
+    """One jitted ``lbfgs_tell`` per structure; the other options are traced values, so
+    changing ``lr``, ``max_iter``, ``max_eval`` or the tolerances never recompiles."""
+    static = core.LbfgsOptions(history_size=history_size, line_search_fn=line_search_fn)
+    return jax.jit(lambda run, value, grad, dynamic: core.lbfgs_tell(run, value, grad, static._replace(**dynamic)))
 
 
 _begin = jax.jit(core.lbfgs_begin)
@@ -160,31 +165,30 @@ class LBFGS(Optimizer):
         group = self.param_groups[0]
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise RuntimeError("only 'strong_wolfe' is supported")
-        options = core.LbfgsOptions(
-            lr=None,
-            max_iter=group["max_iter"],
-            max_eval=group["max_eval"],
-            tolerance_grad=group["tolerance_grad"],
-            tolerance_change=group["tolerance_change"],
-            history_size=group["history_size"],
-            line_search_fn=group["line_search_fn"],
-        ).resolved()
-        tell = _compiled_tell(options)
-        lr = jnp.asarray(_validation.scalar(group["lr"]), _numerics.hyper_dtype())
+        history_size = group["history_size"]
+        tell = _compiled_tell(history_size, group["line_search_fn"])
+        hyper = _numerics.hyper_dtype()
+        dynamic = dict(
+            lr=jnp.asarray(_validation.scalar(group["lr"]), hyper),
+            max_iter=jnp.asarray(group["max_iter"], jnp.int32),
+            max_eval=jnp.asarray(group["max_eval"], jnp.int32),
+            tolerance_grad=jnp.asarray(group["tolerance_grad"], hyper),
+            tolerance_change=jnp.asarray(group["tolerance_change"], hyper),
+        )
         state = self.state[self._params[0]]
         x, unflatten = self._flat_params()
-        run = _begin(self._core_state(state, x.size, x.dtype, options.history_size), x)
+        run = _begin(self._core_state(state, x.size, x.dtype, history_size), x)
         orig_loss = None
         while int(run.phase) != core.DONE:
             self._set_params(unflatten, _trial(run))
             loss = closure()
             if orig_loss is None:
                 orig_loss = loss
-            run = tell(run, jnp.asarray(loss), self._flat_grad(x), lr)
+            run = tell(run, jnp.asarray(loss), self._flat_grad(x), dynamic)
         self._set_params(unflatten, run.x)
         iterated = int(run.n_iter) > 0 or "d" in state
         state.clear()
-        state.update(self._torch_state(run.state, options.history_size, iterated))
+        state.update(self._torch_state(run.state, history_size, iterated))
         return orig_loss
 
     def _load_value(self, param, key, value):

@@ -1,0 +1,324 @@
+"""L-BFGS: gradxform.minimize, gradxform.lbfgs and torch_compat.optim.LBFGS against torch 2.13.
+
+Golden trajectories (tests/golden/lbfgs.npz, made by make_golden_lbfgs.py) hold torch's
+parameters, iteration and evaluation counts after each of three consecutive
+``step(closure)`` calls; float64 iterates must agree to 1e-10 relative and the counts
+exactly. Live comparisons on other seeds run when torch is importable.
+"""
+
+import functools
+import json
+import pathlib
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradxform
+import lbfgs_problems as problems
+import torch_compat
+from torch_compat import optim
+
+GOLDEN = np.load(pathlib.Path(__file__).parent / "golden" / "lbfgs.npz")
+CASES = json.loads(str(GOLDEN["index"]))
+RTOL = 1e-10
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+_DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
+
+
+@functools.lru_cache(maxsize=None)
+def _solver(name, history_size, line_search_fn):
+    """A jitted minimize per problem and structure; the other options are traced arguments."""
+    f = problems.jax_objective(name)
+
+    def solve(params, state, data, dynamic):
+        return gradxform.minimize(
+            lambda q: f(q, **data), params, state=state, history_size=history_size,
+            line_search_fn=line_search_fn, **dynamic,
+        )
+
+    return jax.jit(solve)
+
+
+def run_minimize(name, seed, options, steps=problems.STEPS):
+    """Consecutive gradxform.minimize calls, threading the state (as consecutive torch steps)."""
+    data, x0 = problems.make(name, seed)
+    f = problems.jax_objective(name)
+    params = jax.tree.map(jnp.asarray, x0)
+    data = {k: jnp.asarray(v) for k, v in data.items()}
+    history_size = options.get("history_size", 100)
+    solve = _solver(name, history_size, options.get("line_search_fn"))
+    max_iter = options.get("max_iter", 20)
+    dynamic = dict(
+        lr=jnp.asarray(options.get("lr", 1.0)),
+        max_iter=jnp.asarray(max_iter),
+        max_eval=jnp.asarray(options.get("max_eval", max_iter * 5 // 4)),
+        tolerance_grad=jnp.asarray(options.get("tolerance_grad", 1e-7)),
+        tolerance_change=jnp.asarray(options.get("tolerance_change", 1e-9)),
+    )
+    state = gradxform.lbfgs(history_size=history_size).init(params).lbfgs
+    out = {"params": [], "loss": [], "n_iter": [], "func_evals": []}
+    for _ in range(steps):
+        start_loss = f(params, **data)
+        result = solve(params, state, data, dynamic)
+        params, state = result.params, result.state
+        out["params"].append(jax.tree.map(np.asarray, params))
+        out["loss"].append(float(start_loss))
+        out["n_iter"].append(int(state.n_iter))
+        out["func_evals"].append(int(state.func_evals))
+    return out
+
+
+def _as_transform_options(options):
+    options = dict(options)
+    if "lr" in options:
+        options["learning_rate"] = options.pop("lr")
+    return options
+
+
+def run_compat(name, seed, options, steps=problems.STEPS):
+    data, x0 = problems.make(name, seed)
+    f = problems.jax_objective(name)
+    model = torch_compat.as_parameters(x0)
+    data = {k: jnp.asarray(v) for k, v in data.items()}
+    opt = optim.LBFGS(torch_compat.parameters(model), **options)
+
+    def closure():
+        opt.zero_grad()
+        return torch_compat.backward(f, model, **data)
+
+    out = {"params": [], "loss": [], "n_iter": [], "func_evals": []}
+    for _ in range(steps):
+        loss = opt.step(closure)
+        state = opt.state[torch_compat.parameters(model)[0]]
+        out["params"].append(jax.tree.map(np.asarray, torch_compat.values(model)))
+        out["loss"].append(float(loss))
+        out["n_iter"].append(state["n_iter"])
+        out["func_evals"].append(state["func_evals"])
+    return out
+
+
+def assert_same_run(ours, reference):
+    assert ours["n_iter"] == reference["n_iter"]
+    assert ours["func_evals"] == reference["func_evals"]
+    np.testing.assert_allclose(ours["loss"], reference["loss"], rtol=RTOL)
+    for got, want in zip(ours["params"], reference["params"]):
+        for key in want:
+            assert rel_err(got[key], want[key]) <= RTOL, key
+
+
+def golden_run(case):
+    return {
+        "params": [
+            {k: GOLDEN[f"{case['case']}/{step}/{k}"] for k in problems.make(case["name"], case["seed"])[1]}
+            for step in range(problems.STEPS)
+        ],
+        "loss": case["loss"],
+        "n_iter": case["n_iter"],
+        "func_evals": case["func_evals"],
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
+def test_minimize_matches_torch_golden(case):
+    assert_same_run(run_minimize(case["name"], case["seed"], case["options"]), golden_run(case))
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=[c["case"] for c in CASES[::3]])
+def test_compat_lbfgs_matches_torch_golden(case):
+    assert_same_run(run_compat(case["name"], case["seed"], case["options"]), golden_run(case))
+
+
+def test_golden_cases_exercise_both_line_search_modes_and_history_wraparound():
+    modes = {c["options"].get("line_search_fn") for c in CASES}
+    assert modes == {None, "strong_wolfe"}
+    # Some runs take more iterations than their history holds, so the ring buffer wraps.
+    assert any(c["n_iter"][-1] > c["options"].get("history_size", 100) for c in CASES)
+
+
+@pytest.mark.parametrize("name", problems.NAMES)
+@pytest.mark.parametrize("options", problems.OPTIONS[:4], ids=str)
+def test_live_against_torch(name, options):
+    pytest.importorskip("torch")
+    seed = 17
+    reference = problems.run_torch(name, seed, options)
+    assert_same_run(run_minimize(name, seed, options), reference)
+    assert_same_run(run_compat(name, seed, options), reference)
+
+
+def test_live_complex_parameters_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    target = rng.standard_normal(4) + 1j * rng.standard_normal(4)
+    z0 = np.zeros(4, np.complex128)
+
+    tz = torch.tensor(z0, requires_grad=True)
+    topt = torch.optim.LBFGS([tz], line_search_fn="strong_wolfe", max_iter=6)
+    tt = torch.tensor(target)
+
+    def tclosure():
+        topt.zero_grad()
+        loss = torch.sum(torch.abs(tz - tt) ** 2 * torch.arange(1, 5)) + torch.sum(tz.real**4)
+        loss.backward()
+        return loss
+
+    def f(z):
+        return jnp.sum(jnp.abs(z - target) ** 2 * jnp.arange(1, 5)) + jnp.sum(z.real**4)
+
+    result = gradxform.minimize(f, jnp.asarray(z0), line_search_fn="strong_wolfe", max_iter=6)
+    topt.step(tclosure)
+    assert rel_err(result.params, tz.detach().numpy()) <= RTOL
+    assert int(result.n_evals) == topt.state[tz]["func_evals"]
+
+
+def test_minimize_is_vmappable_and_works_on_pytrees_with_aux():
+    data, x0 = problems.make("logistic", 0)
+    f = problems.jax_objective("logistic")
+    data = {k: jnp.asarray(v) for k, v in data.items()}
+
+    def fun(p):
+        value = f(p, **data)
+        return value, {"norm": jnp.sqrt(jnp.sum(p["w"] ** 2))}
+
+    starts = {"b": jnp.array([0.0, 0.3]), "w": jnp.stack([jnp.asarray(x0["w"]), -jnp.asarray(x0["w"])])}
+    batched = jax.vmap(lambda p: gradxform.minimize(fun, p, has_aux=True, line_search_fn="strong_wolfe"))(starts)
+    for i in range(2):
+        single = gradxform.minimize(fun, jax.tree.map(lambda x: x[i], starts), has_aux=True,
+                                    line_search_fn="strong_wolfe")
+        assert rel_err(batched.params["w"][i], single.params["w"]) < 1e-12
+        assert int(batched.n_evals[i]) == int(single.n_evals)
+        np.testing.assert_allclose(batched.aux["norm"][i], jnp.sqrt(jnp.sum(single.params["w"] ** 2)))
+    # The result's value and gradient are those at the returned parameters.
+    value, grad = jax.value_and_grad(lambda p: fun(p)[0])(single.params)
+    np.testing.assert_allclose(single.value, value, rtol=1e-12)
+    assert rel_err(single.grad["w"], grad["w"]) < 1e-10
+
+
+def test_minimize_value_and_grad_are_fresh_without_line_search():
+    # Without a line search torch does not evaluate the last iterate; minimize does.
+    data, x0 = problems.make("quadratic", 0)
+    f = problems.jax_objective("quadratic")
+    fun = lambda p: f(p, **{k: jnp.asarray(v) for k, v in data.items()})  # noqa: E731
+    result = gradxform.minimize(fun, jax.tree.map(jnp.asarray, x0), max_iter=3, max_eval=10)
+    assert int(result.n_iter) == 3 and not bool(result.converged)
+    np.testing.assert_allclose(result.value, fun(result.params), rtol=1e-13)
+
+
+def test_minimize_converges_on_rosenbrock():
+    def rosenbrock(x):
+        return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+    result = jax.jit(lambda x: gradxform.minimize(rosenbrock, x, max_iter=500, line_search_fn="strong_wolfe"))(
+        jnp.array([-1.2, 1.0, -0.5, 0.8])
+    )
+    assert bool(result.converged)
+    np.testing.assert_allclose(result.params, np.ones(4), atol=1e-6)
+
+
+def test_lbfgs_transform_equals_minimize():
+    data, x0 = problems.make("curve_fit", 1)
+    f = problems.jax_objective("curve_fit")
+    fun = lambda p: f(p, **{k: jnp.asarray(v) for k, v in data.items()})  # noqa: E731
+    params = jax.tree.map(jnp.asarray, x0)
+    tx = gradxform.lbfgs(line_search_fn="strong_wolfe", max_iter=8)
+    state = tx.init(params)
+    value, grads = jax.value_and_grad(fun)(params)
+    updates, state = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value_fn=fun, value=v))(grads, state, params, value)
+    result = gradxform.minimize(fun, params, line_search_fn="strong_wolfe", max_iter=8)
+    new = gradxform.apply_updates(params, updates)
+    for key in params:
+        assert rel_err(new[key], result.params[key]) < 1e-12
+    assert int(state.lbfgs.func_evals) == int(result.n_evals)
+    # Without value=, the objective is evaluated at params (one more evaluation than given).
+    updates2, state2 = tx.update(grads, tx.init(params), params, value_fn=fun)
+    assert int(state2.lbfgs.func_evals) == int(result.n_evals)
+
+
+def test_compat_state_dict_crosses_to_torch_and_back():
+    torch = pytest.importorskip("torch")
+    name, seed, options = "logistic", 5, dict(history_size=4, max_iter=6, line_search_fn="strong_wolfe")
+    data, x0 = problems.make(name, seed)
+    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in x0.items()}
+    tdata = {k: torch.tensor(v) for k, v in data.items()}
+    topt = torch.optim.LBFGS(list(tparams.values()), **options)
+    tf = problems.torch_objective(name)
+
+    def tclosure():
+        topt.zero_grad()
+        loss = tf(tparams, **tdata)
+        loss.backward()
+        return loss
+
+    model = torch_compat.as_parameters(x0)
+    jopt = optim.LBFGS(torch_compat.parameters(model), **options)
+    jf = problems.jax_objective(name)
+    jdata = {k: jnp.asarray(v) for k, v in data.items()}
+
+    def jclosure():
+        jopt.zero_grad()
+        return torch_compat.backward(jf, model, **jdata)
+
+    topt.step(tclosure)
+    jopt.step(jclosure)
+    to_numpy = lambda v: v.detach().numpy() if torch.is_tensor(v) else v  # noqa: E731
+    sd = topt.state_dict()
+    torch_state = {
+        k: {kk: ([to_numpy(x) for x in vv] if isinstance(vv, list) else to_numpy(vv)) for kk, vv in v.items()}
+        for k, v in sd["state"].items()
+    }
+    mine = jopt.state_dict()
+    assert list(mine["state"][0]) == list(torch_state[0])  # same keys, same order
+    jopt.load_state_dict(pickle.loads(pickle.dumps({"state": torch_state, "param_groups": sd["param_groups"]})))
+    # ... and ours into torch: both continue identically.
+    ours = jopt.state_dict()
+    to_tensor = lambda v: torch.as_tensor(np.asarray(v)) if v is not None and not isinstance(v, (int, float)) else v  # noqa: E731
+    topt.load_state_dict({
+        "state": {k: {kk: ([to_tensor(x) for x in vv] if isinstance(vv, list) else to_tensor(vv))
+                      for kk, vv in v.items()} for k, v in ours["state"].items()},
+        "param_groups": ours["param_groups"],
+    })
+    for _ in range(2):
+        topt.step(tclosure)
+        jopt.step(jclosure)
+    for key, value in tparams.items():
+        assert rel_err(np.asarray(model[key].data), value.detach().numpy()) <= RTOL
+    assert jopt.state[torch_compat.parameters(model)[0]]["func_evals"] == topt.state[tparams["b"]]["func_evals"]
+
+
+def test_compat_lbfgs_errors_match_torch():
+    p = torch_compat.Parameter(jnp.zeros(2))
+    q = torch_compat.Parameter(jnp.zeros(2))
+    with pytest.raises(ValueError, match=r"^LBFGS doesn't support per-parameter options \(parameter groups\)$"):
+        optim.LBFGS([{"params": [p]}, {"params": [q]}])
+    with pytest.raises(ValueError, match=r"^Invalid learning rate: -1$"):
+        optim.LBFGS([p], lr=-1)
+    opt = optim.LBFGS([p], line_search_fn="backtracking")
+    before = p.data
+    with pytest.raises(RuntimeError, match=r"^only 'strong_wolfe' is supported$"):
+        opt.step(lambda: 0.0)
+    assert p.data is before and len(opt.state) == 0
+    with pytest.raises(RuntimeError, match=r"^only 'strong_wolfe' is supported$"):
+        gradxform.minimize(lambda x: jnp.sum(x**2), jnp.ones(2), line_search_fn="backtracking")
+    with pytest.raises(ValueError, match=r"^Invalid learning rate: -1$"):
+        gradxform.minimize(lambda x: jnp.sum(x**2), jnp.ones(2), lr=-1)
+
+
+def test_compat_closure_may_return_a_python_float():
+    model = torch_compat.as_parameters({"x": jnp.array([3.0, -1.0])})
+    opt = optim.LBFGS(torch_compat.parameters(model), line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        return float(torch_compat.backward(lambda p: jnp.sum((p["x"] - 1.0) ** 2), model))
+
+    first = opt.step(closure)
+    assert first == 8.0
+    np.testing.assert_allclose(model["x"].data, [1.0, 1.0], atol=1e-6)
