@@ -98,6 +98,8 @@ class LbfgsRun(NamedTuple):
     n_iter: jax.Array  # int32, iterations in this step
     opt_cond: jax.Array  # bool
     converged: jax.Array  # bool: stopped by a tolerance rather than a budget
+    failed: jax.Array  # bool: stopped by a non-finite value or gradient
+    x_prev: jax.Array  # [n], the point before the last unsearched step
     search: WolfeState
 
 
@@ -179,6 +181,8 @@ def lbfgs_begin(state: LbfgsState, x) -> LbfgsRun:
         n_iter=jnp.zeros([], jnp.int32),
         opt_cond=jnp.asarray(False),
         converged=jnp.asarray(False),
+        failed=jnp.asarray(False),
+        x_prev=x,
         search=wolfe_start(zero, x, zero, zero, x, 0),
     )
 
@@ -232,7 +236,7 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions) -> LbfgsRun:
 
     x = run.x + t.astype(run.x.dtype) * state.d
     last = run.n_iter == options.max_iter
-    stepped = run._replace(x=x, fresh=jnp.asarray(False))
+    stepped = run._replace(x=x, x_prev=run.x, fresh=jnp.asarray(False))
     evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
     # The last iteration is not evaluated (torch skips the closure when n_iter == max_iter),
     # so no tolerance can be checked there: the step ran out of iterations.
@@ -270,7 +274,13 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
     hyper = _numerics.hyper_dtype()
     value = jnp.asarray(value).astype(hyper)
     grad_max = _max_abs(grad)
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_max)
     evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True))
+    # Robustness (where torch would carry NaN into the parameters): a non-finite value or
+    # gradient at the start or after an unsearched step stops the run at the last finite
+    # point with failed=True; inside the line search it counts as a failed Armijo test, so
+    # the search backs off towards the start point.
+    failure = run._replace(phase=jnp.asarray(DONE, jnp.int32), failed=jnp.asarray(True), converged=jnp.asarray(False))
 
     def initial(run):
         run = evaluated._replace(
@@ -279,10 +289,17 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
             current_evals=jnp.ones([], jnp.int32),
         )
         optimal = grad_max <= options.tolerance_grad
-        return _select(optimal, _finish(run, options, True), run), ~optimal
+        run = _select(optimal, _finish(run, options, True), run)
+        return _select(finite, run, failure._replace(state=run.state)), ~optimal & finite
 
     def searching(run):
-        search = wolfe_tell(run.search, value, grad, run.state.d, tolerance_change=options.tolerance_change)
+        search = wolfe_tell(
+            run.search,
+            jnp.where(finite, value, jnp.inf),
+            jnp.where(finite, grad, jnp.zeros_like(grad)),
+            run.state.d,
+            tolerance_change=options.tolerance_change,
+        )
         f, g, t, evals = wolfe_result(search)
         finished = run._replace(
             state=run.state._replace(t=t, func_evals=run.state.func_evals + evals),
@@ -299,12 +316,15 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
         return _select(done, finished, run._replace(search=search)), done & go_on
 
     def evaluated_step(run):
-        run = evaluated._replace(
-            state=run.state._replace(func_evals=run.state.func_evals + 1),
-            opt_cond=grad_max <= options.tolerance_grad,
-            current_evals=run.current_evals + 1,
+        counted = run.state._replace(func_evals=run.state.func_evals + 1)
+        run_ok = evaluated._replace(
+            state=counted, opt_cond=grad_max <= options.tolerance_grad, current_evals=run.current_evals + 1
         )
-        return _end_iteration(run, options)
+        run_ok, go_on = _end_iteration(run_ok, options)
+        back_off = failure._replace(
+            state=counted, x=run.x_prev, fresh=jnp.asarray(True), current_evals=run.current_evals + 1
+        )
+        return _select(finite, run_ok, back_off), go_on & finite
 
     run, go_on = jax.lax.switch(jnp.clip(run.phase, 0, 2), (initial, searching, evaluated_step), run)
     return jax.lax.cond(go_on, lambda r: _begin_iteration(r, options), lambda r: r, run)
@@ -353,6 +373,8 @@ class MinimizeResult(NamedTuple):
       n_evals: int32, evaluations of ``fun``, counted as torch counts them.
       converged: bool, stopped by a tolerance (gradient, step, value change or no descent)
         rather than by ``max_iter``/``max_eval``.
+      failed: bool, a non-finite value or gradient stopped the solve (where torch would
+        carry NaN into the parameters); ``params`` is then the last finite iterate.
       aux: ``fun``'s auxiliary output at ``params`` with ``has_aux=True``, else ``None``.
       state: the :class:`LbfgsState`, to continue with another call.
     """
@@ -363,6 +385,7 @@ class MinimizeResult(NamedTuple):
     n_iter: jax.Array
     n_evals: jax.Array
     converged: jax.Array
+    failed: jax.Array
     aux: Any
     state: LbfgsState
 
@@ -467,6 +490,7 @@ def minimize(
         n_iter=run.n_iter,
         n_evals=run.current_evals,
         converged=run.converged,
+        failed=run.failed,
         aux=aux,
         state=run.state,
     )

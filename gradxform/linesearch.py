@@ -92,7 +92,10 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
         x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)),
     )
-    return jnp.where(d2_square >= 0, jnp.minimum(jnp.maximum(min_pos, lo), hi), (lo + hi) / 2.0)
+    inside = jnp.minimum(jnp.maximum(min_pos, lo), hi)
+    # A non-finite minimizer (a degenerate cubic, or a failed evaluation at one end) falls
+    # back on the midpoint too, where torch would go on with NaN.
+    return jnp.where((d2_square >= 0) & jnp.isfinite(inside), inside, (lo + hi) / 2.0)
 
 
 def _dot(a, b):

@@ -322,3 +322,40 @@ def test_compat_closure_may_return_a_python_float():
     first = opt.step(closure)
     assert first == 8.0
     np.testing.assert_allclose(model["x"].data, [1.0, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_non_finite_objective_never_reaches_the_parameters(line_search_fn):
+    # The objective is NaN beyond x[0] > 2 and its minimum (at 5) lies there.
+    def f(x):
+        return jnp.where(x[0] > 2.0, jnp.nan, jnp.sum((x - 5.0) ** 2))
+
+    result = gradxform.minimize(f, jnp.zeros(2), line_search_fn=line_search_fn, max_iter=30)
+    assert np.all(np.isfinite(result.params)) and np.isfinite(float(result.value))
+    assert float(result.params[0]) <= 2.0
+    assert not bool(result.converged)
+    np.testing.assert_allclose(result.value, f(result.params))
+    if line_search_fn is None:
+        assert bool(result.failed)  # the unsearched step landed on NaN: stop at the last finite point
+
+
+def test_non_finite_start_stops_at_once():
+    result = gradxform.minimize(lambda x: jnp.sum(jnp.log(x)), jnp.array([-1.0, 2.0]))
+    assert bool(result.failed) and int(result.n_iter) == 0
+    np.testing.assert_array_equal(result.params, [-1.0, 2.0])
+
+
+def test_compat_lbfgs_survives_a_closure_returning_inf():
+    model = torch_compat.as_parameters({"x": jnp.array([0.0])})
+    opt = optim.LBFGS(torch_compat.parameters(model), max_iter=10)
+
+    def loss_fn(p):
+        return jnp.where(p["x"][0] > 1.5, jnp.inf, (p["x"][0] - 3.0) ** 2)
+
+    def closure():
+        opt.zero_grad()
+        return torch_compat.backward(loss_fn, model)
+
+    opt.step(closure)
+    value = float(model["x"].data[0])
+    assert np.isfinite(value) and value <= 1.5
