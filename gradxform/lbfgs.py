@@ -196,56 +196,73 @@ def _finish(run: LbfgsRun, options: LbfgsOptions, converged) -> LbfgsRun:
     return run._replace(phase=jnp.asarray(DONE, jnp.int32), converged=jnp.asarray(converged))
 
 
-def _begin_iteration(run: LbfgsRun, options: LbfgsOptions) -> LbfgsRun:
-    """torch's loop body up to the line search (direction, step length, descent test)."""
-    state = run.state._replace(n_iter=run.state.n_iter + 1)
-    run = run._replace(n_iter=run.n_iter + 1)
+_HISTORY = ("old_dirs", "old_stps")
+
+
+def _select_run(pred, a: LbfgsRun, b: LbfgsRun) -> LbfgsRun:
+    """``a`` where ``pred`` else ``b``, except the history buffers, always taken from ``a``.
+
+    The ``[history_size, n]`` buffers are only ever changed by masked row writes, so both
+    sides hold the same values there; not selecting them saves a copy per evaluation.
+    """
+    big = _HISTORY
+    small = lambda run: run._replace(state=run.state._replace(**{k: None for k in big}))  # noqa: E731
+    out = jax.tree.map(lambda x, y: jnp.where(pred, x, y), small(a), small(b))
+    return out._replace(state=out.state._replace(**{k: getattr(a.state, k) for k in big}))
+
+
+def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
+    """torch's loop body up to the line search (direction, step length, descent test).
+
+    Runs without branching on ``go``: when ``go`` is false the run comes back unchanged.
+    """
+    state = run.state
     g = run.grad
-    first = state.n_iter == 1
-
-    def first_direction(state):
-        return state._replace(
-            d=-g,
-            history_len=jnp.zeros_like(state.history_len),
-            history_start=jnp.zeros_like(state.history_start),
-            H_diag=jnp.ones_like(state.H_diag),
-        )
-
-    def quasi_newton_direction(state):
-        y = g - state.prev_flat_grad
-        s = state.d * state.t.astype(g.dtype)
-        ys = jnp.vdot(y, s)
-        state = jax.lax.cond(ys > 1e-10, lambda st: _push_pair(st, y, s, ys), lambda st: st, state)
-        d, al = two_loop(g, state)
-        return state._replace(d=d, al=al)
-
-    state = jax.lax.cond(first, first_direction, quasi_newton_direction, state)
+    n_iter = state.n_iter + 1
+    first = n_iter == 1
+    size = state.ro.shape[0]
+    # The curvature pair of the last step, kept when y·s > 1e-10 (torch's test).
+    y = g - state.prev_flat_grad
+    s = state.d * state.t.astype(g.dtype)
+    ys = jnp.vdot(y, s)
+    accept = go & ~first & (ys > 1e-10)
+    length = jnp.where(first, 0, state.history_len)
+    start = jnp.where(first, 0, state.history_start)
+    full = length == size
+    slot = jnp.where(full, start, (start + length) % size)
+    masked = lambda buffer, row: buffer.at[slot].set(jnp.where(accept, row, buffer[slot]))  # noqa: E731
+    history = state._replace(
+        old_dirs=masked(state.old_dirs, y),
+        old_stps=masked(state.old_stps, s),
+        ro=masked(state.ro, 1.0 / ys),
+        history_start=jnp.where(accept & full, (start + 1) % size, start),
+        history_len=jnp.where(accept & ~full, length + 1, length),
+        H_diag=jnp.where(first, jnp.ones_like(state.H_diag), jnp.where(accept, ys / jnp.vdot(y, y), state.H_diag)),
+    )
+    d, al = jax.lax.cond(go & ~first, lambda: two_loop(g, history), lambda: (-g, state.al))
     hyper = _numerics.hyper_dtype()
     lr = jnp.asarray(options.lr).astype(hyper)
     first_t = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(g)).astype(hyper)) * lr
     t = jnp.where(first, first_t, lr)
-    state = state._replace(prev_flat_grad=g, prev_loss=run.loss, t=t)
-    run = run._replace(state=state)
-    gtd = jnp.vdot(g, state.d).astype(hyper)
+    state = history._replace(n_iter=n_iter, d=d, al=al, t=t, prev_flat_grad=g, prev_loss=run.loss)
+    begun = run._replace(state=state, n_iter=run.n_iter + 1)
+    gtd = jnp.vdot(g, d).astype(hyper)
     no_descent = gtd > -options.tolerance_change
+    finished = _finish(begun, options, True)
 
     if options.line_search_fn == "strong_wolfe":
-        search = wolfe_start(run.loss, g, gtd, t, state.d, options.max_eval - run.current_evals)
-        searching = run._replace(phase=jnp.asarray(SEARCH, jnp.int32), search=search)
-        return jax.lax.cond(no_descent, lambda r: _finish(r, options, True), lambda r: searching, run)
-
-    x = run.x + t.astype(run.x.dtype) * state.d
-    last = run.n_iter == options.max_iter
-    stepped = run._replace(x=x, x_prev=run.x, fresh=jnp.asarray(False))
-    evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
-    # The last iteration is not evaluated (torch skips the closure when n_iter == max_iter),
-    # so no tolerance can be checked there: the step ran out of iterations.
-    out_of_iterations = _finish(stepped, options, False)
-    return jax.lax.cond(
-        no_descent,
-        lambda: _finish(run, options, True),
-        lambda: jax.lax.cond(last, lambda: out_of_iterations, lambda: evaluate),
-    )
+        search = wolfe_start(run.loss, g, gtd, t, d, options.max_eval - run.current_evals)
+        searching = begun._replace(phase=jnp.asarray(SEARCH, jnp.int32), search=search)
+        next_run = _select_run(no_descent, finished, searching)
+    else:
+        stepped = begun._replace(x=run.x + t.astype(run.x.dtype) * d, x_prev=run.x, fresh=jnp.asarray(False))
+        # The last iteration is not evaluated (torch skips the closure when n_iter ==
+        # max_iter), so no tolerance can be checked there: the run ran out of iterations.
+        last = begun.n_iter == options.max_iter
+        out_of_iterations = _finish(stepped, options, False)
+        evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
+        next_run = _select_run(no_descent, finished, _select_run(last, out_of_iterations, evaluate))
+    return _select_run(go, next_run, run._replace(state=run.state._replace(old_dirs=history.old_dirs, old_stps=history.old_stps)))
 
 
 def _tolerance_met(run: LbfgsRun, options: LbfgsOptions):
@@ -274,6 +291,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
     hyper = _numerics.hyper_dtype()
     value = jnp.asarray(value).astype(hyper)
     grad_max = _max_abs(grad)
+    run_phase = run.phase
     finite = jnp.isfinite(value) & jnp.isfinite(grad_max)
     evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True))
     # Robustness (where torch would carry NaN into the parameters): a non-finite value or
@@ -289,8 +307,8 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
             current_evals=jnp.ones([], jnp.int32),
         )
         optimal = grad_max <= options.tolerance_grad
-        run = _select(optimal, _finish(run, options, True), run)
-        return _select(finite, run, failure._replace(state=run.state)), ~optimal & finite
+        run = _select_run(optimal, _finish(run, options, True), run)
+        return _select_run(finite, run, failure._replace(state=run.state)), ~optimal & finite
 
     def searching(run):
         search = wolfe_tell(
@@ -313,7 +331,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
         )
         finished, go_on = _end_iteration(finished, options)
         done = search.phase == FINISHED
-        return _select(done, finished, run._replace(search=search)), done & go_on
+        return _select_run(done, finished, run._replace(search=search)), done & go_on
 
     def evaluated_step(run):
         counted = run.state._replace(func_evals=run.state.func_evals + 1)
@@ -324,14 +342,16 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
         back_off = failure._replace(
             state=counted, x=run.x_prev, fresh=jnp.asarray(True), current_evals=run.current_evals + 1
         )
-        return _select(finite, run_ok, back_off), go_on & finite
+        return _select_run(finite, run_ok, back_off), go_on & finite
 
-    run, go_on = jax.lax.switch(jnp.clip(run.phase, 0, 2), (initial, searching, evaluated_step), run)
-    return jax.lax.cond(go_on, lambda r: _begin_iteration(r, options), lambda r: r, run)
-
-
-def _select(pred, a, b):
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+    # The branches see the run without its [history_size, n] buffers (none of them
+    # touches those), so the switch never copies them.
+    big = {k: getattr(run.state, k) for k in _HISTORY}
+    small = run._replace(state=run.state._replace(**{k: None for k in _HISTORY}))
+    evaluated = evaluated._replace(state=small.state)
+    failure = failure._replace(state=small.state)
+    small, go_on = jax.lax.switch(jnp.clip(run_phase, 0, 2), (initial, searching, evaluated_step), small)
+    return _begin_iteration(small._replace(state=small.state._replace(**big)), options, go_on)
 
 
 # -- pytrees <-> flat real vectors --------------------------------------------------------

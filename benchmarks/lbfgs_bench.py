@@ -1,0 +1,243 @@
+"""L-BFGS beside optax, scipy and torch, in one process (float64, history size 10).
+
+    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick]
+
+For each problem it prints the median warm solve time of
+
+* ``gradxform.minimize`` (one jitted call, strong-Wolfe line search),
+* optax's ``lbfgs`` (zoom line search) in a ``lax.while_loop``, jitted,
+* scipy's L-BFGS-B with a jitted JAX value-and-gradient,
+* torch's ``LBFGS`` (strong Wolfe) with a closure,
+* ``torch_compat.optim.LBFGS`` with the same closure work as torch,
+
+the first call including compilation (gradxform, optax), iteration counts, and each
+time as a ratio to gradxform's. Every solver runs to max|grad| <= 1e-7 (optax:
+||grad||_2 <= 1e-7), at most 1000 iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import gradxform  # noqa: E402
+
+MAX_ITER, HISTORY, TOL = 1000, 10, 1e-7
+
+
+def rosenbrock(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def make_logistic(seed=0, n=500, d=50):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, d))
+    w = rng.standard_normal(d)
+    b = (a @ w + 0.5 * rng.standard_normal(n) > 0).astype(np.float64)
+    return a, b
+
+
+def logistic_jax(a, b):
+    a, b = jnp.asarray(a), jnp.asarray(b)
+
+    def f(w):
+        z = a @ w
+        return jnp.mean(jnp.logaddexp(0.0, z) - b * z) + 1e-3 * jnp.sum(w**2)
+
+    return f
+
+
+def problems():
+    out = []
+    for n in (2, 100, 1000):
+        x0 = np.tile([-1.2, 1.0], n // 2)
+        out.append((f"rosenbrock-{n}", rosenbrock, x0, "rosenbrock"))
+    a, b = make_logistic()
+    out.append(("logistic-500x50", logistic_jax(a, b), np.zeros(a.shape[1]), ("logistic", a, b)))
+    return out
+
+
+def timed(fn, repeats):
+    times = []
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def gradxform_solver(f):
+    return jax.jit(
+        lambda x: gradxform.minimize(
+            f, x, max_iter=MAX_ITER, max_eval=MAX_ITER * 5, history_size=HISTORY,
+            tolerance_grad=TOL, tolerance_change=0.0, line_search_fn="strong_wolfe",
+        )
+    )
+
+
+def optax_solver(f):
+    import optax
+    import optax.tree_utils as otu
+
+    opt = optax.lbfgs(memory_size=HISTORY)
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    def solve(x):
+        def step(carry):
+            params, state = carry
+            value, grad = value_and_grad(params, state=state)
+            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=f)
+            return optax.apply_updates(params, updates), state
+
+        def going(carry):
+            _, state = carry
+            count = otu.tree_get(state, "count")
+            grad = otu.tree_get(state, "grad")
+            return (count == 0) | ((count < MAX_ITER) & (otu.tree_norm(grad) >= TOL))
+
+        params, state = jax.lax.while_loop(going, step, (x, opt.init(x)))
+        return params, otu.tree_get(state, "count")
+
+    return jax.jit(solve)
+
+
+def scipy_solve(f, x0):
+    from scipy.optimize import minimize
+
+    vg = jax.jit(jax.value_and_grad(f))
+
+    def fun(x):
+        value, grad = vg(x)
+        return float(value), np.asarray(grad)
+
+    fun(x0)  # compile outside the timing
+    return lambda: minimize(fun, x0, jac=True, method="L-BFGS-B",
+                            options=dict(maxcor=HISTORY, gtol=TOL, maxiter=MAX_ITER, ftol=0.0))
+
+
+def torch_setup(spec, x0):
+    import torch
+
+    if spec == "rosenbrock":
+        def f(x):
+            return torch.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    else:
+        _, a, b = spec
+        a, b = torch.tensor(a), torch.tensor(b)
+
+        def f(w):
+            z = a @ w
+            return torch.mean(torch.logaddexp(torch.zeros((), dtype=z.dtype), z) - b * z) + 1e-3 * torch.sum(w**2)
+
+    def solve():
+        x = torch.tensor(x0, requires_grad=True)
+        opt = torch.optim.LBFGS([x], max_iter=MAX_ITER, max_eval=MAX_ITER * 5, history_size=HISTORY,
+                                tolerance_grad=TOL, tolerance_change=0.0, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = f(x)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return opt.state[x]["n_iter"]
+
+    return solve
+
+
+def compat_setup(f, x0):
+    import torch_compat
+    from torch_compat import optim
+
+    def loss_fn(p):
+        return f(p["x"])
+
+    def solve():
+        model = torch_compat.as_parameters({"x": jnp.asarray(x0)})
+        opt = optim.LBFGS(torch_compat.parameters(model), max_iter=MAX_ITER, max_eval=MAX_ITER * 5,
+                          history_size=HISTORY, tolerance_grad=TOL, tolerance_change=0.0,
+                          line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            return torch_compat.backward(loss_fn, model)
+
+        opt.step(closure)
+        return opt.state[torch_compat.parameters(model)[0]]["n_iter"]
+
+    return solve
+
+
+def first_call(make, x0, repeats):
+    """Compile + solve with a fresh jit each time (a new function object)."""
+    times = []
+    for _ in range(repeats):
+        solver = make()
+        start = time.perf_counter()
+        jax.block_until_ready(solver(x0))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="2 repeats, small problems only")
+    args = parser.parse_args(argv)
+    repeats = 2 if args.quick else args.repeats
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    import optax
+    import scipy
+
+    print(f"# {platform.processor() or platform.machine()}, {jax.device_count()} jax device(s), "
+          f"jax {jax.__version__}, optax {optax.__version__}, scipy {scipy.__version__}, torch {torch_version}")
+    print("| problem | solver | warm median (ms) | ratio to gradxform | first call incl. compile (s) | iterations |")
+    print("|---|---|---|---|---|---|")
+    for name, f, x0_np, spec in problems():
+        if args.quick and name.endswith("1000"):
+            continue
+        x0 = jnp.asarray(x0_np)
+        ours = gradxform_solver(f)
+        jax.block_until_ready(ours(x0))
+        warm, result = timed(lambda: jax.block_until_ready(ours(x0)), repeats)
+        first = first_call(lambda: gradxform_solver(f), x0, max(2, repeats // 3))
+        rows = [("gradxform.minimize", warm, first, int(result.n_iter))]
+        theirs = optax_solver(f)
+        jax.block_until_ready(theirs(x0))
+        t, (_, count) = timed(lambda: jax.block_until_ready(theirs(x0)), repeats)
+        rows.append(("optax.lbfgs (while_loop)", t, first_call(lambda: optax_solver(f), x0, max(2, repeats // 3)), int(count)))
+        solve = scipy_solve(f, x0_np)
+        t, res = timed(solve, repeats)
+        rows.append(("scipy L-BFGS-B (jax grads)", t, None, int(res.nit)))
+        if torch_version:
+            solve = torch_setup(spec, x0_np)
+            t, n = timed(solve, max(2, repeats // 2))
+            rows.append(("torch.optim.LBFGS", t, None, int(n)))
+            solve = compat_setup(f, x0_np)
+            solve()
+            t, n = timed(solve, max(2, repeats // 2))
+            rows.append(("torch_compat.optim.LBFGS", t, None, int(n)))
+        for solver, t, first_t, iters in rows:
+            first_text = "" if first_t is None else f"{first_t:.2f}"
+            print(f"| {name} | {solver} | {t * 1e3:.2f} | {t / warm:.2f} | {first_text} | {iters} |")
+
+
+if __name__ == "__main__":
+    main()
