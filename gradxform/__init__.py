@@ -1,6 +1,6 @@
 """gradxform: torch.optim's algorithms as pure, jit-compiled JAX transformations."""
 
-from gradxform import checkpoint
+from gradxform import checkpoint, schedules
 from gradxform.base import (
     EmptyState,
     GradientTransformation,
@@ -32,6 +32,7 @@ from gradxform.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradxform.optimizers.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 from gradxform.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradxform.optimizers.sgd import ScaleBySgdState, scale_by_sgd, sgd
+from gradxform.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_learning_rate
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "InjectHyperparamsState",
     "OptState",
     "Params",
+    "ReduceOnPlateauState",
     "ScaleByAdadeltaState",
     "ScaleByAdafactorState",
     "ScaleByAdagradState",
@@ -81,6 +83,7 @@ __all__ = [
     "negate",
     "orthogonalize_via_newton_schulz",
     "radam",
+    "reduce_on_plateau",
     "rmsprop",
     "rprop",
     "scale",
@@ -98,6 +101,7 @@ __all__ = [
     "scale_by_rprop",
     "scale_by_sgd",
     "scale_by_sparse_adam",
+    "schedules",
     "set_hyperparams",
     "sgd",
     "sparse_adam",

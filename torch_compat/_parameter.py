@@ -71,8 +71,8 @@ class Parameter:
     Example:
       >>> import jax.numpy as jnp
       >>> from torch_compat import Parameter
-      >>> p = Parameter(jnp.zeros(3))
-      >>> p.grad = jnp.ones(3)
+      >>> p = Parameter(jnp.zeros(3, jnp.float32))
+      >>> p.grad = jnp.ones(3, jnp.float32)
       >>> p.shape, p.dtype, p.grad.tolist()
       ((3,), dtype('float32'), [1.0, 1.0, 1.0])
     """

@@ -62,6 +62,9 @@ def scale_by_adafactor(
     eps1, eps2 = eps
 
     def init(params):
+        if any(jnp.iscomplexobj(p) for p in jax.tree.leaves(params)):
+            raise ValueError("Adafactor does not support complex parameters")
+
         def buffers(p):
             shape, dtype = jnp.shape(p), _numerics.buffer_dtype(jnp.result_type(p), state_dtype)
             if len(shape) >= 2:

@@ -59,6 +59,15 @@ def scale_by_sparse_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, maximize: bool = F
     """
 
     def init(params):
+        complex_leaves = [
+            jax.tree_util.keystr(path) or "the root"
+            for path, p in jax.tree_util.tree_leaves_with_path(params)
+            if jnp.iscomplexobj(p)
+        ]
+        if complex_leaves:
+            raise ValueError(
+                f"Complex params at {', '.join(complex_leaves)}: SparseAdam does not support complex parameters"
+            )
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
         return ScaleBySparseAdamState(_numerics.step_counts(params), zeros(), zeros())
 

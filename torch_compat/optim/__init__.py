@@ -12,6 +12,7 @@ from torch_compat.optim.optimizer import (
     register_optimizer_step_pre_hook,
 )
 from torch_compat.optim.sgd import SGD
+from torch_compat.optim import lr_scheduler  # noqa: E402  (needs Optimizer and SGD)
 
 __all__ = [
     "LBFGS",
@@ -31,6 +32,7 @@ __all__ = [
     "Rprop",
     "SGD",
     "SparseAdam",
+    "lr_scheduler",
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
 ]

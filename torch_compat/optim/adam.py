@@ -48,8 +48,9 @@ class Adam(GradxformOptimizer):
             raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        tensors = [_validation.is_tensor(b) for b in betas]
-        if tensors[0] != tensors[1]:
+        floats = all(isinstance(b, float) for b in betas)
+        tensors = all(_validation.is_tensor(b) for b in betas)
+        if not (floats or tensors):
             raise ValueError("betas must be either both floats or both Tensors")
         for index, beta in enumerate(betas):
             if _validation.is_tensor(beta):
