@@ -271,7 +271,7 @@ def _adafactor(d: Draw) -> dict:
             d.choice("eps1", [None, lambda: d.loguniform(1e-30, 1e-3)]),
             d.choice("eps2", [1e-3, lambda: d.loguniform(1e-5, 1e-2), lambda: d.uniform(1.5, 3.0)]),
         ),
-        d=d.choice("d", [1.0, lambda: d.uniform(0.3, 3.0)]),
+        d=d.choice("d", [1.0, lambda: d.uniform(1.0, 3.0)]),  # torch: d >= 1
         weight_decay=_weight_decay(d),
         maximize=d.flag("maximize"),
     )
@@ -420,6 +420,7 @@ def make_case(
         dtype = drawn_dtype
     if dtype not in dtypes_for(name):
         raise ValueError(f"{name} does not support {dtype}")
+    choices["dtype"] = [list(dtypes_for(name)).index(dtype), len(dtypes_for(name))]
     shapes = _shapes(name, d.rng)
     coef = int(d.rng.integers(8, 129)) / 64.0  # exact in bfloat16: 0.125 .. 2
     noise_scale = d.loguniform(0.05, 3.0)
@@ -514,28 +515,101 @@ def missing_coverage(cases: list[Case]) -> dict[str, list[int]]:
     }
 
 
-def covering_seeds(name: str, minimum: int, start: int = 0, stop: int = 1000) -> list[int]:
-    """Seeds in ``[start, stop)``: greedily the ones that add coverage, then the next ones.
+def covering_seeds(name: str, minimum: int, start: int = 0, stop: int = 200) -> list[int]:
+    """A small set of seeds in ``[start, stop)`` covering every option of every flag.
 
-    The result covers every option of every flag of ``name`` (and every dtype) and has
-    at least ``minimum`` seeds.
+    Greedy set cover: repeatedly the seed whose case draws the most options not drawn
+    yet (the lowest such seed on ties), until every option of every label (dtype
+    included) is drawn; then the lowest unused seeds up to ``minimum``. Sorted.
     """
+    cases = {seed: make_case(name, seed) for seed in range(start, stop)}
+    options = lambda c: {(k, i) for k, (i, _) in c.choices.items() if k != "lr_ratio"}  # noqa: E731
+    wanted = set()
+    for case in cases.values():
+        wanted |= {(k, i) for k, (_, n) in case.choices.items() if k != "lr_ratio" for i in range(n)}
     chosen: list[int] = []
-    cases: list[Case] = []
-    covered: dict[str, set[int]] = {}
-    for seed in range(start, stop):
-        case = make_case(name, seed)
-        new = any(
-            index not in covered.get(label, set())
-            for label, (index, _) in case.choices.items()
-        )
-        if new or len(chosen) < minimum:
-            chosen.append(seed)
-            cases.append(case)
-            for label, (index, _) in case.choices.items():
-                covered.setdefault(label, set()).add(index)
-        if not missing_coverage(cases) and len(chosen) >= minimum:
+    covered: set = set()
+    while covered != wanted:
+        seed = max(cases, key=lambda s: (len(options(cases[s]) - covered), -s))
+        gain = options(cases[seed]) - covered
+        if not gain:
+            raise RuntimeError(f"seeds [{start}, {stop}) never draw {sorted(wanted - covered)} for {name}")
+        chosen.append(seed)
+        covered |= gain
+    for seed in cases:
+        if len(chosen) >= minimum:
             break
-    else:
-        raise RuntimeError(f"no covering set of seeds for {name} in [{start}, {stop})")
+        if seed not in chosen:
+            chosen.append(seed)
     return sorted(chosen)
+
+
+# ---------------------------------------------------------------- golden packing
+
+
+def pack(leaves: list[np.ndarray], lead: int = 0) -> np.ndarray:
+    """Concatenates leaves, flattened past their first ``lead`` axes (fewer npz members)."""
+    return np.concatenate(
+        [np.asarray(x).reshape(np.shape(x)[:lead] + (-1,)) for x in leaves], axis=-1
+    )
+
+
+def unpack(flat: np.ndarray, shapes, lead: int = 0) -> list[np.ndarray]:
+    """Inverse of :func:`pack`, given the leaves' shapes (without the lead axes)."""
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape, dtype=np.int64))
+        piece = flat[..., start : start + size]
+        out.append(piece.reshape(flat.shape[:lead] + tuple(shape)))
+        start += size
+    if start != flat.shape[-1]:
+        raise ValueError("packed array size does not match the shapes")
+    return out
+
+
+@dataclasses.dataclass
+class GoldenCase:
+    """One case of a golden file, unpacked."""
+
+    case: Case
+    params0: list
+    noise: list
+    masks: list | None
+    trajectory: list
+    state: list  # per leaf, {key: array}
+
+
+def read_golden(path: str) -> tuple[dict, list[GoldenCase]]:
+    """``(meta, cases)`` from a file written by ``make_golden.py``."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["__meta__"]))
+        cases = []
+        for i, entry in enumerate(meta["cases"]):
+            case = Case.from_json(entry["case"])
+            shapes = case.shapes
+            masks = None
+            if f"c{i}_mask" in data:
+                masks = [m.astype(case.dtype) for m in unpack(data[f"c{i}_mask"], shapes, 1)]
+            state: list[dict] = [{} for _ in shapes]
+            for key, leaf_shapes in entry["state_shapes"].items():
+                leaves = [j for j, s in enumerate(leaf_shapes) if s is not None]
+                values = unpack(data[f"c{i}_state_{key}"], [leaf_shapes[j] for j in leaves])
+                for j, v in zip(leaves, values):
+                    state[j][key] = v
+            cases.append(
+                GoldenCase(
+                    case=case,
+                    params0=unpack(data[f"c{i}_p0"], shapes),
+                    noise=unpack(data[f"c{i}_noise"], shapes, 1),
+                    masks=masks,
+                    trajectory=unpack(data[f"c{i}_traj"], shapes, 1),
+                    state=state,
+                )
+            )
+    return meta, cases
+
+
+def read_golden_meta(path: str) -> dict:
+    """Only the ``__meta__`` entry (cheap: for test collection)."""
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(str(data["__meta__"]))
