@@ -88,7 +88,8 @@ def _with_step_hooks(step: Callable) -> Callable:
                     args, kwargs = result
                 else:
                     raise RuntimeError(
-                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                        f"<function {type(self).__qualname__}.step at {hex(id(step))}> must return "
+                        f"None or a tuple of (new_args, new_kwargs), but got {result}."
                     )
         out = step(*args, **kwargs)
         for post_hook in itertools.chain(
@@ -264,7 +265,7 @@ class Optimizer:
             array = jnp.asarray(np.asarray(value))
             if key == "step":
                 return array
-            if jnp.issubdtype(param.dtype, jnp.inexact):
+            if jnp.issubdtype(param.dtype, jnp.floating):  # torch: param.is_floating_point()
                 return array.astype(param.dtype)
             return array
         if isinstance(value, dict):
@@ -468,11 +469,15 @@ class GradxformOptimizer(Optimizer):
     """
 
     _state_keys: ClassVar[tuple[str, ...]] = ()
-    _none_state_keys: ClassVar[tuple[str, ...]] = ()
     _hyperparams: ClassVar[tuple[str, ...]] = ("lr",)
     # Float options whose feature is left out of the transformation while they are 0
     # (torch skips it too); a change to or from 0 recompiles once.
     _zero_options: ClassVar[tuple[str, ...]] = ("weight_decay",)
+    # For a parameter listed twice in a group: whether a later listing starts from the
+    # state the parameter had when the step began (torch's SGD gathers its momentum
+    # buffers before the loop, so each listing of a new parameter starts afresh), rather
+    # than from the state the earlier listing left (the others share their state dicts).
+    _repeats_see_initial_state: ClassVar[bool] = False
     _sparse_grad_message: ClassVar[str] = ""
     _compiled: ClassVar[dict] = {}
 
@@ -551,8 +556,6 @@ class GradxformOptimizer(Optimizer):
                 leaf = value[i] if isinstance(value, list) else None
                 if leaf is not None:
                     entry[key] = leaf
-                elif key in self._none_state_keys:
-                    entry[key] = None
             out.append(entry)
         return out
 
@@ -590,14 +593,46 @@ class GradxformOptimizer(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        work, key, donated, kept = [], [], [], []
+        # Every gradient is checked before anything changes.
+        pending = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            pending.append([(p, self._grad_for_step(p, group)) for p in params])
+        # A parameter listed twice in a group (torch warns, and updates it once per
+        # listing): later listings run in later passes, each one compiled call.
+        stateless = {id(p) for group in pending for p, _ in group if not self.state.get(p)}
+        first_pass = True
+        while any(pending):
+            this_pass, later = [], []
+            for entries in pending:
+                seen: set[int] = set()
+                first = [e for e in entries if id(e[0]) not in seen and not seen.add(id(e[0]))]
+                rest = list(entries)
+                for e in first:
+                    rest.remove(e)
+                this_pass.append(first)
+                later.append(rest)
+            self._apply(this_pass, set() if first_pass or not self._repeats_see_initial_state else stateless)
+            pending, first_pass = later, False
+        return loss
+
+    def _apply(self, entries_by_group: list[list[tuple[Parameter, Any]]], fresh: set[int]) -> None:
+        """One compiled call over the groups' (parameter, gradient) pairs; writes back.
+
+        Parameters whose id is in ``fresh`` start from no state (see
+        ``_repeats_see_initial_state``).
+        """
+        work, key, donated, kept = [], [], [], []
+        for group, entries in zip(self.param_groups, entries_by_group):
+            if not entries:
                 continue
-            grads = [self._grad_for_step(p, group) for p in params]
+            params = [p for p, _ in entries]
+            grads = [g for _, g in entries]
             stored = [
-                {k: jnp.asarray(v) for k, v in self.state[p].items() if v is not None} for p in params
+                {}
+                if id(p) in fresh
+                else {k: jnp.asarray(v) for k, v in self.state.get(p, {}).items() if v is not None}
+                for p in params
             ]
             statics = {**self._static_options(group), **self._structure(group)}
             statics["zero_options"] = tuple(
@@ -610,13 +645,14 @@ class GradxformOptimizer(Optimizer):
             donated.append(([p.data for p in params], buffers))
             kept.append((grads, steps, self._hyper_arrays(group)))
         if not work:
-            return loss
+            return
         results = self._compiled_step(tuple(key), [statics for _, statics in work])(donated, kept)
         for (params, _), (new_params, new_states) in zip(work, results):
             for p, value, entry in zip(params, new_params, new_states):
-                p.data = value
+                p._data = value  # the step's own output: no copy needed
+                if not entry:
+                    continue  # torch keeps no state for this parameter (SGD without momentum)
                 state = self.state[p]
                 for k in self._state_keys:  # jit returns dicts sorted; keep torch's key order
                     if k in entry:
                         state[k] = self._export_step(entry[k]) if k == "step" else entry[k]
-        return loss

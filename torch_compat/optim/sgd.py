@@ -16,9 +16,9 @@ class SGD(GradxformOptimizer):
     """
 
     _state_keys = ("momentum_buffer",)
-    _none_state_keys = ("momentum_buffer",)
     _hyperparams = ("lr", "momentum", "dampening", "weight_decay")
     _zero_options = ("weight_decay", "momentum")
+    _repeats_see_initial_state = True
 
     def __init__(
         self,
