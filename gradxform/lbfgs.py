@@ -376,6 +376,16 @@ def torch_gradient(grad):
     return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grad)
 
 
+def _flat_value_and_grad(fun: Callable, unflatten: Callable) -> Callable:
+    """``v -> (fun(unflatten(v)), flat torch-convention gradient)`` on flat real vectors."""
+
+    def value_and_grad(v):
+        value, grad = jax.value_and_grad(fun)(unflatten(v))
+        return value, flatten(torch_gradient(grad))[0].astype(v.dtype)
+
+    return value_and_grad
+
+
 def flatten(tree):
     """``(flat real vector, unflatten)`` for a pytree (complex leaves as real pairs, as torch)."""
     flat, unravel = ravel_pytree(_to_real_tree(tree))
@@ -486,11 +496,7 @@ def minimize(
     options = options.resolved()
     x_flat, unflatten = flatten(x0)
 
-    def value_and_grad_flat(v):
-        (value, aux), grad = jax.value_and_grad(lambda p: _with_aux(fun(p, *args), has_aux), has_aux=True)(
-            unflatten(v)
-        )
-        return value, flatten(torch_gradient(grad))[0].astype(v.dtype)
+    value_and_grad_flat = _flat_value_and_grad(lambda p: _with_aux(fun(p, *args), has_aux)[0], unflatten)
 
     if state is None:
         state = init_state(x_flat.size, x_flat.dtype, history_size)
@@ -573,9 +579,7 @@ def lbfgs(
             raise ValueError("lbfgs needs params and the objective: update(grads, state, params, value_fn=f)")
         x_flat, unflatten = flatten(params)
 
-        def value_and_grad_flat(v):
-            val, grad = jax.value_and_grad(value_fn)(unflatten(v))
-            return val, flatten(torch_gradient(grad))[0].astype(v.dtype)
+        value_and_grad_flat = _flat_value_and_grad(value_fn, unflatten)
 
         run = lbfgs_begin(state.lbfgs, x_flat)
         if value is not None:  # the caller evaluated params already: that is the first evaluation

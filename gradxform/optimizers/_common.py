@@ -38,10 +38,13 @@ def check(value: Any, is_valid: Callable[[float], bool], message: str) -> None:
         raise ValueError(message.format(value if isinstance(value, numbers.Real) else number))
 
 
-def check_learning_rate(value: Any, message: str = "Invalid learning rate: {}") -> None:
+def check_learning_rate(
+    value: Any, message: str = "Invalid learning rate: {}", *, strictly_positive: bool = False
+) -> None:
+    """torch's learning-rate checks: a 1-element array, and ``>= 0`` (or ``> 0``)."""
     if not callable(value) and jnp.size(jnp.asarray(value)) != 1:
         raise ValueError("Tensor lr must be 1-element")
-    check(value, lambda v: v >= 0.0, message)
+    check(value, (lambda v: v > 0.0) if strictly_positive else (lambda v: v >= 0.0), message)
 
 
 def is_zero(value: Any) -> bool:

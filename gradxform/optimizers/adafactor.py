@@ -165,9 +165,7 @@ def adafactor(
 
     Reference: Shazeer & Stern, 2018; ``torch.optim.Adafactor``.
     """
-    if not callable(learning_rate) and jnp.size(jnp.asarray(learning_rate)) != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    _common.check(learning_rate, lambda v: v >= 0.0, "Learning rate should be >= 0 but is: {}")
+    _common.check_learning_rate(learning_rate, "Learning rate should be >= 0 but is: {}")
     _common.check(beta2_decay, lambda v: v <= 0.0, "beta2_decay should be <= 0 but is: {}")
     if eps[0] is not None:
         _common.check(eps[0], lambda v: v >= 0.0, "epsilon1 should be >= 0 but is: {}")

@@ -189,9 +189,7 @@ def muon(
 
     Reference: Jordan et al., 2024; ``torch.optim.Muon``.
     """
-    if not callable(learning_rate) and jnp.size(jnp.asarray(learning_rate)) != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    _common.check(learning_rate, lambda v: v >= 0.0, "Learning rate should be >= 0 but is: {}")
+    _common.check_learning_rate(learning_rate, "Learning rate should be >= 0 but is: {}")
     _common.check(momentum, lambda v: v >= 0.0, "momentum should be >= 0 but is: {}")
     _common.check(weight_decay, lambda v: v >= 0.0, "weight decay should be >= 0 but is: {}")
     if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):

@@ -144,9 +144,7 @@ def sparse_adam(
 
     Reference: ``torch.optim.SparseAdam``.
     """
-    if not callable(learning_rate) and jnp.size(jnp.asarray(learning_rate)) != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    _common.check(learning_rate, lambda v: v > 0.0, "Invalid learning rate: {}")
+    _common.check_learning_rate(learning_rate, "Invalid learning rate: {}", strictly_positive=True)
     _common.check(eps, lambda v: v > 0.0, "Invalid epsilon value: {}")
     _common.check(betas[0], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 0: {}")
     _common.check(betas[1], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 1: {}")
