@@ -22,15 +22,29 @@ _DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_tell(history_size: int, line_search_fn: str | None) -> Callable:
-    """One jitted ``lbfgs_tell`` per structure; the other options are traced values, so
-    changing ``lr``, ``max_iter``, ``max_eval`` or the tolerances never recompiles."""
+def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable:
+    """One jitted evaluation step per structure: flatten the gradients, ``lbfgs_tell``,
+    and the next point to evaluate, unflattened into the parameters' shapes.
+
+    The other options are traced values, so changing ``lr``, ``max_iter``, ``max_eval``
+    or the tolerances never recompiles. One dispatch per closure call.
+    """
     static = core.LbfgsOptions(history_size=history_size, line_search_fn=line_search_fn)
-    return jax.jit(lambda run, value, grad, dynamic: core.lbfgs_tell(run, value, grad, static._replace(**dynamic)))
+
+    def advance(run, value, grads, params, dynamic):
+        _, unflatten = core.flatten(params)
+        grad = core.flatten(grads)[0].astype(run.x.dtype)
+        run = core.lbfgs_tell(run, value, grad, static._replace(**dynamic))
+        return run, unflatten(core.lbfgs_trial(run)), unflatten(run.x)
+
+    return jax.jit(advance)
 
 
-_begin = jax.jit(core.lbfgs_begin)
-_trial = jax.jit(core.lbfgs_trial)
+@jax.jit
+def _begin(state, params):
+    x, unflatten = core.flatten(params)
+    run = core.lbfgs_begin(state, x)
+    return run, unflatten(core.lbfgs_trial(run))
 
 
 class LBFGS(Optimizer):
@@ -81,10 +95,8 @@ class LBFGS(Optimizer):
 
     # -- flat views of the parameters and gradients (complex as real pairs, as torch) ----
 
-    def _flat_params(self):
-        return core.flatten([p.data for p in self._params])
-
-    def _flat_grad(self, like):
+    def _grads(self) -> list:
+        """The gradients as torch gathers them: zeros for ``None``, dense for sparse."""
         grads = []
         for p in self._params:
             g = p.grad
@@ -93,10 +105,10 @@ class LBFGS(Optimizer):
             elif isinstance(g, sparse.BCOO):
                 g = g.todense()
             grads.append(g)
-        return core.flatten(grads)[0].astype(like.dtype)
+        return grads
 
-    def _set_params(self, unflatten, x) -> None:
-        for p, value in zip(self._params, unflatten(x)):
+    def _set_params(self, values) -> None:
+        for p, value in zip(self._params, values):
             p._data = value
 
     # -- torch's state layout <-> gradxform's LbfgsState ----------------------------------
@@ -166,7 +178,7 @@ class LBFGS(Optimizer):
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise RuntimeError("only 'strong_wolfe' is supported")
         history_size = group["history_size"]
-        tell = _compiled_tell(history_size, group["line_search_fn"])
+        advance = _compiled_advance(history_size, group["line_search_fn"])
         hyper = _numerics.hyper_dtype()
         dynamic = dict(
             lr=jnp.asarray(_validation.scalar(group["lr"]), hyper),
@@ -176,16 +188,17 @@ class LBFGS(Optimizer):
             tolerance_change=jnp.asarray(group["tolerance_change"], hyper),
         )
         state = self.state[self._params[0]]
-        x, unflatten = self._flat_params()
-        run = _begin(self._core_state(state, x.size, x.dtype, history_size), x)
-        orig_loss = None
+        params = [p.data for p in self._params]
+        x, _ = core.flatten(params)
+        run, trial = _begin(self._core_state(state, x.size, x.dtype, history_size), params)
+        orig_loss, current = None, params
         while int(run.phase) != core.DONE:
-            self._set_params(unflatten, _trial(run))
+            self._set_params(trial)
             loss = closure()
             if orig_loss is None:
                 orig_loss = loss
-            run = tell(run, jnp.asarray(loss), self._flat_grad(x), dynamic)
-        self._set_params(unflatten, run.x)
+            run, trial, current = advance(run, jnp.asarray(loss), self._grads(), params, dynamic)
+        self._set_params(current)
         iterated = int(run.n_iter) > 0 or "d" in state
         state.clear()
         state.update(self._torch_state(run.state, history_size, iterated))
