@@ -12,16 +12,17 @@ from gradxform.base import (
     chain,
     identity,
 )
-from gradxform.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
 from gradxform.hyperparams import (
     InjectHyperparamsState,
     get_hyperparams,
     inject_hyperparams,
     set_hyperparams,
 )
+from gradxform.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
 from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from gradxform.optimizers.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
 from gradxform.optimizers.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
+from gradxform.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradxform.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from gradxform.optimizers.asgd import ScaleByAsgdState, asgd, scale_by_asgd
 from gradxform.optimizers.muon import ScaleByMuonState, muon, orthogonalize_via_newton_schulz, scale_by_muon
@@ -30,7 +31,6 @@ from gradxform.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradxform.optimizers.rmsprop import ScaleByRmspropState, rmsprop, scale_by_rmsprop
 from gradxform.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradxform.optimizers.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
-from gradxform.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradxform.optimizers.sgd import ScaleBySgdState, scale_by_sgd, sgd
 from gradxform.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_learning_rate
@@ -38,15 +38,11 @@ from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_le
 __version__ = "0.1.0"
 
 __all__ = [
-    "LbfgsState",
-    "MinimizeResult",
-    "ScaleByLbfgsState",
-    "lbfgs",
-    "minimize",
-    "checkpoint",
     "EmptyState",
     "GradientTransformation",
     "InjectHyperparamsState",
+    "LbfgsState",
+    "MinimizeResult",
     "OptState",
     "Params",
     "ReduceOnPlateauState",
@@ -56,6 +52,7 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByAsgdState",
+    "ScaleByLbfgsState",
     "ScaleByMuonState",
     "ScaleByNadamState",
     "ScaleByRadamState",
@@ -75,9 +72,12 @@ __all__ = [
     "apply_updates",
     "asgd",
     "chain",
+    "checkpoint",
     "get_hyperparams",
     "identity",
     "inject_hyperparams",
+    "lbfgs",
+    "minimize",
     "muon",
     "nadam",
     "negate",

@@ -13,7 +13,7 @@ import functools
 import itertools
 import warnings
 from collections import OrderedDict, defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import Any, Callable, ClassVar
 
 import jax
