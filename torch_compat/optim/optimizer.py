@@ -502,8 +502,9 @@ class GradxformOptimizer(Optimizer):
         return param.grad
 
     def _export_step(self, step: jax.Array) -> Any:
-        """torch keeps ``step`` as a float32 scalar tensor (SparseAdam: a Python int)."""
-        return step.astype(jnp.float32)
+        """torch keeps ``step`` as a float32 scalar tensor (converted inside the compiled
+        step); SparseAdam overrides this to give a Python int."""
+        return step
 
     def _hyper_arrays(self, group: dict[str, Any]) -> dict[str, Any]:
         dtype = _numerics.hyper_dtype()
@@ -513,7 +514,8 @@ class GradxformOptimizer(Optimizer):
                 return None
             if isinstance(value, (list, tuple)):
                 return tuple(as_array(v) for v in value)
-            return jnp.asarray(np.asarray(value) if _is_array(value) else value, dtype=dtype).reshape(())
+            # numpy scalars: no device dispatch per option (the compiled step takes them as is).
+            return np.asarray(value, dtype=dtype).reshape(())
 
         return {name: as_array(group[name]) for name in self._hyperparams}
 
@@ -555,7 +557,7 @@ class GradxformOptimizer(Optimizer):
                 value = fields.get(key)
                 leaf = value[i] if isinstance(value, list) else None
                 if leaf is not None:
-                    entry[key] = leaf
+                    entry[key] = leaf.astype(jnp.float32) if key == "step" else leaf
             out.append(entry)
         return out
 
@@ -631,7 +633,11 @@ class GradxformOptimizer(Optimizer):
             stored = [
                 {}
                 if id(p) in fresh
-                else {k: jnp.asarray(v) for k, v in self.state.get(p, {}).items() if v is not None}
+                else {
+                    k: v if isinstance(v, jax.Array) else jnp.asarray(v)
+                    for k, v in self.state.get(p, {}).items()
+                    if v is not None
+                }
                 for p in params
             ]
             statics = {**self._static_options(group), **self._structure(group)}
