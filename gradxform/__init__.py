@@ -18,6 +18,7 @@ from gradxform.hyperparams import (
     inject_hyperparams,
     set_hyperparams,
 )
+from gradxform.layout import FlattenState, flatten
 from gradxform.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
 from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from gradxform.optimizers.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EmptyState",
+    "FlattenState",
     "GradientTransformation",
     "InjectHyperparamsState",
     "LbfgsState",
@@ -73,6 +75,7 @@ __all__ = [
     "asgd",
     "chain",
     "checkpoint",
+    "flatten",
     "get_hyperparams",
     "identity",
     "inject_hyperparams",

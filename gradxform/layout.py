@@ -1,0 +1,165 @@
+"""Memory layout: run a transformation over one contiguous buffer per dtype.
+
+A model with many small leaves pays a fixed cost per leaf in every compiled step: one
+loop per leaf and per state buffer, and one argument and one result per leaf at the
+``jax.jit`` boundary. :func:`flatten` keeps the optimizer state as one flat vector per
+dtype, so the update itself is one pass over memory whatever the number of leaves
+(the "multi-tensor" idea of torch's foreach and fused kernels, done once for every
+transformation). The public API stays pytree in, pytree out.
+
+For element-wise rules (every optimizer here except :func:`~gradxform.adafactor`, whose
+second moment is factored per matrix, :func:`~gradxform.muon`, which works on whole
+matrices, and :func:`~gradxform.lbfgs`), the flattened transformation computes the same
+operations on the same numbers; results agree to the last bit or two (XLA may round an
+operation differently in a vectorized loop body and in its scalar tail). Global reductions (a global norm) see the same
+values, summed in another order.
+
+To also remove the per-leaf cost at the ``jax.jit`` boundary, keep the parameters
+themselves flat (:func:`jax.flatten_util.ravel_pytree`) and unravel them inside the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradxform import base
+
+
+class FlattenState(NamedTuple):
+    """State of :func:`flatten`.
+
+    Attributes:
+      inner_state: the wrapped transformation's state, built over a tuple holding one
+        1-D buffer per dtype (in order of first appearance among the leaves).
+      layout: one empty array per buffer, of shape ``[0, size]`` and the buffer's
+        dtype. It records the layout in a form ``jax.jit`` carries, so that an update
+        tree with other sizes or dtypes is refused instead of broadcast.
+    """
+
+    inner_state: Any
+    layout: tuple
+
+
+def _is_sparse(x) -> bool:
+    return type(x).__name__ in ("BCOO", "BCSR") and hasattr(x, "todense")
+
+
+class _Layout(NamedTuple):
+    treedef: Any
+    shapes: tuple
+    dtypes: tuple
+    groups: tuple  # one tuple of leaf indices per dtype group
+    group_dtypes: tuple
+
+
+def _layout(tree, what: str) -> _Layout:
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: _is_sparse(x) or x is None
+    )
+    shapes, dtypes = [], []
+    for path, leaf in leaves_with_path:
+        if leaf is None or _is_sparse(leaf):
+            kind = "None" if leaf is None else type(leaf).__name__
+            raise TypeError(
+                f"gradxform.flatten: {what} leaf at {jax.tree_util.keystr(path) or '<root>'} "
+                f"is {kind}; flatten needs dense arrays"
+            )
+        shapes.append(tuple(np.shape(leaf)))
+        dtypes.append(jnp.result_type(leaf))
+    group_dtypes = tuple(dict.fromkeys(dtypes))
+    groups = tuple(
+        tuple(i for i, d in enumerate(dtypes) if d == gd) for gd in group_dtypes
+    )
+    return _Layout(treedef, tuple(shapes), tuple(dtypes), groups, group_dtypes)
+
+
+def _ravel(tree, layout: _Layout):
+    leaves = layout.treedef.flatten_up_to(tree)
+    return tuple(
+        jnp.concatenate([jnp.ravel(leaves[i]) for i in group])
+        if len(group) > 1
+        else jnp.ravel(leaves[group[0]])
+        for group in layout.groups
+    )
+
+
+def _unravel(flat, layout: _Layout):
+    leaves = [None] * len(layout.shapes)
+    for buffer, group in zip(flat, layout.groups):
+        sizes = [int(np.prod(layout.shapes[i], dtype=np.int64)) for i in group]
+        pieces = jnp.split(buffer, np.cumsum(sizes)[:-1]) if len(group) > 1 else [buffer]
+        for i, piece in zip(group, pieces):
+            leaves[i] = piece.reshape(layout.shapes[i])
+    return layout.treedef.unflatten(leaves)
+
+
+def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
+    """Runs ``inner`` over one flat buffer per dtype instead of leaf by leaf.
+
+    Updates (and ``params``, when given) are concatenated into one 1-D buffer per dtype
+    inside the compiled step; ``inner`` updates those buffers; its updates are split back
+    into the original tree. The state of ``inner`` (moments, accumulators) lives in the
+    flat layout between steps. Updates must have their parameters' dtypes and shapes.
+
+    Use it for element-wise rules: see the module docstring. Shape-dependent rules
+    (``adafactor``, ``muon``) would see 1-D vectors instead of matrices.
+
+    Args:
+      inner: the transformation to run, e.g. ``gradxform.adam(1e-3)``.
+
+    Returns:
+      A transformation with state :class:`FlattenState`. :func:`gradxform.get_hyperparams`
+      and :func:`gradxform.set_hyperparams` see through it.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> params = {"w": jnp.ones((2, 2)), "b": jnp.zeros(2)}
+      >>> tx = gradxform.flatten(gradxform.adam(0.1))
+      >>> state = tx.init(params)
+      >>> [b.shape for b in state.inner_state.inner_state[0].exp_avg]  # 2 + 4 values
+      [(6,)]
+      >>> updates, state = tx.update(params, state, params)
+      >>> updates["w"].shape, updates["b"].shape
+      ((2, 2), (2,))
+    """
+    takes_extra = base._accepts_extra_args(inner.update)
+
+    def init(params):
+        layout = _layout(params, "params")
+        flat = _ravel(params, layout)
+        return FlattenState(
+            inner.init(flat), tuple(jnp.zeros((0, b.size), b.dtype) for b in flat)
+        )
+
+    def update(updates, state, params=None, **extra_args):
+        layout = _layout(updates, "updates")
+        flat_updates = _ravel(updates, layout)
+        expected = [(int(a.shape[1]), jnp.dtype(a.dtype)) for a in state.layout]
+        got = [(int(b.size), jnp.dtype(b.dtype)) for b in flat_updates]
+        if got != expected:
+            raise ValueError(
+                f"gradxform.flatten: the state holds buffers of (size, dtype) {expected}, "
+                f"the updates give {got}; updates must match the params given to init"
+            )
+        flat_params = None
+        if params is not None:
+            param_layout = _layout(params, "params")
+            if param_layout.dtypes != layout.dtypes or param_layout.shapes != layout.shapes:
+                raise ValueError(
+                    "gradxform.flatten: updates and params differ in shapes or dtypes; "
+                    "flatten needs updates with their parameters' shapes and dtypes"
+                )
+            flat_params = _ravel(params, layout)
+        if takes_extra:
+            new_updates, inner_state = inner.update(
+                flat_updates, state.inner_state, flat_params, **extra_args
+            )
+        else:
+            new_updates, inner_state = inner.update(flat_updates, state.inner_state, flat_params)
+        return _unravel(new_updates, layout), FlattenState(inner_state, state.layout)
+
+    return base.GradientTransformation(init, update)
