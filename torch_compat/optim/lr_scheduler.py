@@ -880,10 +880,10 @@ class CyclicLR(LRScheduler):
     goes the opposite way between ``max_momentum`` and ``base_momentum``. The closed form
     is :func:`gradxform.schedules.cyclic`; Smith, 2017.
 
-    Args: those of ``torch.optim.lr_scheduler.CyclicLR``: ``base_lr``, ``max_lr``,
-      ``base_momentum``, ``max_momentum`` (each a number or a list per group),
-      ``step_size_up``, ``step_size_down``, ``mode``, ``gamma``, ``scale_fn``,
-      ``scale_mode``, ``cycle_momentum``, ``last_epoch``.
+    The arguments are those of ``torch.optim.lr_scheduler.CyclicLR``: ``base_lr``,
+    ``max_lr``, ``base_momentum``, ``max_momentum`` (each a number or a list per group),
+    ``step_size_up``, ``step_size_down``, ``mode``, ``gamma``, ``scale_fn``,
+    ``scale_mode``, ``cycle_momentum``, ``last_epoch``.
 
     Raises:
       ValueError: for an unknown ``mode`` without ``scale_fn``, or with
@@ -1057,8 +1057,8 @@ class OneCycleLR(LRScheduler):
     :func:`gradxform.schedules.one_cycle` and :func:`gradxform.schedules.one_cycle_momentum`;
     Smith & Topin, 2018.
 
-    Args: those of ``torch.optim.lr_scheduler.OneCycleLR``; give ``total_steps``, or
-      ``epochs`` and ``steps_per_epoch``.
+    The arguments are those of ``torch.optim.lr_scheduler.OneCycleLR``; give
+    ``total_steps``, or ``epochs`` and ``steps_per_epoch``.
     """
 
     def __init__(
