@@ -74,7 +74,8 @@ def loss_fn(params, x, y):
 
 def plot_losses(losses, accuracy, path, title):
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(np.arange(1, len(losses) + 1), losses, label="training loss")
+    ax.plot(np.arange(1, len(losses) + 1), losses, label="training loss (batch)")
+    ax.axvline(len(losses) // 2, ls=":", color="gray", label="learning rate / 10")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy")
