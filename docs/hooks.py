@@ -94,7 +94,7 @@ def api_path(module: str) -> str:
 
 def on_config(config, **kwargs):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    entries = [{module: api_path(module)} for module in public_modules()]
+    entries = [{module: api_path(module)} for module in sorted(public_modules())]
     for item in config["nav"]:
         if isinstance(item, dict) and API_SECTION in item:
             item[API_SECTION] = entries
