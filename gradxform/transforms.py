@@ -66,7 +66,14 @@ def scale_by_learning_rate(learning_rate, *, flip_sign: bool = True) -> Gradient
 
 
 def negate() -> GradientTransformation:
-    """Negates updates: torch's ``maximize=True`` (``grad = -grad``)."""
+    """Negates updates: torch's ``maximize=True`` (``grad = -grad``).
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.negate()
+      >>> tx.update(jnp.array([1.0, -2.0]), tx.init(None))[0].tolist()
+      [-1.0, 2.0]
+    """
     return _stateless(lambda updates, params: jax.tree.map(lambda u: -_upcast(u), updates))
 
 

@@ -32,6 +32,13 @@ def scale_by_adadelta(rho=0.9, eps=1e-6, *, state_dtype=None):
        v_t = \rho v_{t-1} + (1-\rho) g_t^2, \quad
        d_t = \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}} g_t, \quad
        u_t = \rho u_{t-1} + (1-\rho) d_t^2
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_adadelta(rho=0.9, eps=1e-6)
+      >>> d, _ = tx.update(jnp.array([1.0]), tx.init(jnp.zeros(1)))
+      >>> round(d.tolist()[0], 6)  # sqrt(0 + 1e-6) / sqrt(0.1 + 1e-6)
+      0.003162
     """
 
     def init(params):

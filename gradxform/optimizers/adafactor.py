@@ -58,6 +58,14 @@ def scale_by_adafactor(
 
     Leaves with fewer than two dimensions keep a full ``variance`` instead of ``R, C``.
     ``eps[0] = None`` means the machine epsilon of the parameter's dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_adafactor(learning_rate=0.01)
+      >>> params = jnp.full((2, 2), 2.0)
+      >>> u, _ = tx.update(jnp.ones((2, 2)), tx.init(params), params)
+      >>> u.tolist()  # -min(lr, 1) * RMS(params) * g / |g|
+      [[-0.02, -0.02], [-0.02, -0.02]]
     """
     eps1, eps2 = eps
 

@@ -32,6 +32,15 @@ def scale_by_adagrad(lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0, *, 
 
     ``s_0 = initial_accumulator_value`` (``v + v i`` for complex parameters). optax puts
     eps inside the square root and starts from 0.1; torch does neither.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_adagrad()
+      >>> g = jnp.array([3.0, 4.0])
+      >>> d1, state = tx.update(g, tx.init(g))
+      >>> d2, state = tx.update(g, state)
+      >>> d1.tolist(), [round(v, 4) for v in d2.tolist()]  # g / sqrt(t g^2): 1, then 1/sqrt(2)
+      ([1.0, 1.0], [0.7071, 0.7071])
     """
 
     def init(params):

@@ -44,6 +44,13 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
 
     AMSGrad keeps the maximum of the *raw* second moments, as torch does (optax keeps the
     maximum of the bias-corrected ones).
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_adam()
+      >>> d, _ = tx.update(jnp.array([0.5, -3.0]), tx.init(jnp.zeros(2)))
+      >>> d.tolist()  # first step: m_hat / sqrt(v_hat) = sign(g)
+      [1.0, -1.0]
     """
 
     def init(params):

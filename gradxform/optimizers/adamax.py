@@ -33,6 +33,13 @@ def scale_by_adamax(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
        m_t = \mathrm{lerp}(m_{t-1}, g_t, 1-\beta_1), \quad
        u_t = \max(\beta_2 u_{t-1}, |g_t| + \epsilon), \quad
        d_t = \frac{m_t}{(1-\beta_1^t)\, u_t}
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_adamax()
+      >>> d, _ = tx.update(jnp.array([0.5, -3.0]), tx.init(jnp.zeros(2)))
+      >>> d.tolist()  # (0.1 g / 0.1) / |g|
+      [1.0, -1.0]
     """
 
     def init(params):

@@ -39,6 +39,14 @@ def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_d
        \mu_{t+1} = \frac{1}{\max(1, t - t_0)}
 
     with :math:`\eta_1 = \gamma`, :math:`\mu_1 = 1`. Needs ``params`` in ``update``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_asgd(learning_rate=0.1, lambd=0.0)
+      >>> params = jnp.array([1.0])
+      >>> u, state = tx.update(jnp.array([2.0]), tx.init(params), params)
+      >>> u.tolist(), state.ax.tolist()  # -eta_1 g, and the average is the new point (mu_1 = 1)
+      ([-0.2], [0.8])
     """
 
     def init(params):

@@ -40,6 +40,13 @@ def scale_by_nadam(beta1=0.9, beta2=0.999, eps=1e-8, momentum_decay=4e-3, *, sta
        D_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon
 
     optax's nadam has no momentum-decay schedule (:math:`\psi`); torch's is reproduced here.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_nadam()
+      >>> d, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> round(d.tolist()[0], 4)  # 1 + 0.1 mu_2 / (1 - mu_1 mu_2), mu_t = 0.9 (1 - 0.96^(0.004 t) / 2)
+      1.0565
     """
 
     def init(params):

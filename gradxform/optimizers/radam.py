@@ -38,6 +38,13 @@ def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
        r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
 
     optax uses threshold 5 too but puts eps differently; this follows torch.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_radam()
+      >>> d, _ = tx.update(jnp.array([0.5, -3.0]), tx.init(jnp.zeros(2)))
+      >>> d.tolist()  # rho_1 = 1 <= 5: not rectified, the bias-corrected momentum m_hat = g
+      [0.5, -3.0]
     """
 
     def init(params):

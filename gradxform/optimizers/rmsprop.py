@@ -44,6 +44,13 @@ def scale_by_rmsprop(
       momentum: ``None`` for no momentum buffer, else :math:`\mu`.
       centered: normalize by the estimated variance.
       state_dtype: dtype of the buffers.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_rmsprop(alpha=0.99)
+      >>> d, _ = tx.update(jnp.array([0.5, -3.0]), tx.init(jnp.zeros(2)))
+      >>> d.tolist()  # g / sqrt(0.01 g^2) = 10 sign(g)
+      [10.0, -10.0]
     """
     with_momentum = momentum is not None
 

@@ -35,6 +35,15 @@ def scale_by_rprop(learning_rate=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
 
     where :math:`\eta^+` applies when :math:`g_t g_{t-1} > 0`, :math:`\eta^-` when it is
     negative, and 1 when it is zero. The learning rate is only the initial step size.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_rprop(learning_rate=0.1)
+      >>> g = jnp.array([3.0, -0.5])
+      >>> u1, state = tx.update(g, tx.init(g))
+      >>> u2, state = tx.update(g, state)
+      >>> u1.tolist(), u2.tolist()  # -s sign(g); same signs twice: s grows by eta+ = 1.2
+      ([-0.1, 0.1], [-0.12, 0.12])
     """
 
     def init(params):

@@ -35,6 +35,15 @@ def scale_by_sgd(momentum=0.9, dampening=0.0, nesterov: bool = False, *, state_d
       dampening: :math:`\tau` (not applied at the first step, as in torch).
       nesterov: use Nesterov momentum.
       state_dtype: dtype of the buffer (default: the parameter's).
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_sgd(momentum=0.9)
+      >>> g = jnp.array([2.0])
+      >>> d1, state = tx.update(g, tx.init(g))
+      >>> d2, state = tx.update(g, state)
+      >>> d1.tolist(), d2.tolist()  # b1 = g, b2 = 0.9 * b1 + g
+      ([2.0], [3.8])
     """
 
     def init(params):

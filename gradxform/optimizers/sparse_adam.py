@@ -56,6 +56,13 @@ def scale_by_sparse_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, maximize: bool = F
 
     ``maximize`` negates the gradient here (before densifying), so that sparse leaves are
     never passed through dense transformations.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> tx = gradxform.scale_by_sparse_adam()
+      >>> d, _ = tx.update(jnp.array([0.5, 0.0]), tx.init(jnp.zeros(2)))
+      >>> d.tolist()  # sign(g) where touched, 0 elsewhere
+      [1.0, 0.0]
     """
 
     def init(params):

@@ -12,6 +12,16 @@ class Adam(GradxformOptimizer):
 
     ``foreach``, ``capturable``, ``differentiable`` and ``fused`` are accepted and have no
     effect here.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.Adam([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # first step: w - lr * sign(grad)
+      [0.9, -1.9]
     """
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -102,7 +112,18 @@ class Adam(GradxformOptimizer):
 
 
 class AdamW(Adam):
-    """AdamW, as ``torch.optim.AdamW``: :class:`Adam` with decoupled weight decay."""
+    """AdamW, as ``torch.optim.AdamW``: :class:`Adam` with decoupled weight decay.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.AdamW([w], lr=0.1, weight_decay=0.5)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # w * (1 - lr * weight_decay) - lr * sign(grad)
+      [0.85, -1.8]
+    """
 
     def __init__(
         self,

@@ -29,6 +29,16 @@ class Adagrad(GradxformOptimizer):
 
     As in torch, the state (``step``, ``sum``) of the constructor's parameters is created
     by the constructor. Sparse (BCOO) gradients are accepted when ``weight_decay == 0``.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.Adagrad([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # first step: w - lr * sign(grad)
+      [0.9, -1.9]
     """
 
     _state_keys = ("step", "sum")
@@ -99,7 +109,18 @@ class Adagrad(GradxformOptimizer):
 
 
 class Adadelta(GradxformOptimizer):
-    """Adadelta, as ``torch.optim.Adadelta`` (see :func:`gradxform.adadelta`)."""
+    """Adadelta, as ``torch.optim.Adadelta`` (see :func:`gradxform.adadelta`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.Adadelta([w], lr=1.0)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()
+      [0.99684, -1.9968]
+    """
 
     _state_keys = ("step", "square_avg", "acc_delta")
     _hyperparams = ("lr", "rho", "eps", "weight_decay")
@@ -148,7 +169,18 @@ class Adadelta(GradxformOptimizer):
 
 
 class RMSprop(GradxformOptimizer):
-    """RMSprop, as ``torch.optim.RMSprop`` (see :func:`gradxform.rmsprop`)."""
+    """RMSprop, as ``torch.optim.RMSprop`` (see :func:`gradxform.rmsprop`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.RMSprop([w], lr=0.01)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # first step: w - 10 * lr * sign(grad)
+      [0.9, -1.9]
+    """
 
     _state_keys = ("step", "square_avg", "momentum_buffer", "grad_avg")
     _hyperparams = ("lr", "momentum", "alpha", "eps", "weight_decay")
@@ -213,7 +245,18 @@ class RMSprop(GradxformOptimizer):
 
 
 class Adamax(GradxformOptimizer):
-    """Adamax, as ``torch.optim.Adamax`` (see :func:`gradxform.adamax`)."""
+    """Adamax, as ``torch.optim.Adamax`` (see :func:`gradxform.adamax`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.Adamax([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # first step: w - lr * sign(grad)
+      [0.9, -1.9]
+    """
 
     _state_keys = ("step", "exp_avg", "exp_inf")
     _hyperparams = ("lr", "betas", "eps", "weight_decay")
@@ -254,7 +297,18 @@ class Adamax(GradxformOptimizer):
 
 
 class NAdam(GradxformOptimizer):
-    """NAdam, as ``torch.optim.NAdam`` (see :func:`gradxform.nadam`)."""
+    """NAdam, as ``torch.optim.NAdam`` (see :func:`gradxform.nadam`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.NAdam([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()
+      [0.89435, -1.8944]
+    """
 
     _state_keys = ("step", "mu_product", "exp_avg", "exp_avg_sq")
     _hyperparams = ("lr", "betas", "eps", "weight_decay", "momentum_decay")
@@ -311,7 +365,18 @@ class NAdam(GradxformOptimizer):
 
 
 class RAdam(GradxformOptimizer):
-    """RAdam, as ``torch.optim.RAdam`` (see :func:`gradxform.radam`)."""
+    """RAdam, as ``torch.optim.RAdam`` (see :func:`gradxform.radam`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.RAdam([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # not rectified yet: w - lr * grad
+      [0.95, -1.95]
+    """
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _hyperparams = ("lr", "betas", "eps", "weight_decay")

@@ -11,6 +11,16 @@ class ASGD(GradxformOptimizer):
     """Averaged SGD, as ``torch.optim.ASGD`` (see :func:`gradxform.asgd`).
 
     The averaged parameters are ``optimizer.state[p]["ax"]``.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.ASGD([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # w * (1 - lambd * lr) - lr * grad
+      [0.94999, -1.95]
     """
 
     _state_keys = ("step", "eta", "mu", "ax")
@@ -57,7 +67,18 @@ class ASGD(GradxformOptimizer):
 
 
 class Rprop(GradxformOptimizer):
-    """Rprop, as ``torch.optim.Rprop`` (see :func:`gradxform.rprop`)."""
+    """Rprop, as ``torch.optim.Rprop`` (see :func:`gradxform.rprop`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.Rprop([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # first step: w - lr * sign(grad)
+      [0.9, -1.9]
+    """
 
     _state_keys = ("step", "prev", "step_size")
     _hyperparams = ("lr", "etas", "step_sizes")

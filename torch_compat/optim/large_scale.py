@@ -16,6 +16,16 @@ class SparseAdam(GradxformOptimizer):
     ``jax.grad`` gives) whose untouched entries are exactly zero: its nonzero entries are
     treated as torch treats the indices of a sparse gradient. ``state[p]["step"]`` is a
     Python int, as in torch.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.SparseAdam([w], lr=0.1)
+      >>> w.grad = jnp.array([0.5, 0.0])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # only the entry with a gradient moves
+      [0.9, -2.0]
     """
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
@@ -52,7 +62,18 @@ class SparseAdam(GradxformOptimizer):
 
 
 class Adafactor(GradxformOptimizer):
-    """Adafactor, as ``torch.optim.Adafactor`` (see :func:`gradxform.adafactor`)."""
+    """Adafactor, as ``torch.optim.Adafactor`` (see :func:`gradxform.adafactor`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.Adafactor([w], lr=0.01)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # w - lr * RMS(w) * sign(grad)
+      [0.98419, -1.9842]
+    """
 
     _state_keys = ("step", "row_var", "col_var", "variance")
     _hyperparams = ("lr", "beta2_decay", "eps", "d", "weight_decay")
@@ -99,7 +120,18 @@ class Adafactor(GradxformOptimizer):
 
 
 class Muon(GradxformOptimizer):
-    """Muon, as ``torch.optim.Muon`` (see :func:`gradxform.muon`): 2-D parameters only."""
+    """Muon, as ``torch.optim.Muon`` (see :func:`gradxform.muon`): 2-D parameters only.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.zeros((2, 2)))
+      >>> optimizer = optim.Muon([w], lr=0.1, weight_decay=0.0)
+      >>> w.grad = jnp.eye(2)
+      >>> optimizer.step()
+      >>> [round(v, 4) for v in jnp.diag(w.data).tolist()]  # Newton-Schulz maps singular values near 1
+      [-0.1125, -0.1125]
+    """
 
     _state_keys = ("momentum_buffer",)
     _hyperparams = ("lr", "weight_decay", "momentum", "ns_coefficients", "eps")

@@ -61,6 +61,18 @@ class LBFGS(Optimizer):
 
     For a problem written as a pure JAX function, :func:`gradxform.minimize` runs the same
     iterations in one compiled loop, with no Python in between.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> model = torch_compat.as_parameters({"w": jnp.zeros(2)})
+      >>> optimizer = optim.LBFGS(torch_compat.parameters(model), line_search_fn="strong_wolfe")
+      >>> def closure():
+      ...     optimizer.zero_grad()
+      ...     return torch_compat.backward(lambda p: jnp.sum((p["w"] - 3.0) ** 2), model)
+      >>> loss = optimizer.step(closure)  # the loss at the starting point
+      >>> float(loss), model["w"].data.tolist()
+      (18.0, [3.0, 3.0])
     """
 
     def __init__(

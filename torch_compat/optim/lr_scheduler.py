@@ -335,6 +335,20 @@ class LambdaLR(_SavesLambdas):
 
     Plain functions are not saved by :meth:`state_dict` (``None`` in their place);
     callable objects have their ``__dict__`` saved.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.LambdaLR(opt, lambda epoch: 1 / (epoch + 1))
+      >>> lrs = []
+      >>> for epoch in range(5):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.05, 0.033333, 0.025, 0.02]
     """
 
     def __init__(self, optimizer: Optimizer, lr_lambda, last_epoch: int = -1) -> None:
@@ -355,6 +369,20 @@ class MultiplicativeLR(_SavesLambdas):
       optimizer: the optimizer.
       lr_lambda: a function of the epoch giving a multiplier, or a list with one per group.
       last_epoch: see :class:`LRScheduler`.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.MultiplicativeLR(opt, lambda epoch: 0.5)
+      >>> lrs = []
+      >>> for epoch in range(5):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.05, 0.025, 0.0125, 0.00625]
     """
 
     def __init__(self, optimizer: Optimizer, lr_lambda, last_epoch: int = -1) -> None:
@@ -383,6 +411,20 @@ class StepLR(LRScheduler):
 
     Closed form: :math:`\text{lr}_t = \text{lr}_0\,\gamma^{\lfloor t/\text{step\_size}\rfloor}`
     (:func:`gradxform.schedules.step`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+      >>> lrs = []
+      >>> for epoch in range(6):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
     """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
@@ -405,6 +447,20 @@ class MultiStepLR(LRScheduler):
 
     A milestone given twice multiplies by :math:`\gamma^2`. Closed form:
     :func:`gradxform.schedules.multistep`.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.MultiStepLR(opt, milestones=[1, 4], gamma=0.1)
+      >>> lrs = []
+      >>> for epoch in range(6):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.01, 0.01, 0.01, 0.001, 0.001]
     """
 
     def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1, last_epoch: int = -1) -> None:
@@ -431,6 +487,20 @@ class ConstantLR(LRScheduler):
 
     Raises:
       ValueError: unless ``0 <= factor <= 1``.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.ConstantLR(opt, factor=0.5, total_iters=3)
+      >>> lrs = []
+      >>> for epoch in range(5):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.05, 0.05, 0.05, 0.1, 0.1]
     """
 
     def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1) -> None:
@@ -461,6 +531,20 @@ class LinearLR(LRScheduler):
 
     Raises:
       ValueError: unless ``0 < start_factor <= 1`` and ``0 <= end_factor <= 1``.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.LinearLR(opt, start_factor=0.25, total_iters=3)
+      >>> lrs = []
+      >>> for epoch in range(5):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.025, 0.05, 0.075, 0.1, 0.1]
     """
 
     def __init__(
@@ -503,6 +587,20 @@ class ExponentialLR(LRScheduler):
     r"""Multiplies the ``lr`` by ``gamma`` every epoch (chainable).
 
     Closed form: :math:`\text{lr}_0\gamma^t` (:func:`gradxform.schedules.exponential`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.ExponentialLR(opt, gamma=0.5)
+      >>> lrs = []
+      >>> for epoch in range(5):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.05, 0.025, 0.0125, 0.00625]
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
@@ -524,6 +622,20 @@ class PolynomialLR(LRScheduler):
 
     Closed form: :math:`\text{lr}_0 (1 - \min(t, T)/T)^{p}`
     (:func:`gradxform.schedules.polynomial`).
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.PolynomialLR(opt, total_iters=4, power=2.0)
+      >>> lrs = []
+      >>> for epoch in range(6):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.05625, 0.025, 0.00625, 0.0, 0.0]
     """
 
     def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1) -> None:
@@ -555,6 +667,20 @@ class CosineAnnealingLR(LRScheduler):
 
     the closed form (:func:`gradxform.schedules.cosine_annealing`), which it follows
     when nothing else changes the ``lr``. Past ``T_max`` the cosine goes back up.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+      >>> lrs = []
+      >>> for epoch in range(6):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.085355, 0.05, 0.014645, 0.0, 0.014645]
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:  # noqa: N803
@@ -637,6 +763,20 @@ class SequentialLR(_SavesMembers):
       schedulers: the schedulers, in order (not ReduceLROnPlateau).
       milestones: ``len(schedulers) - 1`` increasing epochs.
       last_epoch: see :class:`LRScheduler`.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.SequentialLR(opt, [lr_scheduler.ConstantLR(opt, factor=0.1, total_iters=2), lr_scheduler.ExponentialLR(opt, gamma=0.5)], milestones=[2])
+      >>> lrs = []
+      >>> for epoch in range(6):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.01, 0.01, 0.1, 0.05, 0.025, 0.0125]
     """
 
     def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int], last_epoch: int = -1) -> None:
@@ -689,6 +829,20 @@ class ChainedScheduler(_SavesMembers):
       schedulers: the schedulers (chainable ones: each builds on the ``lr`` the previous
         one wrote; not ReduceLROnPlateau).
       optimizer: the optimizer; default: the first scheduler's.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(opt, factor=0.1, total_iters=2), lr_scheduler.ExponentialLR(opt, gamma=0.5)])
+      >>> lrs = []
+      >>> for epoch in range(5):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.01, 0.005, 0.025, 0.0125, 0.00625]
     """
 
     def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None) -> None:
@@ -731,6 +885,20 @@ class ReduceLROnPlateau(LRScheduler):
       cooldown: epochs ignored after a reduction.
       min_lr: a lower bound on the learning rates, one for all groups or a list.
       eps: reductions of ``eps`` or less are skipped.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+      >>> lrs = []
+      >>> for validation_loss in [1.0, 0.9, 0.9, 0.9, 0.9, 0.9]:
+      ...     opt.step()
+      ...     scheduler.step(validation_loss)
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      >>> lrs
+      [0.1, 0.1, 0.1, 0.05, 0.05, 0.025]
     """
 
     def __init__(
@@ -880,14 +1048,28 @@ class CyclicLR(LRScheduler):
     goes the opposite way between ``max_momentum`` and ``base_momentum``. The closed form
     is :func:`gradxform.schedules.cyclic`; Smith, 2017.
 
-    Args: those of ``torch.optim.lr_scheduler.CyclicLR``: ``base_lr``, ``max_lr``,
-      ``base_momentum``, ``max_momentum`` (each a number or a list per group),
-      ``step_size_up``, ``step_size_down``, ``mode``, ``gamma``, ``scale_fn``,
-      ``scale_mode``, ``cycle_momentum``, ``last_epoch``.
+    The arguments are those of ``torch.optim.lr_scheduler.CyclicLR``: ``base_lr``,
+    ``max_lr``, ``base_momentum``, ``max_momentum`` (each a number or a list per group),
+    ``step_size_up``, ``step_size_down``, ``mode``, ``gamma``, ``scale_fn``,
+    ``scale_mode``, ``cycle_momentum``, ``last_epoch``.
 
     Raises:
       ValueError: for an unknown ``mode`` without ``scale_fn``, or with
         ``cycle_momentum`` for an optimizer that has neither ``momentum`` nor ``betas``.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=2)
+      >>> lrs = []
+      >>> for epoch in range(7):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.01, 0.055, 0.1, 0.055, 0.01, 0.055, 0.1]
     """
 
     def __init__(
@@ -995,6 +1177,20 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     Raises:
       ValueError: for a ``T_0`` that is not a positive int, a ``T_mult`` that is not an
         int >= 1, a non-numeric ``eta_min``, or a negative ``epoch``.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3)
+      >>> lrs = []
+      >>> for epoch in range(7):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.1, 0.075, 0.025, 0.1, 0.075, 0.025, 0.1]
     """
 
     def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1) -> None:  # noqa: N803
@@ -1057,8 +1253,22 @@ class OneCycleLR(LRScheduler):
     :func:`gradxform.schedules.one_cycle` and :func:`gradxform.schedules.one_cycle_momentum`;
     Smith & Topin, 2018.
 
-    Args: those of ``torch.optim.lr_scheduler.OneCycleLR``; give ``total_steps``, or
-      ``epochs`` and ``steps_per_epoch``.
+    The arguments are those of ``torch.optim.lr_scheduler.OneCycleLR``; give
+    ``total_steps``, or ``epochs`` and ``steps_per_epoch``.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> from torch_compat.optim import lr_scheduler
+      >>> opt = optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> scheduler = lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=6)
+      >>> lrs = []
+      >>> for epoch in range(6):
+      ...     lrs.append(round(opt.param_groups[0]["lr"], 6))
+      ...     opt.step()
+      ...     scheduler.step()
+      >>> lrs
+      [0.004, 0.099442, 0.081175, 0.046264, 0.013348, 0.0]
     """
 
     def __init__(

@@ -13,6 +13,16 @@ class SGD(GradxformOptimizer):
     ``foreach``, ``differentiable`` and ``fused`` are accepted and have no effect: every
     step is one compiled call. Sparse (BCOO) gradients are accepted, as torch accepts
     sparse gradients, and give the same numbers as their dense form.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat import optim
+      >>> w = torch_compat.Parameter(jnp.array([1.0, -2.0]))
+      >>> optimizer = optim.SGD([w], lr=0.1, momentum=0.9)
+      >>> w.grad = jnp.array([0.5, -0.5])
+      >>> optimizer.step()
+      >>> w.data.tolist()  # first step: w - lr * grad
+      [0.95, -1.95]
     """
 
     _state_keys = ("momentum_buffer",)

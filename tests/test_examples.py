@@ -1,0 +1,92 @@
+"""Each script in examples/ runs in quick mode and produces what it promises.
+
+The scripts run as a user runs them (``python examples/<name>.py --quick``), in a
+subprocess with the Agg backend, writing into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+pytest.importorskip("tqdm")
+
+
+def run_example(name: str, out: pathlib.Path) -> str:
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    # The quick runs are dominated by XLA compiling each script's few programs: cheaper
+    # backend optimization saves about a quarter of that (what is tested is what the
+    # scripts produce, not their speed).
+    env["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
+                                 "--xla_llvm_disable_expensive_passes=true"]).strip()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--quick", "--out", str(out)],
+        env=env, cwd=out, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def assert_png(path: pathlib.Path) -> None:
+    assert path.is_file() and path.stat().st_size > 5000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_classifier(tmp_path):
+    out = run_example("train_classifier", tmp_path)
+    assert_png(tmp_path / "train_classifier.png")
+    match = re.search(r"first batch loss ([\d.]+), final training loss ([\d.]+), test accuracy ([\d.]+)%, "
+                      r"compilations of train_step: (\d+)", out)
+    assert match, out
+    first, final, accuracy, compilations = (float(g) for g in match.groups())
+    assert final < first / 10
+    assert accuracy > 90.0
+    assert compilations == 1  # the learning-rate change halfway did not recompile
+
+
+def test_torch_style_loop(tmp_path):
+    out = run_example("torch_style_loop", tmp_path)
+    assert_png(tmp_path / "torch_style_loop.png")
+    with open(tmp_path / "checkpoint.pkl", "rb") as f:
+        checkpoint = pickle.load(f)
+    assert checkpoint["epoch"] == 2
+    groups = checkpoint["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == [0.01, 0.005] and groups[0]["momentum"] == 0.9
+    assert len(checkpoint["optimizer"]["state"]) == 4  # momentum buffers of 2 weights + 2 biases
+    assert all("momentum_buffer" in s for s in checkpoint["optimizer"]["state"].values())
+    valid = [float(v) for v in re.findall(r"Valid:\s+Epoch\[\d+/\d+\] Loss: ([\d.]+)", out)]
+    assert len(valid) == 4 and valid[-1] < valid[0]
+    # StepLR(step_size=3, gamma=0.1) after 4 epochs: one decay of both groups.
+    assert "learning rates [0.001, 0.0005]" in out
+    assert float(re.search(r"valid accuracy ([\d.]+)%", out).group(1)) > 85.0
+
+
+def test_lbfgs_fit(tmp_path):
+    out = run_example("lbfgs_fit", tmp_path)
+    assert_png(tmp_path / "lbfgs_fit.png")
+    rows = re.findall(r"initial ([\d.e-]+) -> minimize ([\d.e-]+) \((\d+) iterations, (\d+) evaluations\) \| "
+                      r"LBFGS.step ([\d.e-]+) \((\d+) iterations, (\d+) evaluations\)", out)
+    assert len(rows) == 2, out
+    for initial, value_f, iters_f, evals_f, value_t, iters_t, evals_t in rows:
+        assert float(value_f) < float(initial) / 3
+        assert (iters_f, evals_f) == (iters_t, evals_t)  # the two solvers take the same path
+        assert abs(float(value_f) - float(value_t)) <= 1e-9 * abs(float(value_t))
+
+
+def test_compare_optimizers(tmp_path):
+    out = run_example("compare_optimizers", tmp_path)
+    assert_png(tmp_path / "compare_optimizers.png")
+    rows = re.findall(r"^(.+?)\s+loss ([\d.]+) -> ([\d.]+)$", out, re.M)
+    assert len(rows) == 15  # the 14 first-order optimizers and L-BFGS
+    for name, first, last in rows:
+        assert float(last) < float(first), name
