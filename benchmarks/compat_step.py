@@ -3,15 +3,14 @@
     python benchmarks/compat_step.py [--repeats 50]
 
 Two float32 models: 200 leaves of 100 values (latency-bound: per-step overhead) and
-73 leaves holding 23M values (bandwidth-bound). Prints the median time of one step and
-the ratio to torch's for-loop implementation.
+73 leaves holding 23M values (bandwidth-bound). Prints the median time of one step
+(round-robin over the contenders, see ``_timing.race``) and the ratio to torch's for-loop
+implementation, which is what ``torch.optim.Adam(params)`` runs on CPU by default.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,23 +19,12 @@ import torch
 
 import torch_compat
 from torch_compat import optim
+from _timing import race
 
 CASES = {
     "200 leaves x 100": [(100,)] * 200,
     "73 leaves, 23.6M values": [(768, 853)] * 36 + [(768,)] * 36 + [(1,)],
 }
-
-
-def median_step(step, sync, repeats):
-    step()
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -54,14 +42,19 @@ def main(argv=None):
         for p in params:
             p.grad = jnp.ones(p.shape, jnp.float32)
         ours = optim.Adam(params, lr=1e-3)
-        rows = [("torch_compat.optim.Adam", median_step(ours.step, lambda: jax.block_until_ready(params[0].data), args.repeats))]
+
+        def ours_step(ours=ours, params=params):
+            ours.step()
+            jax.block_until_ready(params[0].data)
+
+        runners = {"torch_compat.optim.Adam": ours_step}
         for label, flags in (("torch for-loop", dict(foreach=False)), ("torch foreach", dict(foreach=True)),
                              ("torch fused", dict(fused=True))):
             tparams = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in arrays]
             for p in tparams:
                 p.grad = torch.ones_like(p)
-            opt = torch.optim.Adam(tparams, lr=1e-3, **flags)
-            rows.append((label, median_step(opt.step, lambda: None, args.repeats)))
+            runners[label] = torch.optim.Adam(tparams, lr=1e-3, **flags).step
+        rows = list(race(runners, args.repeats).items())
         reference = rows[1][1]
         for label, t in rows:
             print(f"| {name} | {label} | {t * 1e3:.2f} | {t / reference:.2f} |")

@@ -25,9 +25,9 @@ Prints Markdown tables (paste them into RESULTS.md):
     step: arguments + outputs + temporaries - donated (aliased) bytes, against
     params + grads + state.
 
-Times are medians of ``--repeats`` steps after two warm-up steps; ratios are what to
-read, since these machines are noisy. (c), torch_compat's ``Adam.step()``, is in
-``compat_step.py``.
+Times are medians of ``--repeats`` steps after two warm-up steps, taken round-robin over
+the contenders (``_timing.race``); ratios are what to read, since these machines are
+noisy. (c), torch_compat's ``Adam.step()``, is in ``compat_step.py``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import torch
 from jax.flatten_util import ravel_pytree
 
 import gradxform
+from _timing import race
 
 MODELS = {
     "large": [(768, 853)] * 36 + [(768,)] * 36 + [(1,)],
@@ -74,17 +75,6 @@ OPTIMIZERS = {
         False,
     ),
 }
-
-
-def median_time(step, repeats):
-    step()
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def make_arrays(shapes, seed=0):
@@ -164,16 +154,12 @@ def table_a(models, repeats):
         flat_params, _ = ravel_pytree(params)
         flat_grads, _ = ravel_pytree(grads)
         for name, (ours, theirs, (cls, kwargs), elementwise) in OPTIMIZERS.items():
-            rows = []
-            run, state_bytes = jax_stepper(ours(), params, grads)
-            rows.append(("gradxform (leaf by leaf)", median_time(run, repeats)))
+            runners = {}
+            runners["gradxform (leaf by leaf)"], state_bytes = jax_stepper(ours(), params, grads)
             if elementwise:
-                run, _ = jax_stepper(gradxform.flatten(ours()), params, grads)
-                rows.append(("gradxform.flatten", median_time(run, repeats)))
-                run, _ = jax_stepper(ours(), flat_params, flat_grads)
-                rows.append(("gradxform, flat params", median_time(run, repeats)))
-            run, _ = jax_stepper(theirs(), params, grads)
-            rows.append(("optax", median_time(run, repeats)))
+                runners["gradxform.flatten"], _ = jax_stepper(gradxform.flatten(ours()), params, grads)
+                runners["gradxform, flat params"], _ = jax_stepper(ours(), flat_params, flat_grads)
+            runners["optax"], _ = jax_stepper(theirs(), params, grads)
             for label, flags in (("for-loop", dict(foreach=False)), ("foreach", dict(foreach=True)),
                                  ("fused", dict(fused=True))):
                 try:
@@ -181,20 +167,21 @@ def table_a(models, repeats):
                     step()
                 except (RuntimeError, TypeError, ValueError):
                     continue  # torch has no such implementation for this optimizer
-                rows.append((f"torch {label}", median_time(step, repeats)))
+                runners[f"torch {label}"] = step
             touched = 2 * nbytes(params) + state_bytes  # params + grads + state
-            rows.append((f"floor: XLA pass over {touched / 1e6:.0f} MB", median_time(xla_floor(touched), repeats)))
-            rows.append(("floor: torch in-place pass", median_time(torch_floor(touched), repeats)))
-            rows.append(("floor: jit boundary (params + grads, leaf by leaf)",
-                         median_time(boundary_floor(params, grads), repeats)))
-            times = dict(rows)
+            floor_label = f"floor: XLA pass over {touched / 1e6:.0f} MB"
+            runners[floor_label] = xla_floor(touched)
+            runners["floor: torch in-place pass"] = torch_floor(touched)
+            runners["floor: jit boundary (params + grads, leaf by leaf)"] = boundary_floor(params, grads)
+            times = race(runners, repeats)
             optax_t = times["optax"]
             fused_t = times.get("torch fused")
-            floor_t = times[rows[-3][0]]
-            for label, t in rows:
+            floor_t = times[floor_label]
+            for label, t in times.items():
                 fused_ratio = f"{t / fused_t:.2f}" if fused_t else "n/a"
                 print(f"| {model} | {name} | {label} | {t * 1e3:.2f} | {t / optax_t:.2f} | {fused_ratio} | {t / floor_t:.2f} |",
                       flush=True)
+            del runners
             gc.collect()
 
 
