@@ -108,17 +108,15 @@ def like_param(buffer, p):
     return shard_alike(buffer, p)[0]
 
 
-def _sharded_zeros(p):
-    return like_param(jnp.zeros(jnp.shape(p), jnp.int32), p)
-
-
 def reduced_like(shape, dtype, p, axis):
     """Zeros of ``shape``, ``p`` reduced over ``axis`` with ``keepdims``: the kept dimensions
     keep ``p``'s sharding, the reduced ones (of size 1) are replicated."""
     zeros = jnp.zeros(shape, dtype)
     if not _placed(p):
         return zeros
-    return shard_alike(zeros, jnp.sum(_sharded_zeros(p), axis=axis, keepdims=True))[0]
+    # Tied to a reduction of ``p`` itself, which is never computed (only its sharding is
+    # used); a reduction of constant zeros could be folded away before XLA propagates.
+    return shard_alike(zeros, jnp.sum(p, axis=axis, keepdims=True))[0]
 
 
 def replicated_like(x, p):
@@ -126,7 +124,7 @@ def replicated_like(x, p):
     x = jnp.asarray(x)
     if not _placed(p):
         return x
-    return shard_alike(x, jnp.broadcast_to(jnp.sum(_sharded_zeros(p)), x.shape))[0]
+    return shard_alike(x, jnp.broadcast_to(jnp.sum(p), x.shape))[0]  # never computed
 
 
 def replicate_over_params(tree, params):

@@ -122,8 +122,9 @@ def init_state(n: int, dtype, history_size: int, like=None) -> LbfgsState:
         zeros = jnp.zeros((history_size, n), dtype)
         if like is None or not _numerics._placed(like):
             return zeros
-        rows = jnp.broadcast_to(_numerics.like_param(jnp.zeros(n, jnp.int32), like), (history_size, n))
-        return shard_alike(zeros, rows)[0]
+        # Tied to rows of ``like`` itself (a broadcast of constant zeros would be folded
+        # away before XLA propagates shardings); the broadcast is never computed.
+        return shard_alike(zeros, jnp.broadcast_to(like[None], (history_size, n)))[0]
 
     def small(x):
         return x if like is None else _numerics.replicated_like(x, like)
