@@ -84,13 +84,14 @@ def shard_state(
 
     Example:
       >>> import jax, jax.numpy as jnp, numpy as np, gradxform
-      >>> from jax.sharding import Mesh
+      >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
       >>> mesh = Mesh(np.array(jax.devices()), ("data",))
       >>> tx = gradxform.shard_state(gradxform.adam(1e-3), mesh)
       >>> params = {"w": jnp.ones((8, 4))}
       >>> state = jax.jit(tx.init)(params)
-      >>> state.inner_state[0].exp_avg["w"].sharding.spec  # split over "data"
-      PartitionSpec('data',)
+      >>> exp_avg = state.inner_state[0].exp_avg["w"]  # rows split over "data"
+      >>> exp_avg.sharding.is_equivalent_to(NamedSharding(mesh, P("data", None)), 2)
+      True
       >>> updates, state = jax.jit(tx.update)(params, state, params)
       >>> updates["w"].shape
       (8, 4)
