@@ -353,10 +353,41 @@ def check_torch_compat():
     return out
 
 
+def check_torch_compat_lbfgs():
+    """LBFGS.step(closure) on sharded Parameters: they keep their shardings. (Its numbers
+    are the core's, compared sharded and unsharded in ``alias:lbfgs``; one compile of
+    this driver's heavy step is enough here.)"""
+    from torch_compat import Parameter, optim
+
+    names = tuple(SHAPES)
+    values, target = make_params(names), targets(names)
+
+    def run(placed):
+        params = {k: Parameter(v) for k, v in placed(values).items()}
+        opt = optim.LBFGS(list(params.values()), lr=0.5, max_iter=4, history_size=3,
+                          tolerance_grad=0.0, tolerance_change=0.0)
+        t = placed(target)
+
+        def closure():
+            loss, grads = jax.value_and_grad(loss_fn)({k: p.data for k, p in params.items()}, t)
+            for k, p in params.items():
+                p.grad = grads[k]
+            return loss
+
+        opt.step(closure)
+        opt.step(closure)
+        return {k: p.data for k, p in params.items()}
+
+    s = run(sharded)
+    problems = [k for k in names if not s[k].sharding.is_equivalent_to(NamedSharding(MESH, SPECS[k]), len(SHAPES[k]))]
+    return {"ok": not problems, "param_problems": problems, "moved": max_rel_diff(s, values)}
+
+
 def main(selected):
     results = {}
     checks = {f"alias:{a}": (lambda a=a: check_alias(a)) for a in ALIASES}
-    checks.update({"minimize": check_minimize, "zero": check_zero, "torch_compat": check_torch_compat})
+    checks.update({"minimize": check_minimize, "zero": check_zero, "torch_compat": check_torch_compat,
+                   "torch_compat_lbfgs": check_torch_compat_lbfgs})
     for name, check in checks.items():
         if selected and not any(s in name for s in selected):
             continue

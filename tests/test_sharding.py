@@ -136,3 +136,10 @@ def test_torch_compat_keeps_shardings(results, name):
     assert entry["load_problems"] == []
     assert entry["after_load_problems"] == []
     assert entry["param_rel_diff"] <= REDUCTION_TOLERANCE
+
+
+def test_torch_compat_lbfgs_keeps_shardings(results):
+    entry = results["torch_compat_lbfgs"]
+    _no_error(entry)
+    assert entry["param_problems"] == []
+    assert entry["moved"] > 1e-2
