@@ -34,6 +34,7 @@ from gradxform.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradxform.optimizers.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 from gradxform.optimizers.sgd import ScaleBySgdState, scale_by_sgd, sgd
 from gradxform.plateau import ReduceOnPlateauState, reduce_on_plateau
+from gradxform.sharding import shard_state
 from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_learning_rate
 
 __version__ = "0.1.0"
@@ -107,5 +108,6 @@ __all__ = [
     "schedules",
     "set_hyperparams",
     "sgd",
+    "shard_state",
     "sparse_adam",
 ]

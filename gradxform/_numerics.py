@@ -12,6 +12,12 @@ Conventions, chosen to reproduce torch 2.13's single-tensor (for-loop) optimizer
   are independent real numbers.
 * bfloat16/float16 leaves are computed in float32 (torch's "opmath"); buffers are stored
   in their own dtype.
+* Placement: a buffer shaped as its parameter gets the parameter's sharding, a reduced
+  buffer (Adafactor's factors) the sharding of the dimensions it keeps, and scalar
+  state is replicated over the parameter's devices (:func:`like_param`,
+  :func:`reduced_like`, :func:`replicated_like`). Under ``jax.jit`` this is done with
+  ``jax.experimental.shard_alike``, which costs no computation: the zeros are never
+  gathered on one device, and the values are those of plain ``jnp.zeros``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.shard_alike import shard_alike
 
 TORCH_SCALAR_DTYPE = jnp.float32
 """dtype of torch's per-parameter scalar state (``torch.get_default_dtype()``)."""
@@ -83,10 +90,63 @@ def lerp(start, end, weight):
     )
 
 
+def _placed(p) -> bool:
+    """Whether state built for ``p`` must be placed as ``p``: traced, or on several devices.
+
+    A concrete array on one device (or a numpy array, a Python number) needs nothing: its
+    state is made on the default device, as before.
+    """
+    if isinstance(p, jax.core.Tracer):
+        return True
+    return isinstance(p, jax.Array) and len(p.sharding.device_set) > 1
+
+
+def like_param(buffer, p):
+    """``buffer`` (of ``p``'s shape) with the sharding of ``p``; its values are unchanged."""
+    if not _placed(p):
+        return buffer
+    return shard_alike(buffer, p)[0]
+
+
+def reduced_like(shape, dtype, p, axis):
+    """Zeros of ``shape``, ``p`` reduced over ``axis`` with ``keepdims``: the kept dimensions
+    keep ``p``'s sharding, the reduced ones (of size 1) are replicated."""
+    zeros = jnp.zeros(shape, dtype)
+    if not _placed(p):
+        return zeros
+    # Tied to a reduction of ``p`` itself, which is never computed (only its sharding is
+    # used); a reduction of constant zeros could be folded away before XLA propagates.
+    return shard_alike(zeros, jnp.sum(p, axis=axis, keepdims=True))[0]
+
+
+def replicated_like(x, p):
+    """``x`` (a scalar or small array) replicated over the devices that hold ``p``."""
+    x = jnp.asarray(x)
+    if not _placed(p):
+        return x
+    return shard_alike(x, jnp.broadcast_to(jnp.sum(p), x.shape))[0]  # never computed
+
+
+def replicate_over_params(tree, params):
+    """:func:`replicated_like` on each leaf of ``tree``, over the devices of the first
+    leaf of ``params`` (no change when ``params`` has no leaves)."""
+    leaves = jax.tree.leaves(params)
+    if not leaves or not _placed(leaves[0]):
+        return tree
+    return jax.tree.map(lambda x: replicated_like(x, leaves[0]), tree)
+
+
+def keep_placement(new, old):
+    """``new`` (a state) with the sharding of ``old`` (the same state one update earlier),
+    leaf by leaf, so that an update never moves its state."""
+    return jax.tree.map(like_param, new, old)
+
+
 def zeros_like_buffer(params, state_dtype=None):
-    """Zero buffers shaped as ``params``, in :func:`buffer_dtype`."""
+    """Zero buffers shaped and sharded as ``params``, in :func:`buffer_dtype`."""
     return jax.tree.map(
-        lambda p: jnp.zeros(jnp.shape(p), buffer_dtype(jnp.result_type(p), state_dtype)), params
+        lambda p: like_param(jnp.zeros(jnp.shape(p), buffer_dtype(jnp.result_type(p), state_dtype)), p),
+        params,
     )
 
 
@@ -98,19 +158,20 @@ def full_like_buffer(params, value, state_dtype=None):
         fill = jnp.asarray(value).astype(real_dtype(dtype))
         if jnp.issubdtype(dtype, jnp.complexfloating):
             fill = jax.lax.complex(fill, fill)
-        return jnp.full(jnp.shape(p), fill, dtype)
+        return like_param(jnp.full(jnp.shape(p), fill, dtype), p)
 
     return jax.tree.map(make, params)
 
 
 def step_counts(params):
-    """One int32 step counter per parameter leaf, as torch keeps ``state["step"]``."""
-    return jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params)
+    """One int32 step counter per parameter leaf, as torch keeps ``state["step"]``
+    (replicated over the leaf's devices)."""
+    return jax.tree.map(lambda p: replicated_like(jnp.zeros([], jnp.int32), p), params)
 
 
 def per_leaf_scalars(params, value, dtype=TORCH_SCALAR_DTYPE):
     """One scalar per parameter leaf (torch's per-parameter ``eta``, ``mu``, ...)."""
-    return jax.tree.map(lambda _: jnp.asarray(value, dtype), params)
+    return jax.tree.map(lambda p: replicated_like(jnp.asarray(value, dtype), p), params)
 
 
 def leafwise(fn: Callable[..., tuple], updates, *trees, num_outputs: int):

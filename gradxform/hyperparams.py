@@ -88,6 +88,8 @@ def inject_hyperparams(
     def init(params):
         count = jnp.zeros([], jnp.int32)
         values = current(count)
+        # Scalars live where the parameters live (replicated over their devices).
+        count, values = _numerics.replicate_over_params((count, values), params)
         return InjectHyperparamsState(count, values, build(**values).init(params))
 
     def update(updates, state, params=None, **extra_args):

@@ -16,6 +16,13 @@ values, summed in another order.
 
 To also remove the per-leaf cost at the ``jax.jit`` boundary, keep the parameters
 themselves flat (:func:`jax.flatten_util.ravel_pytree`) and unravel them inside the loss.
+
+Sharding: a flat buffer gets the sharding that XLA gives the concatenation of the
+leaves. That is the leaf's own sharding along its leading axis for a single sharded
+leaf, and replication for several sharded leaves (their tiles do not line up in one
+vector). To split the flat buffers over devices anyway, wrap the result in
+:func:`gradxform.shard_state`, which shards them along a mesh axis. The updates come
+back with the shardings of the incoming updates.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform import base
+from gradxform import _numerics, base
 
 
 class FlattenState(NamedTuple):
@@ -132,7 +139,8 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
         layout = _layout(params, "params")
         flat = _ravel(params, layout)
         return FlattenState(
-            inner.init(flat), tuple(jnp.zeros((0, b.size), b.dtype) for b in flat)
+            inner.init(flat),
+            tuple(_numerics.replicated_like(jnp.zeros((0, b.size), b.dtype), b) for b in flat),
         )
 
     def update(updates, state, params=None, **extra_args):
@@ -160,6 +168,12 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
             )
         else:
             new_updates, inner_state = inner.update(flat_updates, state.inner_state, flat_params)
-        return _unravel(new_updates, layout), FlattenState(inner_state, state.layout)
+        # Each update leaf is placed as its parameter (or incoming update), and the flat
+        # state stays where init put it.
+        new_tree = jax.tree.map(
+            _numerics.like_param, _unravel(new_updates, layout), updates if params is None else params
+        )
+        inner_state = _numerics.keep_placement(inner_state, state.inner_state)
+        return new_tree, FlattenState(inner_state, state.layout)
 
     return base.GradientTransformation(init, update)

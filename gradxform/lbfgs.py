@@ -21,6 +21,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.shard_alike import shard_alike
 from jax.flatten_util import ravel_pytree
 
 from gradxform import _numerics
@@ -103,24 +104,45 @@ class LbfgsRun(NamedTuple):
     search: WolfeState
 
 
-def init_state(n: int, dtype, history_size: int) -> LbfgsState:
-    """An empty L-BFGS state for ``n`` real unknowns of ``dtype``."""
+def init_state(n: int, dtype, history_size: int, like=None) -> LbfgsState:
+    """An empty L-BFGS state for ``n`` real unknowns of ``dtype``.
+
+    With ``like`` (the flat ``[n]`` parameter vector) the ``[n]`` buffers get its
+    sharding, the ``[history_size, n]`` ones the same sharding along ``n`` (replicated
+    along the history), and the scalars and ``[history_size]`` vectors are replicated
+    over its devices. The values do not depend on ``like``.
+    """
     hyper = _numerics.hyper_dtype()
-    zeros = jnp.zeros(n, dtype)
+
+    def vector():
+        zeros = jnp.zeros(n, dtype)
+        return zeros if like is None else _numerics.like_param(zeros, like)
+
+    def history():
+        zeros = jnp.zeros((history_size, n), dtype)
+        if like is None or not _numerics._placed(like):
+            return zeros
+        # Tied to rows of ``like`` itself (a broadcast of constant zeros would be folded
+        # away before XLA propagates shardings); the broadcast is never computed.
+        return shard_alike(zeros, jnp.broadcast_to(like[None], (history_size, n)))[0]
+
+    def small(x):
+        return x if like is None else _numerics.replicated_like(x, like)
+
     return LbfgsState(
-        func_evals=jnp.zeros([], jnp.int32),
-        n_iter=jnp.zeros([], jnp.int32),
-        d=zeros,
-        t=jnp.zeros([], hyper),
-        old_dirs=jnp.zeros((history_size, n), dtype),
-        old_stps=jnp.zeros((history_size, n), dtype),
-        ro=jnp.zeros(history_size, dtype),
-        al=jnp.zeros(history_size, dtype),
-        history_start=jnp.zeros([], jnp.int32),
-        history_len=jnp.zeros([], jnp.int32),
-        H_diag=jnp.ones([], dtype),
-        prev_flat_grad=zeros,
-        prev_loss=jnp.zeros([], hyper),
+        func_evals=small(jnp.zeros([], jnp.int32)),
+        n_iter=small(jnp.zeros([], jnp.int32)),
+        d=vector(),
+        t=small(jnp.zeros([], hyper)),
+        old_dirs=history(),
+        old_stps=history(),
+        ro=small(jnp.zeros(history_size, dtype)),
+        al=small(jnp.zeros(history_size, dtype)),
+        history_start=small(jnp.zeros([], jnp.int32)),
+        history_len=small(jnp.zeros([], jnp.int32)),
+        H_diag=small(jnp.ones([], dtype)),
+        prev_flat_grad=vector(),
+        prev_loss=small(jnp.zeros([], hyper)),
     )
 
 
@@ -499,7 +521,7 @@ def minimize(
     value_and_grad_flat = _flat_value_and_grad(lambda p: _with_aux(fun(p, *args), has_aux)[0], unflatten)
 
     if state is None:
-        state = init_state(x_flat.size, x_flat.dtype, history_size)
+        state = init_state(x_flat.size, x_flat.dtype, history_size, like=x_flat)
     run = _run(value_and_grad_flat, x_flat, state, options)
 
     def final_eval(run):
@@ -507,12 +529,14 @@ def minimize(
         return run._replace(loss=jnp.asarray(value).astype(run.loss.dtype), grad=grad)
 
     run = jax.lax.cond(run.fresh, lambda r: r, final_eval, run)
-    params = unflatten(run.x)
+    # The solution and its gradient are placed as x0 (the flat vectors are not: see
+    # init_state).
+    params = jax.tree.map(_numerics.like_param, unflatten(run.x), x0)
     aux = _with_aux(fun(params, *args), has_aux)[1] if has_aux else None
     return MinimizeResult(
         params=params,
         value=run.loss,
-        grad=torch_gradient(unflatten(run.grad)),
+        grad=jax.tree.map(_numerics.like_param, torch_gradient(unflatten(run.grad)), x0),
         n_iter=run.n_iter,
         n_evals=run.current_evals,
         converged=run.converged,
@@ -571,7 +595,7 @@ def lbfgs(
 
     def init(params):
         flat, _ = flatten(params)
-        return ScaleByLbfgsState(init_state(flat.size, flat.dtype, history_size))
+        return ScaleByLbfgsState(init_state(flat.size, flat.dtype, history_size, like=flat))
 
     def update(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
         del extra_args
@@ -591,6 +615,7 @@ def lbfgs(
 
         run = jax.lax.while_loop(lambda r: r.phase != DONE, body, run)
         new_params = unflatten(run.x)
-        return jax.tree.map(jnp.subtract, new_params, params), ScaleByLbfgsState(run.state)
+        updates = jax.tree.map(lambda new, p: _numerics.like_param(new - p, p), new_params, params)
+        return updates, ScaleByLbfgsState(_numerics.keep_placement(run.state, state.lbfgs))
 
     return GradientTransformation(init, update)

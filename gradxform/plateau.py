@@ -110,12 +110,10 @@ def reduce_on_plateau(
     worst = float("inf") if mode == "min" else -float("inf")
 
     def init(params):
-        del params
         dtype = _numerics.hyper_dtype()
         zero = jnp.zeros([], jnp.int32)
-        return ReduceOnPlateauState(
-            jnp.ones([], dtype), jnp.asarray(worst, dtype), zero, zero, zero
-        )
+        state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero, zero, zero)
+        return _numerics.replicate_over_params(state, params)
 
     def improves(metric, best):
         if mode == "min":

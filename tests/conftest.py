@@ -10,6 +10,10 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+# Runs in its own process with 8 simulated devices (tests/test_sharding.py starts it):
+# importing it here, for --doctest-modules, would give this session 8 devices.
+collect_ignore = ["sharding_checks.py"]
+
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """With GRADXFORM_PARITY_REPORT=1, prints the largest parity errors measured."""

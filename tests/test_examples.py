@@ -90,3 +90,24 @@ def test_compare_optimizers(tmp_path):
     assert len(rows) == 15  # the 14 first-order optimizers and L-BFGS
     for name, first, last in rows:
         assert float(last) < float(first), name
+
+
+def test_sharded_training(tmp_path):
+    out = run_example("sharded_training", tmp_path)
+    assert_png(tmp_path / "sharded_training.png")
+    assert "8 devices (cpu), mesh {'data': 4, 'model': 2}" in out
+    rows = re.findall(r"^(.+?): final loss ([\d.]+), max \|params - one-device params\| ([\d.e+-]+), "
+                      r"state bytes per device (\d+) on (\d+) device\(s\) \(moments (\d+)\)", out, re.M)
+    assert [r[0] for r in rows] == ["one device", "data + model parallel", "... + ZeRO state"], out
+    (_, loss_1, _, bytes_1, n_1, moments_1), (_, loss_mp, drift_mp, _, n_mp, moments_mp), \
+        (_, loss_z, drift_z, bytes_z, n_z, moments_z) = rows
+    assert (n_1, n_mp, n_z) == ("1", "8", "8")
+    # Model parallel halves the moments per device (the hidden layer over 2 devices,
+    # b2 replicated); ZeRO splits them over all 8 (b2, 10 values, stays replicated).
+    assert abs(int(moments_1) / int(moments_mp) - 2.0) < 0.01
+    assert abs(int(moments_1) / int(moments_z) - 8.0) < 0.05
+    assert int(bytes_1) / int(bytes_z) > 7.9
+    # The same training: float32 matrix products reduced over 2 devices in another order.
+    assert float(drift_mp) < 1e-5 and float(drift_z) < 1e-5
+    assert abs(float(loss_mp) - float(loss_1)) < 1e-4 and abs(float(loss_z) - float(loss_1)) < 1e-4
+    assert float(loss_1) < 0.5

@@ -19,7 +19,9 @@ class ScaleByAdafactorState(NamedTuple):
     Attributes:
       step: per-leaf int32 ``[]``.
       row_var: for leaves with ``ndim >= 2``, shape ``(..., R, 1)``; else ``None`` leaves.
+        Sharded as the parameter's leading dimensions, replicated along the last.
       col_var: for leaves with ``ndim >= 2``, shape ``(..., 1, C)``; else ``None`` leaves.
+        Sharded as the parameter's batch and last dimensions, replicated along ``R``.
       variance: for leaves with ``ndim < 2``, like the leaf; else ``None`` leaves.
     """
 
@@ -75,9 +77,13 @@ def scale_by_adafactor(
 
         def buffers(p):
             shape, dtype = jnp.shape(p), _numerics.buffer_dtype(jnp.result_type(p), state_dtype)
-            if len(shape) >= 2:
-                return jnp.zeros(_row_shape(shape), dtype), jnp.zeros(_col_shape(shape), dtype), None
-            return None, None, jnp.zeros(shape, dtype)
+            if len(shape) >= 2:  # the factors keep the sharding of the dimensions they keep
+                return (
+                    _numerics.reduced_like(_row_shape(shape), dtype, p, -1),
+                    _numerics.reduced_like(_col_shape(shape), dtype, p, -2),
+                    None,
+                )
+            return None, None, _numerics.like_param(jnp.zeros(shape, dtype), p)
 
         treedef = jax.tree.structure(params)
         rows, cols, variances = zip(*[buffers(p) for p in jax.tree.leaves(params)]) or ((), (), ())

@@ -32,7 +32,7 @@ def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable
     static = core.LbfgsOptions(history_size=history_size, line_search_fn=line_search_fn)
 
     def advance(run, value, grads, params, dynamic):
-        _, unflatten = core.flatten(params)
+        _, unflatten = _placed_unflatten(params)
         grad = core.flatten(grads)[0].astype(run.x.dtype)
         run = core.lbfgs_tell(run, value, grad, static._replace(**dynamic))
         return run, unflatten(core.lbfgs_trial(run)), unflatten(run.x)
@@ -40,9 +40,16 @@ def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable
     return jax.jit(advance)
 
 
+def _placed_unflatten(params):
+    """``core.flatten``, whose ``unflatten`` gives each leaf its parameter's sharding
+    (the flat vector's is XLA's choice: a sharded parameter must not come back gathered)."""
+    x, unflatten = core.flatten(params)
+    return x, lambda v: jax.tree.map(_numerics.like_param, unflatten(v), params)
+
+
 @jax.jit
 def _begin(state, params):
-    x, unflatten = core.flatten(params)
+    x, unflatten = _placed_unflatten(params)
     run = core.lbfgs_begin(state, x)
     return run, unflatten(core.lbfgs_trial(run))
 

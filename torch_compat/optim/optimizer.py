@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradxform
 from gradxform import _numerics
@@ -260,14 +261,15 @@ class Optimizer:
 
     def _load_value(self, param: Parameter, key: Hashable, value: Any) -> Any:
         """Converts a loaded state value: arrays to JAX, cast to the parameter's dtype
-        (``step`` keeps its own dtype), as torch's ``_process_value_according_to_param_policy``."""
+        (``step`` keeps its own dtype), as torch's ``_process_value_according_to_param_policy``.
+
+        The array is placed as the parameter is (see :func:`_place_like`): a loaded state
+        of a sharded parameter is never gathered on one device."""
         if _is_array(value):
-            array = jnp.asarray(np.asarray(value))
-            if key == "step":
-                return array
-            if jnp.issubdtype(param.dtype, jnp.floating):  # torch: param.is_floating_point()
-                return array.astype(param.dtype)
-            return array
+            host = np.asarray(value)
+            if key != "step" and jnp.issubdtype(param.dtype, jnp.floating):  # torch: param.is_floating_point()
+                host = host.astype(param.dtype)
+            return _place_like(host, param)
         if isinstance(value, dict):
             return {k: self._load_value(param, k, v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -402,6 +404,31 @@ def _is_array(value) -> bool:
         return True
     # torch tensors, without importing torch.
     return type(value).__module__.startswith("torch") and hasattr(value, "numpy")
+
+
+def _place_like(host: np.ndarray, param: Parameter) -> jax.Array:
+    """A host array as a JAX array placed as ``param.data``.
+
+    A parameter on one device: the default placement (``jnp.asarray``). A sharded one: an
+    array of its shape gets its sharding; one of its shape with some dimensions reduced
+    to 1 (Adafactor's ``row_var``, ``col_var``) gets it on the dimensions it keeps; any
+    other (``step``, a scalar) is replicated over its devices. ``jax.device_put`` copies
+    each device its own slice from the host.
+    """
+    sharding = param.data.sharding
+    if len(sharding.device_set) <= 1:
+        return jnp.asarray(host)
+    if host.shape == param.shape:
+        return jax.device_put(host, sharding)
+    if isinstance(sharding, NamedSharding):
+        mesh = sharding.mesh
+        if host.ndim == param.ndim and all(h in (1, s) for h, s in zip(host.shape, param.shape)):
+            spec = tuple(sharding.spec) + (None,) * (param.ndim - len(sharding.spec))
+            kept = [axis if h == s else None for axis, h, s in zip(spec, host.shape, param.shape)]
+            return jax.device_put(host, NamedSharding(mesh, PartitionSpec(*kept)))
+    else:
+        mesh = Mesh(np.array(sorted(sharding.device_set, key=lambda d: d.id)), ("devices",))
+    return jax.device_put(host, NamedSharding(mesh, PartitionSpec()))
 
 
 def _to_float(value: Any) -> float:
