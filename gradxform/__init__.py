@@ -34,7 +34,16 @@ from gradxform.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradxform.optimizers.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 from gradxform.optimizers.sgd import ScaleBySgdState, scale_by_sgd, sgd
 from gradxform.plateau import ReduceOnPlateauState, reduce_on_plateau
-from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_learning_rate
+from gradxform.robust import SkipNonFiniteState, all_finite, skip_non_finite
+from gradxform.transforms import (
+    add_decayed_weights,
+    clip_by_global_norm,
+    clip_by_value,
+    global_norm,
+    negate,
+    scale,
+    scale_by_learning_rate,
+)
 
 __version__ = "0.1.0"
 
@@ -63,6 +72,7 @@ __all__ = [
     "ScaleBySgdState",
     "ScaleBySparseAdamState",
     "Schedule",
+    "SkipNonFiniteState",
     "Updates",
     "adadelta",
     "adafactor",
@@ -71,12 +81,16 @@ __all__ = [
     "adamax",
     "adamw",
     "add_decayed_weights",
+    "all_finite",
     "apply_updates",
     "asgd",
     "chain",
     "checkpoint",
+    "clip_by_global_norm",
+    "clip_by_value",
     "flatten",
     "get_hyperparams",
+    "global_norm",
     "identity",
     "inject_hyperparams",
     "lbfgs",
@@ -107,5 +121,6 @@ __all__ = [
     "schedules",
     "set_hyperparams",
     "sgd",
+    "skip_non_finite",
     "sparse_adam",
 ]
