@@ -54,7 +54,9 @@ def all_finite(tree) -> jax.Array:
 def _zero_update(u):
     # -0.0 is the additive identity for every float, -0.0 included (+0.0 would turn a
     # -0.0 parameter into +0.0), so apply_updates leaves parameters bit for bit unchanged.
-    return jnp.full(jnp.shape(u), -0.0, jnp.result_type(u))
+    dtype = jnp.dtype(u.dtype)
+    fill = complex(-0.0, -0.0) if jnp.issubdtype(dtype, jnp.complexfloating) else -0.0
+    return jnp.full(u.shape, fill, dtype)
 
 
 def skip_non_finite(
@@ -76,9 +78,11 @@ def skip_non_finite(
     the run count to 0; skipping then resumes. ``None`` (the default) skips every
     non-finite update; ``0`` never skips.
 
-    Both branches are computed and the result is selected with ``jnp.where`` (one
-    select per updated leaf and state leaf), which on CPU costs less than a
-    ``jax.lax.cond`` (see ``docs/reliability.md``).
+    The choice is a ``jax.lax.cond``: when the state and parameters are donated
+    (``jax.jit(..., donate_argnums=...)``, as torch_compat does) a finite step costs
+    what the wrapped update costs and a skipped one almost nothing; a ``jnp.where``
+    select of the two results would cost several times more there (measured in
+    ``benchmarks/skip_cost.py``, see ``docs/reliability.md``).
 
     Differences from ``optax.apply_if_finite``: the limit is optional (optax requires
     ``max_consecutive_errors``); a skipped update is ``-0.0`` rather than ``+0.0``;
@@ -122,15 +126,22 @@ def skip_non_finite(
 
     def update(updates, state, params=None, **extra_args):
         finite = all_finite(updates)
-        if takes_extra:
-            new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
-        else:
-            new_updates, new_inner = inner.update(updates, state.inner_state, params)
         skip = jnp.logical_not(finite)
         if max_consecutive_skips is not None:
             skip = jnp.logical_and(skip, state.consecutive_skipped < max_consecutive_skips)
-        new_updates = jax.tree.map(lambda u: jnp.where(skip, _zero_update(u), u), new_updates)
-        new_inner = jax.tree.map(lambda new, old: jnp.where(skip, old, new), new_inner, state.inner_state)
+
+        def apply(_):
+            if takes_extra:
+                return inner.update(updates, state.inner_state, params, **extra_args)
+            return inner.update(updates, state.inner_state, params)
+
+        out_updates, out_inner = jax.eval_shape(apply, None)
+
+        def reject(_):
+            kept = jax.tree.map(lambda old, new: jnp.asarray(old).astype(new.dtype), state.inner_state, out_inner)
+            return jax.tree.map(_zero_update, out_updates), kept
+
+        new_updates, new_inner = jax.lax.cond(skip, reject, apply, None)
         one = skip.astype(jnp.int32)
         consecutive = jnp.where(finite, 0, state.consecutive_skipped + one)
         return new_updates, SkipNonFiniteState(new_inner, state.total_skipped + one, consecutive)

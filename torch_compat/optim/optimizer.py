@@ -476,38 +476,40 @@ def _replace_fields(state: Any, replace: Callable[[str, Any], Any]) -> Any:
     return state
 
 
-def _select_skipped(control, donated, kept, results):
-    """Inside the compiled step: keeps the old parameters and state if the step is skipped.
+def _skip_decision(control, kept):
+    """Inside the compiled step: whether to skip it, and the new (total, consecutive) counts.
 
     ``control`` is ``(total, consecutive, limit, decision)``; ``decision`` is None on
-    the first pass of a step (the decision is made from every gradient here) and the
-    first pass's decision on later passes (repeated parameters).
+    the first pass of a step (it is made here, from every gradient) and the first
+    pass's decision on later passes (repeated parameters), which leave the counts alone.
     """
     total, consecutive, limit, decision = control
-    if decision is None:
-        finite = gradxform.all_finite([grads for grads, _, _ in kept])
-        skip = jnp.logical_and(
-            jnp.logical_not(finite), jnp.logical_or(limit < 0, consecutive < limit)
-        )
-        one = skip.astype(jnp.int32)
-        total = total + one
-        consecutive = jnp.where(finite, 0, consecutive + one)
-    else:
-        skip = decision
-    selected = []
-    for (params, buffers), (_, steps, _), (new_params, entries) in zip(donated, kept, results):
-        new_params = [jnp.where(skip, old, new) for old, new in zip(params, new_params)]
-        new_entries = []
-        for entry, buffer, step in zip(entries, buffers, steps):
+    if decision is not None:
+        return decision, (total, consecutive)
+    finite = gradxform.all_finite([grads for grads, _, _ in kept])
+    skip = jnp.logical_and(jnp.logical_not(finite), jnp.logical_or(limit < 0, consecutive < limit))
+    one = skip.astype(jnp.int32)
+    return skip, (total + one, jnp.where(finite, 0, consecutive + one))
+
+
+def _unchanged(donated, kept, shapes):
+    """The results of a skipped step: the old parameters and state, shaped as ``shapes``.
+
+    A parameter without state gets placeholder zeros, which the caller does not store.
+    """
+    results = []
+    for (params, buffers), (_, steps, _), (_, shape_entries) in zip(donated, kept, shapes):
+        entries = []
+        for buffer, step, shape_entry in zip(buffers, steps, shape_entries):
             old = {**buffer, **step}
-            new_entries.append(
+            entries.append(
                 {
-                    k: jnp.where(skip, jnp.asarray(old[k]).astype(v.dtype), v) if k in old else v
-                    for k, v in entry.items()
+                    k: jnp.asarray(old[k]).astype(v.dtype) if k in old else jnp.zeros(v.shape, v.dtype)
+                    for k, v in shape_entry.items()
                 }
             )
-        selected.append((new_params, new_entries))
-    return selected, (skip, total, consecutive)
+        results.append((list(params), entries))
+    return results
 
 
 class GradxformOptimizer(Optimizer):
@@ -725,6 +727,18 @@ class GradxformOptimizer(Optimizer):
             keys = self._state_keys
 
             def run(donated, kept, control):
+                if control is None:
+                    return compute(donated, kept), None
+                skip, counters = _skip_decision(control, kept)
+                shapes = jax.eval_shape(compute, donated, kept)
+                results = jax.lax.cond(
+                    skip,
+                    lambda: _unchanged(donated, kept, shapes),
+                    lambda: compute(donated, kept),
+                )
+                return results, (skip, *counters)
+
+            def compute(donated, kept):
                 results = []
                 for options, (params, buffers), (grads, steps, hyper) in zip(statics, donated, kept):
                     stored = [{**b, **s} for b, s in zip(buffers, steps)]
@@ -735,9 +749,7 @@ class GradxformOptimizer(Optimizer):
                     updates, new_state = tx.update(grads, fresh._replace(inner_state=inner), params)
                     new_params = gradxform.apply_updates(params, updates)
                     results.append((new_params, extract(new_state.inner_state, len(params))))
-                if control is None:
-                    return results, None
-                return _select_skipped(control, donated, kept, results)
+                return results
 
             # Parameters and buffers are donated: the step updates them in place, as torch does.
             GradxformOptimizer._compiled[cache_key] = jax.jit(run, donate_argnums=0)
