@@ -140,8 +140,8 @@ def _vector_norm(x: jax.Array, norm_type: float = 2.0) -> jax.Array:
 def global_norm(tree, norm_type: float = 2.0) -> jax.Array:
     """torch's ``nn.utils.get_total_norm``: the ``norm_type`` norm of the leaves' norms.
 
-    Each leaf's norm is taken in its own (real) dtype; the norms are promoted to a
-    common dtype (float64 if any leaf is float64) and their norm is the total. A tree
+    Each leaf's norm is taken in its own (real) dtype; the norms (ordered by dtype, as
+    torch groups them) are promoted to a common dtype (float64 if any leaf is float64) and their norm is the total. A tree
     without leaves has total norm ``0.0`` (float32, as torch's ``torch.tensor(0.0)``).
 
     Example:
@@ -153,6 +153,9 @@ def global_norm(tree, norm_type: float = 2.0) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.asarray(0.0, jnp.float32)
+    # torch groups the tensors by dtype (in order of first appearance) before stacking.
+    dtypes = list(dict.fromkeys(jnp.result_type(leaf) for leaf in leaves))
+    leaves = [leaf for d in dtypes for leaf in leaves if jnp.result_type(leaf) == d]
     norms = [_vector_norm(leaf, norm_type) for leaf in leaves]
     common = jnp.result_type(*norms)
     return _vector_norm(jnp.stack([n.astype(common) for n in norms]), norm_type)
@@ -247,7 +250,7 @@ def clip_by_value(clip_value) -> GradientTransformation:
       A stateless transformation.
 
     Raises:
-      TypeError: at trace time, for a complex leaf.
+      NotImplementedError: at trace time, for a complex leaf (torch's error and message).
 
     Example:
       >>> import jax.numpy as jnp, gradxform
@@ -259,7 +262,7 @@ def clip_by_value(clip_value) -> GradientTransformation:
     def clamp(g):
         g = jnp.asarray(g)
         if jnp.iscomplexobj(g):
-            raise TypeError("clip_by_value: clamp is not supported for complex types")
+            raise NotImplementedError("clamp is not supported for complex types")
         compute = _numerics.compute_dtype(g.dtype)
         limit = jnp.asarray(clip_value).astype(compute)
         x = g.astype(compute)

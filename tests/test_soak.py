@@ -1,0 +1,44 @@
+"""Short long-run check: no NaN/Inf in gradxform unless torch 2.13 also produced one.
+
+Runs ``tests/soak.py``'s problem and extreme hyperparameters for the number of steps
+recorded in ``tests/golden/soak.json`` (torch's results, written by
+``python tests/soak.py --steps 3000 --write-golden tests/golden/soak.json``), for every
+optimizer in float32 and bfloat16, without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import soak  # noqa: E402
+
+with open(os.path.join(HERE, "golden", "soak.json")) as f:
+    GOLDEN = json.load(f)
+
+KEYS = [f"{name}/{dtype}" for name in soak.CONFIGS for dtype in soak.DTYPES]
+
+
+def test_golden_covers_every_optimizer_and_dtype():
+    assert sorted(GOLDEN["torch"]) == sorted(KEYS)
+    assert GOLDEN["torch_version"].startswith("2.13")
+    assert all(v["steps"] == GOLDEN["steps"] for k, v in GOLDEN["torch"].items() if not k.startswith(("muon", "sparse")))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_no_nan_unless_torch_has_one(key):
+    name, dtype = key.split("/")
+    theirs = GOLDEN["torch"][key]
+    ours = soak.run_gradxform(name, dtype, theirs["steps"])
+    if theirs["first_bad"] is None:
+        assert ours["first_bad"] is None, f"gradxform has a non-finite parameter at step {ours['first_bad']}, torch none"
+    else:
+        # torch blew up too; ours must not blow up earlier than torch does.
+        assert ours["first_bad"] is None or ours["first_bad"] >= theirs["first_bad"]
