@@ -52,6 +52,10 @@ CONFIGS: dict[str, dict] = {
     "radam": dict(lr=10.0, betas=(0.9, 0.999999), eps=1e-30, weight_decay=1000.0, decoupled_weight_decay=False),
     "adafactor": dict(lr=10.0, beta2_decay=-0.01, eps=(None, 1e-30), d=1.0, weight_decay=0.09),
     "muon": dict(lr=10.0, weight_decay=0.05, momentum=0.9999, nesterov=True, eps=1e-30, ns_steps=5),
+    # Two runs that diverge on purpose (torch overflows too): the step of the first
+    # non-finite value must match.
+    "sgd:diverging": dict(lr=10.0),
+    "adafactor:diverging": dict(lr=10.0, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=1000.0),
 }
 
 TORCH_NAMES = dict(
@@ -64,6 +68,11 @@ NO_FOREACH = {"sparse_adam", "muon"}
 # step on a CPU: their torch side runs at most this many steps by default.
 TORCH_STEP_CAP = {"sparse_adam": 20_000, "muon": 20_000}
 DTYPES = ("float32", "bfloat16")
+
+
+def optimizer_of(name: str) -> str:
+    """The optimizer a configuration runs (``"sgd:diverging"`` runs ``sgd``)."""
+    return name.split(":")[0]
 
 
 def noise_table() -> np.ndarray:
@@ -85,7 +94,7 @@ def run_gradxform(name: str, dtype: str, steps: int) -> dict:
 
     options = dict(CONFIGS[name])
     lr = options.pop("lr")
-    tx = getattr(gradxform, name)(learning_rate=lr, **options)
+    tx = getattr(gradxform, optimizer_of(name))(learning_rate=lr, **options)
     jdtype = jnp.dtype(dtype)
     table = jnp.asarray(noise_table()).astype(jdtype)
     coef = jnp.asarray(COEF, jdtype)
@@ -120,14 +129,15 @@ def run_torch(name: str, dtype: str, steps: int) -> dict:
     table = torch.from_numpy(noise_table()).to(tdtype)
     p = torch.nn.Parameter(torch.from_numpy(initial()).to(tdtype))
     options = dict(CONFIGS[name])
-    if name not in NO_FOREACH:
+    optimizer = optimizer_of(name)
+    if optimizer not in NO_FOREACH:
         options["foreach"] = False
-    opt = getattr(torch.optim, TORCH_NAMES[name])([p], **options)
+    opt = getattr(torch.optim, TORCH_NAMES[optimizer])([p], **options)
     first_bad = None
     with torch.no_grad():
         for t in range(steps):
             grad = p.detach() * COEF + table[t % TABLE]
-            p.grad = grad.to_sparse() if name == "sparse_adam" else grad
+            p.grad = grad.to_sparse() if optimizer == "sparse_adam" else grad
             opt.step()
             if first_bad is None and not bool(torch.isfinite(p).all()):
                 first_bad = t + 1
@@ -144,13 +154,18 @@ def main(argv=None) -> None:
     parser.add_argument("--optimizers", default=",".join(CONFIGS))
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--x64", action="store_true", help="enable jax_enable_x64 (float64 hyperparameter arithmetic, as torch's Python floats)")
     parser.add_argument("--no-torch-cap", action="store_true", help="run torch for all steps everywhere")
     parser.add_argument("--write-golden", metavar="PATH", help="write torch's results as JSON")
     args = parser.parse_args(argv)
+    if args.x64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     names = args.optimizers.split(",")
     dtypes = args.dtypes.split(",")
     results: dict[str, dict] = {}
-    print(f"{args.steps} steps; first step with a NaN/Inf parameter ('-': none); final max |p|")
+    print(f"{args.steps} steps, x64 {'on' if args.x64 else 'off'}; first step with a NaN/Inf parameter ('-': none); final max |p|")
     print("| optimizer | dtype | gradxform | torch (steps run) | gradxform max abs | torch max abs | seconds (gradxform, torch) |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
@@ -158,7 +173,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             ours = run_gradxform(name, dtype, args.steps)
             t1 = time.perf_counter()
-            torch_steps = args.steps if args.no_torch_cap else min(args.steps, TORCH_STEP_CAP.get(name, args.steps))
+            torch_steps = args.steps if args.no_torch_cap else min(args.steps, TORCH_STEP_CAP.get(optimizer_of(name), args.steps))
             theirs = None if args.no_torch else run_torch(name, dtype, torch_steps)
             if theirs is not None:
                 theirs["steps"] = torch_steps

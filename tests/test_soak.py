@@ -29,7 +29,7 @@ KEYS = [f"{name}/{dtype}" for name in soak.CONFIGS for dtype in soak.DTYPES]
 def test_golden_covers_every_optimizer_and_dtype():
     assert sorted(GOLDEN["torch"]) == sorted(KEYS)
     assert GOLDEN["torch_version"].startswith("2.13")
-    assert all(v["steps"] == GOLDEN["steps"] for k, v in GOLDEN["torch"].items() if not k.startswith(("muon", "sparse")))
+    assert all(v["steps"] == GOLDEN["steps"] for v in GOLDEN["torch"].values())  # 3000 < the caps
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -39,6 +39,9 @@ def test_no_nan_unless_torch_has_one(key):
     ours = soak.run_gradxform(name, dtype, theirs["steps"])
     if theirs["first_bad"] is None:
         assert ours["first_bad"] is None, f"gradxform has a non-finite parameter at step {ours['first_bad']}, torch none"
+    elif name.endswith(":diverging"):
+        # Runs that overflow on purpose, with the same arithmetic: the same step.
+        assert ours["first_bad"] == theirs["first_bad"]
     else:
         # torch blew up too; ours must not blow up earlier than torch does.
         assert ours["first_bad"] is None or ours["first_bad"] >= theirs["first_bad"]
