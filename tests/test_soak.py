@@ -45,3 +45,24 @@ def test_no_nan_unless_torch_has_one(key):
     else:
         # torch blew up too; ours must not blow up earlier than torch does.
         assert ours["first_bad"] is None or ours["first_bad"] >= theirs["first_bad"]
+
+
+def test_radam_without_x64_rectifies_when_torch_does():
+    """With x64 off, RAdam's rho_t (beta2 = 0.999999) is computed without cancellation.
+
+    The textbook float32 formula gives rho_4 = 7 and rectifies two steps before torch;
+    the run then ends near 1.9e15 instead of torch's 1.38e18.
+    """
+    import subprocess
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import jax; "
+        "jax.config.update('jax_enable_x64', False); import soak; "
+        "print(soak.run_gradxform('radam', 'float32', 3000)['max_abs'])"
+    )
+    root = os.path.dirname(HERE)
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    ours = float(out.stdout.strip().splitlines()[-1])
+    theirs = GOLDEN["torch"]["radam/float32"]["max_abs"]
+    assert ours == pytest.approx(theirs, rel=1e-5)
