@@ -34,8 +34,17 @@ from gradxform.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradxform.optimizers.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 from gradxform.optimizers.sgd import ScaleBySgdState, scale_by_sgd, sgd
 from gradxform.plateau import ReduceOnPlateauState, reduce_on_plateau
+from gradxform.robust import SkipNonFiniteState, all_finite, skip_non_finite
 from gradxform.sharding import shard_state
-from gradxform.transforms import add_decayed_weights, negate, scale, scale_by_learning_rate
+from gradxform.transforms import (
+    add_decayed_weights,
+    clip_by_global_norm,
+    clip_by_value,
+    global_norm,
+    negate,
+    scale,
+    scale_by_learning_rate,
+)
 
 __version__ = "0.1.0"
 
@@ -64,6 +73,7 @@ __all__ = [
     "ScaleBySgdState",
     "ScaleBySparseAdamState",
     "Schedule",
+    "SkipNonFiniteState",
     "Updates",
     "adadelta",
     "adafactor",
@@ -72,12 +82,16 @@ __all__ = [
     "adamax",
     "adamw",
     "add_decayed_weights",
+    "all_finite",
     "apply_updates",
     "asgd",
     "chain",
     "checkpoint",
+    "clip_by_global_norm",
+    "clip_by_value",
     "flatten",
     "get_hyperparams",
+    "global_norm",
     "identity",
     "inject_hyperparams",
     "lbfgs",
@@ -109,5 +123,6 @@ __all__ = [
     "set_hyperparams",
     "sgd",
     "shard_state",
+    "skip_non_finite",
     "sparse_adam",
 ]

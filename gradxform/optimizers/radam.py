@@ -26,6 +26,32 @@ class ScaleByRadamState(NamedTuple):
     exp_avg_sq: Any
 
 
+def _rho_t(textbook, beta2, t):
+    """``rho_t``, free of the cancellation of its textbook form when scalars are float32.
+
+    ``rho_inf - 2 t beta2^t / (1 - beta2^t)`` subtracts two numbers close to
+    ``2 / (1 - beta2)``: torch evaluates it in Python doubles, where it keeps enough
+    digits; in float32 (``jax_enable_x64`` off) it does not (``beta2 = 0.999999`` gives
+    ``rho_4 = 7`` instead of 4, and rectification starts two steps early). With
+    ``q = 1 - beta2``, ``L = -log(beta2)`` and ``x = t L`` the same number is
+    ``2 (L - q) / (q L) - 1 + (2 / L) (1 - x / expm1(x))``, whose two small differences
+    are taken from their series. Under x64 the textbook value (torch's formula) is kept.
+    """
+    if _numerics.hyper_dtype() == jnp.float64:
+        return textbook
+    q = 1 - beta2
+    small = q < 0.1  # larger q: rho_inf is small and the textbook form is accurate
+    q = jnp.where(small, q, 0.01)  # keeps the unused branch finite
+    log_beta = -jnp.log1p(-q)
+    log_excess = sum(q**k / k for k in range(2, 9))  # -log(1 - q) - q
+    x = t * log_beta
+    one_minus_b = jnp.where(
+        x < 0.1, x / 2 - x**2 / 12 + x**4 / 720 - x**6 / 30240, 1 - x / jnp.expm1(x)
+    )
+    stable = 2 * log_excess / (q * log_beta) - 1 + (2 / log_beta) * one_minus_b
+    return jnp.where(small, stable, textbook)
+
+
 def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
     r"""RAdam's direction, as in torch (rectify when :math:`\rho_t > 5`).
 
@@ -62,7 +88,7 @@ def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
         bc1, bc2 = bias_corrections(b1, b2, step)
         corrected = m_new / _numerics.scalar(bc1, g)
         rho_inf = 2 / (1 - b2) - 1
-        rho_t = rho_inf - 2 * t * (b2**t) / bc2
+        rho_t = _rho_t(rho_inf - 2 * t * (b2**t) / bc2, b2, t)
         rectify = rho_t > 5.0
         safe_rho_t = jnp.where(rectify, rho_t, 5.0)
         rect = jnp.sqrt(

@@ -253,6 +253,7 @@ class Optimizer:
             for k, v in self.state.items()
         }
         state_dict = {"state": packed_state, "param_groups": param_groups}
+        state_dict.update(self._extra_state_dict())
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
@@ -316,8 +317,31 @@ class Optimizer:
                 new_group["param_names"] = group["param_names"]
             param_groups.append(new_group)
         self.__setstate__({"state": state, "param_groups": param_groups})
+        self._load_extra_state_dict(state_dict)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+    def _extra_state_dict(self) -> dict[str, Any]:
+        """Top-level entries a subclass adds to ``state_dict()`` (torch ignores unknown keys)."""
+        return {}
+
+    def _load_extra_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Reads back what :meth:`_extra_state_dict` wrote (absent in a torch state dict)."""
+
+    # -- skipping non-finite steps --------------------------------------------------------
+
+    def set_skip_non_finite(self, enabled: bool = True, max_consecutive_skips: int | None = None) -> None:
+        """Skips whole steps whose gradients hold NaN or Inf (not a torch method).
+
+        Only the optimizers built on gradxform transformations (all but LBFGS) offer it;
+        see :meth:`GradxformOptimizer.set_skip_non_finite`.
+
+        Raises:
+          NotImplementedError: here, for optimizers that do not offer it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support skipping non-finite steps"
+        )
 
     # -- gradients and groups -------------------------------------------------------------
 
@@ -479,6 +503,42 @@ def _replace_fields(state: Any, replace: Callable[[str, Any], Any]) -> Any:
     return state
 
 
+def _skip_decision(control, kept):
+    """Inside the compiled step: whether to skip it, and the new (total, consecutive) counts.
+
+    ``control`` is ``(total, consecutive, limit, decision)``; ``decision`` is None on
+    the first pass of a step (it is made here, from every gradient) and the first
+    pass's decision on later passes (repeated parameters), which leave the counts alone.
+    """
+    total, consecutive, limit, decision = control
+    if decision is not None:
+        return decision, (total, consecutive)
+    finite = gradxform.all_finite([grads for grads, _, _ in kept])
+    skip = jnp.logical_and(jnp.logical_not(finite), jnp.logical_or(limit < 0, consecutive < limit))
+    one = skip.astype(jnp.int32)
+    return skip, (total + one, jnp.where(finite, 0, consecutive + one))
+
+
+def _unchanged(donated, kept, shapes):
+    """The results of a skipped step: the old parameters and state, shaped as ``shapes``.
+
+    A parameter without state gets placeholder zeros, which the caller does not store.
+    """
+    results = []
+    for (params, buffers), (_, steps, _), (_, shape_entries) in zip(donated, kept, shapes):
+        entries = []
+        for buffer, step, shape_entry in zip(buffers, steps, shape_entries):
+            old = {**buffer, **step}
+            entries.append(
+                {
+                    k: jnp.asarray(old[k]).astype(v.dtype) if k in old else jnp.zeros(v.shape, v.dtype)
+                    for k, v in shape_entry.items()
+                }
+            )
+        results.append((list(params), entries))
+    return results
+
+
 class GradxformOptimizer(Optimizer):
     """An optimizer whose math is a gradxform alias.
 
@@ -507,6 +567,104 @@ class GradxformOptimizer(Optimizer):
     _repeats_see_initial_state: ClassVar[bool] = False
     _sparse_grad_message: ClassVar[str] = ""
     _compiled: ClassVar[dict] = {}
+    # Skipping of non-finite steps (set_skip_non_finite); off by default, as in torch.
+    _skip_enabled: bool = False
+    _skip_limit: int | None = None
+    _skip_counters: Any = None  # (total, consecutive): int32 [] device arrays
+    _skip_decision: Any = None  # the current step's decision, for its later passes
+
+    def set_skip_non_finite(self, enabled: bool = True, max_consecutive_skips: int | None = None) -> None:
+        """Skips whole steps whose gradients hold NaN or Inf (not a torch method; off by default).
+
+        While enabled, a ``step()`` in which any gradient (of any group) holds a NaN or an
+        Inf changes nothing: every parameter keeps its value bit for bit, the state keeps
+        its values (per-parameter ``step`` counters included, and a parameter stepped for
+        the first time gets no state), and the skip is counted in :attr:`skipped_steps`
+        and :attr:`consecutive_skipped_steps`. The check and the choice run inside the
+        step's compiled call, so a step costs no host synchronization, except on a step
+        where some parameter has no state yet (its state must then be created or not).
+        ``closure`` is still called, the step hooks still run, and a learning-rate
+        scheduler still counts its own steps: skip its ``step()`` yourself if wanted.
+
+        ``max_consecutive_skips`` has the meaning of :func:`gradxform.skip_non_finite`'s:
+        after that many skipped steps in a row, non-finite steps are applied until a
+        finite one resets the run.
+
+        The counters travel in ``state_dict()`` under the top-level key
+        ``"skip_non_finite"`` (``{"skipped_steps": int, "consecutive_skipped_steps": int}``),
+        which torch's ``load_state_dict`` ignores; loading a state dict without it (one
+        saved by torch) resets them to 0.
+
+        Args:
+          enabled: turn skipping on (the counters start from 0) or off.
+          max_consecutive_skips: ``None`` (skip every non-finite step) or a
+            non-negative int.
+
+        Raises:
+          TypeError, ValueError: for a ``max_consecutive_skips`` that is not ``None`` or a
+            non-negative int.
+
+        Example:
+          >>> import jax.numpy as jnp, torch_compat
+          >>> from torch_compat import optim
+          >>> w = torch_compat.Parameter(jnp.array([1.0, 2.0]))
+          >>> optimizer = optim.Adam([w], lr=0.1)
+          >>> optimizer.set_skip_non_finite()
+          >>> w.grad = jnp.array([jnp.nan, 1.0])
+          >>> optimizer.step()
+          >>> w.data.tolist(), optimizer.skipped_steps, len(optimizer.state)
+          ([1.0, 2.0], 1, 0)
+        """
+        if max_consecutive_skips is not None:
+            if isinstance(max_consecutive_skips, bool) or not isinstance(max_consecutive_skips, int):
+                raise TypeError(
+                    "max_consecutive_skips must be None or an int, got "
+                    f"{type(max_consecutive_skips).__name__}"
+                )
+            if max_consecutive_skips < 0:
+                raise ValueError(f"max_consecutive_skips must be >= 0, got {max_consecutive_skips}")
+        self._skip_enabled = bool(enabled)
+        self._skip_limit = max_consecutive_skips
+        self._reset_skip_counters(0, 0)
+
+    def _reset_skip_counters(self, total: int, consecutive: int) -> None:
+        self._skip_counters = (jnp.asarray(total, jnp.int32), jnp.asarray(consecutive, jnp.int32))
+
+    @property
+    def skipped_steps(self) -> int:
+        """The number of steps skipped for non-finite gradients (0 while skipping is off)."""
+        return 0 if self._skip_counters is None else int(self._skip_counters[0])
+
+    @property
+    def consecutive_skipped_steps(self) -> int:
+        """The number of steps skipped in a row, up to the latest one."""
+        return 0 if self._skip_counters is None else int(self._skip_counters[1])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if self._skip_enabled:
+            state.update(
+                _skip_enabled=True, _skip_limit=self._skip_limit, _skip_counters=self._skip_counters
+            )
+        return state
+
+    def _extra_state_dict(self) -> dict[str, Any]:
+        if not self._skip_enabled:
+            return {}
+        return {
+            "skip_non_finite": {
+                "skipped_steps": self.skipped_steps,
+                "consecutive_skipped_steps": self.consecutive_skipped_steps,
+            }
+        }
+
+    def _load_extra_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._skip_enabled:
+            return
+        saved = state_dict.get("skip_non_finite") or {}
+        self._reset_skip_counters(
+            int(saved.get("skipped_steps", 0)), int(saved.get("consecutive_skipped_steps", 0))
+        )
 
     @staticmethod
     def _make_transform(options: dict[str, Any]) -> gradxform.GradientTransformation:
@@ -595,7 +753,19 @@ class GradxformOptimizer(Optimizer):
             fill, extract = self._fill, self._extract
             keys = self._state_keys
 
-            def run(donated, kept):
+            def run(donated, kept, control):
+                if control is None:
+                    return compute(donated, kept), None
+                skip, counters = _skip_decision(control, kept)
+                shapes = jax.eval_shape(compute, donated, kept)
+                results = jax.lax.cond(
+                    skip,
+                    lambda: _unchanged(donated, kept, shapes),
+                    lambda: compute(donated, kept),
+                )
+                return results, (skip, *counters)
+
+            def compute(donated, kept):
                 results = []
                 for options, (params, buffers), (grads, steps, hyper) in zip(statics, donated, kept):
                     stored = [{**b, **s} for b, s in zip(buffers, steps)]
@@ -623,6 +793,7 @@ class GradxformOptimizer(Optimizer):
         if closure is not None:
             loss = closure()
         # Every gradient is checked before anything changes.
+        self._skip_decision = None
         pending = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
@@ -679,11 +850,25 @@ class GradxformOptimizer(Optimizer):
             kept.append((grads, steps, self._hyper_arrays(group)))
         if not work:
             return
-        results = self._compiled_step(tuple(key), [statics for _, statics in work])(donated, kept)
-        for (params, _), (new_params, new_states) in zip(work, results):
-            for p, value, entry in zip(params, new_params, new_states):
+        control = None
+        if self._skip_enabled:
+            total, consecutive = self._skip_counters
+            limit = -1 if self._skip_limit is None else self._skip_limit
+            control = (total, consecutive, np.asarray(limit, np.int32), self._skip_decision)
+        compiled = self._compiled_step(tuple(key), [statics for _, statics in work])
+        results, control_out = compiled(donated, kept, control)
+        skipped_fresh = False
+        if control_out is not None:
+            skip, total, consecutive = control_out
+            self._skip_decision = skip  # later passes (repeated parameters) follow this one
+            self._skip_counters = (total, consecutive)
+            if any(not s for s in itertools.chain.from_iterable(k[1] for k in key)):
+                # A parameter without state: whether to create it needs the decision.
+                skipped_fresh = bool(skip)
+        for (params, _), (new_params, new_states), stored in zip(work, results, (k[1] for k in key)):
+            for p, value, entry, had_state in zip(params, new_params, new_states, stored):
                 p._data = value  # the step's own output: no copy needed
-                if not entry:
+                if not entry or (skipped_fresh and not had_state):
                     continue  # torch keeps no state for this parameter (SGD without momentum)
                 state = self.state[p]
                 for k in self._state_keys:  # jit returns dicts sorted; keep torch's key order
