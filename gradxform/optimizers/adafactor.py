@@ -173,6 +173,7 @@ def adafactor(
 
     Reference: Shazeer & Stern, 2018; ``torch.optim.Adafactor``.
     """
+    _common.check_sequence(eps, "eps", 2)
     _common.check_learning_rate(learning_rate, "Learning rate should be >= 0 but is: {}")
     _common.check(beta2_decay, lambda v: v <= 0.0, "beta2_decay should be <= 0 but is: {}")
     if eps[0] is not None:
@@ -188,11 +189,14 @@ def adafactor(
         )
         return chain(*parts)
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build,
+        optional=(),
+        sequences={"eps": 2},
+        nullable=("eps",),
         learning_rate=learning_rate,
         beta2_decay=beta2_decay,
-        eps=tuple(eps),
+        eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps,
         d=d,
         weight_decay=weight_decay,
     )
