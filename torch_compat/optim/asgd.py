@@ -115,6 +115,10 @@ class Rprop(GradxformOptimizer):
     def _group_defaults_on_load(self):
         return dict(foreach=None, maximize=False, differentiable=False, capturable=False)
 
+    def _check_group_before(self, group):
+        _etaminus, _etaplus = group["etas"]  # torch unpacks both at each step: same errors
+        _step_size_min, _step_size_max = group["step_sizes"]
+
     @staticmethod
     def _make_transform(o):
         return gradxform.rprop(o["lr"], o["etas"], o["step_sizes"], maximize=o["maximize"])

@@ -182,6 +182,13 @@ class Muon(GradxformOptimizer):
             raise RuntimeError("Muon does not support complex parameters")
         return super()._grad_for_step(param, group)
 
+    def _check_group_with_grads(self, group):
+        # torch checks these in its Newton-Schulz iteration, at the first step.
+        if group["ns_steps"] >= 100:
+            raise ValueError("Number of steps must be less than 100 for computational efficiency")
+        if len(group["ns_coefficients"]) != 3:
+            raise ValueError("Coefficients must be a tuple of exactly 3 values")
+
     @staticmethod
     def _make_transform(o):
         return gradxform.muon(

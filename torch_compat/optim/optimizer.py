@@ -418,7 +418,8 @@ def _freeze(value: Any) -> Hashable:
         return ("array", np.asarray(value).tobytes())
     try:
         hash(value)
-        return value
+        # With its type: 1, 1.0 and True are equal keys, but not the same option (range(1.0) fails).
+        return (type(value).__name__, value)
     except TypeError:
         return repr(value)
 
@@ -500,6 +501,13 @@ class GradxformOptimizer(Optimizer):
                 raise RuntimeError(self._sparse_grad_message)
             return param.grad.todense()
         return param.grad
+
+    def _check_group_before(self, group: dict[str, Any]) -> None:
+        """Checks torch makes on a group's options at the start of its step (none by default)."""
+
+    def _check_group_with_grads(self, group: dict[str, Any]) -> None:
+        """Checks torch makes when a group has parameters with gradients, after checking
+        them (none by default)."""
 
     def _export_step(self, step: jax.Array) -> Any:
         """torch keeps ``step`` as a float32 scalar tensor (converted inside the compiled
@@ -595,11 +603,15 @@ class GradxformOptimizer(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        # Every gradient is checked before anything changes.
+        # Every group and gradient is checked before anything changes (torch checks a
+        # group just before updating it; any refusal here leaves everything as it was).
         pending = []
         for group in self.param_groups:
+            self._check_group_before(group)
             params = [p for p in group["params"] if p.grad is not None]
             pending.append([(p, self._grad_for_step(p, group)) for p in params])
+            if params:
+                self._check_group_with_grads(group)
         # A parameter listed twice in a group (torch warns, and updates it once per
         # listing): later listings run in later passes, each one compiled call.
         stateless = {id(p) for group in pending for p, _ in group if not self.state.get(p)}
