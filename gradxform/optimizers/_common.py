@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable
 
@@ -20,6 +21,8 @@ def concrete(value: Any) -> float | None:
         return None
     if isinstance(value, numbers.Real):
         return float(value)
+    if not (hasattr(value, "dtype") and hasattr(value, "shape")) or not jnp.issubdtype(value.dtype, jnp.number):
+        return None  # not a number: check_hyperparams refuses it
     try:
         array = jnp.asarray(value)
         if array.size != 1:
@@ -47,8 +50,8 @@ def check_learning_rate(
         return
     if hasattr(value, "shape") and hasattr(value, "dtype") and int(np.prod(np.shape(value))) != 1:
         raise ValueError("Tensor lr must be 1-element")
-    _checked_value("learning_rate", value)
     check(value, (lambda v: v > 0.0) if strictly_positive else (lambda v: v >= 0.0), message)
+    _checked_value("learning_rate", value)
 
 
 def is_zero(value: Any) -> bool:
@@ -79,10 +82,14 @@ def _checked_value(name: str, value: Any, nullable: bool = False) -> Any:
     if value is None and nullable:
         return value
     if isinstance(value, numbers.Real):
+        if math.isnan(value):
+            raise ValueError(f"{name} is NaN")
         return value
     if hasattr(value, "dtype") and hasattr(value, "shape") and not isinstance(value, (str, bytes)):
         dtype = jnp.dtype(value.dtype)
         if (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)) and jnp.size(value) == 1:
+            if math.isnan(float(np.asarray(value).reshape(()))):
+                raise ValueError(f"{name} is NaN")
             return jnp.reshape(value, ())
     raise ValueError(
         f"{name} must be a real number, a real 1-element array or a schedule, got {value!r}"
@@ -101,6 +108,12 @@ def check_hyperparams(hyperparams: dict[str, Any], sequences=None, nullable=()) 
     length (``betas=(0.9,)``). Values torch's own checks concern (``lr >= 0``, ...) are
     checked by each alias; this is the check of their form, shared by all of them.
 
+    Args:
+      hyperparams: name -> value.
+      sequences: name -> length, for the alias's sequence options beyond
+        :data:`SEQUENCES` (Adafactor's ``eps`` pair).
+      nullable: the names (``"eps[0]"`` for an element) that may be ``None``.
+
     Returns the hyperparameters with 1-element arrays made scalars.
     """
     sequences = {**SEQUENCES, **(sequences or {})}
@@ -109,7 +122,7 @@ def check_hyperparams(hyperparams: dict[str, Any], sequences=None, nullable=()) 
         if name in sequences:
             check_sequence(value, name, sequences[name])
             out[name] = tuple(
-                _checked_value(f"{name}[{i}]", v, nullable=name in nullable) for i, v in enumerate(value)
+                _checked_value(f"{name}[{i}]", v, nullable=f"{name}[{i}]" in nullable) for i, v in enumerate(value)
             )
         else:
             out[name] = _checked_value(name, value, nullable=name in nullable)

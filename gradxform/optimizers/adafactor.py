@@ -117,7 +117,9 @@ def scale_by_adafactor(
         u_rms = jnp.sqrt(jnp.sum(u * u)).astype(t.dtype) / (math.sqrt(size) * jnp.asarray(d))
         denom = jnp.maximum(1.0, u_rms)
         update = -_numerics.scalar(alpha / denom, g) * u
-        decay = _numerics.scalar(lr * jnp.asarray(weight_decay), g)
+        weight_decay_ = jnp.asarray(weight_decay)
+        # torch skips the decay when weight_decay == 0 (so lr = inf gives no inf * 0 = NaN).
+        decay = _numerics.scalar(jnp.where(weight_decay_ == 0, 0.0, lr * weight_decay_), g)
         update = jnp.where(decay == 0, update, update - decay * p)
         return update, row, col, var, step
 
@@ -193,7 +195,7 @@ def adafactor(
         build,
         optional=(),
         sequences={"eps": 2},
-        nullable=("eps",),
+        nullable=("eps[0]",),
         learning_rate=learning_rate,
         beta2_decay=beta2_decay,
         eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps,

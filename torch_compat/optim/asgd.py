@@ -82,6 +82,7 @@ class Rprop(GradxformOptimizer):
 
     _state_keys = ("step", "prev", "step_size")
     _hyperparams = ("lr", "etas", "step_sizes")
+    _unpacked_pairs = ("etas", "step_sizes")
     _sparse_grad_message = "Rprop does not support sparse gradients"
 
     def __init__(
@@ -114,10 +115,6 @@ class Rprop(GradxformOptimizer):
 
     def _group_defaults_on_load(self):
         return dict(foreach=None, maximize=False, differentiable=False, capturable=False)
-
-    def _check_group_before(self, group):
-        _etaminus, _etaplus = group["etas"]  # torch unpacks both at each step: same errors
-        _step_size_min, _step_size_max = group["step_sizes"]
 
     @staticmethod
     def _make_transform(o):

@@ -480,6 +480,9 @@ class GradxformOptimizer(Optimizer):
     # than from the state the earlier listing left (the others share their state dicts).
     _repeats_see_initial_state: ClassVar[bool] = False
     _sparse_grad_message: ClassVar[str] = ""
+    # Sequence options torch unpacks into two names at each step (``beta1, beta2 =
+    # group["betas"]``): unpacked here too, so a wrong length gives Python's own error.
+    _unpacked_pairs: ClassVar[tuple[str, ...]] = ()
     _compiled: ClassVar[dict] = {}
 
     @staticmethod
@@ -503,7 +506,9 @@ class GradxformOptimizer(Optimizer):
         return param.grad
 
     def _check_group_before(self, group: dict[str, Any]) -> None:
-        """Checks torch makes on a group's options at the start of its step (none by default)."""
+        """Checks torch makes on a group's options at the start of its step."""
+        for name in self._unpacked_pairs:
+            _first, _second = group[name]
 
     def _check_group_with_grads(self, group: dict[str, Any]) -> None:
         """Checks torch makes when a group has parameters with gradients, after checking
