@@ -204,3 +204,54 @@ def run_ours(cls: str, kwargs: dict) -> str:
         return bool(jnp.all(jnp.isfinite(param.data)))
 
     return outcome(run)
+
+
+# -- lr_scheduler misuse the scheduler golden file (schedules.npz) does not cover --------
+
+
+def _two_optimizers(optim_module, make_param):
+    a = optim_module.SGD([make_param()], lr=0.1)
+    b = optim_module.SGD([make_param()], lr=0.2)
+    return a, b
+
+
+def scheduler_cases():
+    """``{id: run(optim_module, make_param)}``; each raises (or not) as torch does."""
+
+    def sequential_other_optimizer(optim_module, make_param):
+        a, b = _two_optimizers(optim_module, make_param)
+        L = optim_module.lr_scheduler
+        L.SequentialLR(a, [L.StepLR(a, 2), L.StepLR(b, 2)], milestones=[2])
+
+    def chained_other_optimizer(optim_module, make_param):
+        a, b = _two_optimizers(optim_module, make_param)
+        L = optim_module.lr_scheduler
+        L.ChainedScheduler([L.StepLR(a, 2), L.ExponentialLR(b, 0.9)])
+
+    def plateau_after_new_group(optim_module, make_param):
+        opt = optim_module.SGD([make_param()], lr=0.1)
+        sched = optim_module.lr_scheduler.ReduceLROnPlateau(opt, patience=0, min_lr=[0.0])
+        opt.add_param_group({"params": [make_param()]})
+        for metric in (1.0, 2.0, 3.0):
+            sched.step(metric)
+
+    def warm_restarts_negative_epoch(optim_module, make_param):
+        opt = optim_module.SGD([make_param()], lr=0.1)
+        optim_module.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3).step(-2)
+
+    def lambda_lr_count(optim_module, make_param):
+        opt = optim_module.SGD([make_param()], lr=0.1)
+        optim_module.lr_scheduler.LambdaLR(opt, [lambda e: 1.0, lambda e: 0.5])
+
+    def cyclic_lr_mode(optim_module, make_param):
+        opt = optim_module.SGD([make_param()], lr=0.1, momentum=0.9)
+        optim_module.lr_scheduler.CyclicLR(opt, 0.01, 0.1, mode="sine")
+
+    return {
+        "SequentialLR-other-optimizer": sequential_other_optimizer,
+        "ChainedScheduler-other-optimizer": chained_other_optimizer,
+        "ReduceLROnPlateau-new-group": plateau_after_new_group,
+        "CosineAnnealingWarmRestarts-negative-epoch": warm_restarts_negative_epoch,
+        "LambdaLR-two-lambdas-one-group": lambda_lr_count,
+        "CyclicLR-unknown-mode": cyclic_lr_mode,
+    }

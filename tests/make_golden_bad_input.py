@@ -20,7 +20,15 @@ def main() -> None:
     assert torch.__version__.startswith("2.13"), torch.__version__
     warnings.simplefilter("ignore")
     results = {case_id: cases.run_torch(cls, kwargs) for case_id, cls, kwargs in cases.cases()}
-    OUT.write_text(json.dumps({"torch": torch.__version__, "cases": results}, indent=1, sort_keys=True) + "\n")
+    make_param = lambda: torch.nn.Parameter(torch.ones(2, dtype=torch.float64))  # noqa: E731
+    schedulers = {
+        case_id: cases.outcome(lambda run=run: run(torch.optim, make_param) or True)
+        for case_id, run in cases.scheduler_cases().items()
+    }
+    OUT.write_text(
+        json.dumps({"torch": torch.__version__, "cases": results, "schedulers": schedulers}, indent=1, sort_keys=True)
+        + "\n"
+    )
     print(f"{len(results)} cases -> {OUT}")
 
 

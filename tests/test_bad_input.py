@@ -36,7 +36,9 @@ try:
 except ImportError:  # everything but the live comparison runs from the golden file
     torch = None
 
-GOLDEN = json.loads((pathlib.Path(__file__).parent / "golden" / "bad_input.json").read_text())["cases"]
+_GOLDEN_FILE = json.loads((pathlib.Path(__file__).parent / "golden" / "bad_input.json").read_text())
+GOLDEN = _GOLDEN_FILE["cases"]
+GOLDEN_SCHEDULERS = _GOLDEN_FILE["schedulers"]
 CASES = cases.cases()
 BY_ID = {case_id: (cls, kwargs) for case_id, cls, kwargs in CASES}
 
@@ -114,6 +116,18 @@ def test_golden_is_what_torch_does_now():
         warnings.simplefilter("ignore")
         drift = {i: (GOLDEN[i], got) for i, c, kw in CASES if (got := cases.run_torch(c, kw)) != GOLDEN[i]}
     assert not drift, drift
+
+
+@pytest.mark.parametrize("case_id", sorted(cases.scheduler_cases()))
+def test_scheduler_misuse_is_refused_as_torch_does(case_id):
+    run = cases.scheduler_cases()[case_id]
+    ours = cases.outcome(lambda: run(optim, lambda: tc.Parameter(jnp.ones(2))) or True)
+    assert ours == GOLDEN_SCHEDULERS[case_id]
+    if torch is not None:
+        theirs = cases.outcome(
+            lambda: run(torch.optim, lambda: torch.nn.Parameter(torch.ones(2, dtype=torch.float64))) or True
+        )
+        assert theirs == GOLDEN_SCHEDULERS[case_id]
 
 
 def _core_outcome(cls, kwargs):
