@@ -516,3 +516,27 @@ def _one_step(cls, ours, theirs):
         topt.step()
         np.testing.assert_allclose(np.asarray(p.data), tp.detach().numpy(), rtol=1e-6, atol=1e-9, equal_nan=True)
     return finite
+
+
+def test_the_docs_table_names_tests_that_exist():
+    """Each row of docs/reliability.md's "Bad input" table names tests; they must exist."""
+    import re
+
+    root = pathlib.Path(__file__).parent.parent
+    text = (root / "docs" / "reliability.md").read_text()
+    section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Input")]
+    assert len(rows) >= 15
+    named = 0
+    for row in rows:
+        cells = row.split(" | ")
+        current = None
+        for ref in re.findall(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`", cells[-1]):
+            path, name = ref
+            current = path or current
+            assert current, row
+            source = (root / current).read_text()
+            if name:
+                assert f"def {name}(" in source, (current, name)
+                named += 1
+    assert named >= 20
