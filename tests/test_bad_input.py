@@ -287,7 +287,7 @@ def test_gradient_set_behind_the_checks_is_refused_before_donation(cls, bad):
 
 
 def test_lbfgs_closure_that_raises_at_the_first_evaluation_changes_nothing():
-    optimizer, params = _trained("LBFGS", lr=0.5, max_iter=3)
+    optimizer, params = _trained("LBFGS", steps=1, lr=0.5, max_iter=2)
     before = _snapshot(optimizer, params)
 
     def closure():
@@ -296,6 +296,53 @@ def test_lbfgs_closure_that_raises_at_the_first_evaluation_changes_nothing():
     with pytest.raises(Boom):
         optimizer.step(closure)
     assert _snapshot(optimizer, params) == before
+
+
+def test_lbfgs_closure_that_raises_later_leaves_the_last_iterate_as_torch():
+    """LBFGS moves the parameters between evaluations: a closure that raises at its third
+    evaluation leaves them where torch leaves them, at the second iteration's point. On
+    f(x) = |x|^2 from x0 = (1, -2), lr = 0.5: the first step is lr * min(1, 1/|g|_1) = 1/12
+    along -g = (-2, 4), x1 = (5/6, -5/3); the quasi-Newton direction is then -x1 (the
+    curvature is exactly 2), and x2 = x1 - 0.5 * x1 = (5/12, -5/6)."""
+
+    def run(make, value_and_grad, read):
+        p, optimizer = make()
+        calls = [0]
+
+        def closure():
+            calls[0] += 1
+            if calls[0] == 3:
+                raise Boom("third evaluation")
+            return value_and_grad(p, optimizer)
+
+        with pytest.raises(Boom):
+            optimizer.step(closure)
+        return read(p)
+
+    def ours_make():
+        p = tc.Parameter(jnp.asarray([1.0, -2.0]))
+        return p, optim.LBFGS([p], lr=0.5, max_iter=5)
+
+    def ours_value_and_grad(p, optimizer):
+        p.grad = 2 * p.data
+        return float(jnp.sum(p.data**2))
+
+    ours = run(ours_make, ours_value_and_grad, lambda p: np.asarray(p.data))
+    np.testing.assert_allclose(ours, [5 / 12, -5 / 6], rtol=1e-12)
+    if torch is not None:
+
+        def torch_make():
+            p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+            return p, torch.optim.LBFGS([p], lr=0.5, max_iter=5)
+
+        def torch_value_and_grad(p, optimizer):
+            optimizer.zero_grad()
+            loss = (p**2).sum()
+            loss.backward()
+            return loss
+
+        theirs = run(torch_make, torch_value_and_grad, lambda p: p.detach().numpy())
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def _bad_load(mutate):
