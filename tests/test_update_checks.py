@@ -275,6 +275,12 @@ def mutate(params, data):
     kind = data.draw(st.sampled_from(["shape", "integer", "complex-or-real", "drop"]))
     if kind == "drop" and len(paths) < 2:
         kind = "shape"
+    if kind == "drop" and isinstance(path[-1], jax.tree_util.SequenceKey):
+        parent = params
+        for key in path[:-1]:
+            parent = parent[key.key] if isinstance(key, jax.tree_util.DictKey) else parent[key.idx]
+        if path[-1].idx != len(parent) - 1:
+            kind = "shape"  # dropping a list item before the last shifts the later ones
     replacement = {
         "shape": lambda: jnp.zeros(leaf.shape + (2,), leaf.dtype),
         "integer": lambda: jnp.zeros(leaf.shape, jnp.int32),
