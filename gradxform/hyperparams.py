@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 
 
@@ -59,7 +59,11 @@ def inject_hyperparams(
         tuple of those (``betas=(0.9, 0.999)``). ``None`` leaves are passed through.
 
     Returns:
-      A transformation with :class:`InjectHyperparamsState`.
+      A transformation with :class:`InjectHyperparamsState`. Its ``update`` refuses,
+      with a ``ValueError`` naming the offending path, updates whose tree, shapes or
+      dtype kinds differ from ``params`` (or, without ``params``, from the per-parameter
+      buffers of the state); the check is made while tracing and costs nothing at run
+      time.
 
     Example:
       >>> import jax, jax.numpy as jnp, gradxform
@@ -93,6 +97,11 @@ def inject_hyperparams(
         return InjectHyperparamsState(count, values, build(**values).init(params))
 
     def update(updates, state, params=None, **extra_args):
+        # Checked while tracing (structures, shapes and dtypes are static): free at run time.
+        if params is not None:
+            _treecheck.check_updates(updates, params)
+        else:
+            _treecheck.check_against_state(updates, state.inner_state)
         values = current(state.count, state.hyperparams)
         updates, inner_state = build(**values).update(
             updates, state.inner_state, params, **extra_args

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.experimental.shard_alike import shard_alike
 from jax.flatten_util import ravel_pytree
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 from gradxform.linesearch import FINISHED, WolfeState, wolfe_result, wolfe_start, wolfe_tell
 
@@ -601,6 +601,7 @@ def lbfgs(
         del extra_args
         if params is None or value_fn is None:
             raise ValueError("lbfgs needs params and the objective: update(grads, state, params, value_fn=f)")
+        _treecheck.check_updates(updates, params)
         x_flat, unflatten = flatten(params)
 
         value_and_grad_flat = _flat_value_and_grad(value_fn, unflatten)

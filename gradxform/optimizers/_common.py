@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradxform import transforms
 from gradxform.base import GradientTransformation, chain
@@ -19,6 +21,8 @@ def concrete(value: Any) -> float | None:
         return None
     if isinstance(value, numbers.Real):
         return float(value)
+    if not (hasattr(value, "dtype") and hasattr(value, "shape")) or not jnp.issubdtype(value.dtype, jnp.number):
+        return None  # not a number: check_hyperparams refuses it
     try:
         array = jnp.asarray(value)
         if array.size != 1:
@@ -42,9 +46,12 @@ def check_learning_rate(
     value: Any, message: str = "Invalid learning rate: {}", *, strictly_positive: bool = False
 ) -> None:
     """torch's learning-rate checks: a 1-element array, and ``>= 0`` (or ``> 0``)."""
-    if not callable(value) and jnp.size(jnp.asarray(value)) != 1:
+    if callable(value):
+        return
+    if hasattr(value, "shape") and hasattr(value, "dtype") and int(np.prod(np.shape(value))) != 1:
         raise ValueError("Tensor lr must be 1-element")
     check(value, (lambda v: v > 0.0) if strictly_positive else (lambda v: v >= 0.0), message)
+    _checked_value("learning_rate", value)
 
 
 def is_zero(value: Any) -> bool:
@@ -63,8 +70,71 @@ def without_zeros(hyperparams: dict[str, Any], *names: str) -> dict[str, Any]:
     return {k: v for k, v in hyperparams.items() if not (k in names and is_zero(v))}
 
 
-def inject(build, /, *, optional=("weight_decay",), **hyperparams) -> GradientTransformation:
-    """:func:`inject_hyperparams` after :func:`without_zeros` of the ``optional`` ones."""
+# Hyperparameters given as a fixed number of values; every other one is a single value.
+SEQUENCES = {"betas": 2, "etas": 2, "step_sizes": 2, "ns_coefficients": 3}
+
+
+def _checked_value(name: str, value: Any, nullable: bool = False) -> Any:
+    """One hyperparameter value: a schedule, a traced value, a real number or a real
+    1-element array (returned as a scalar array). Anything else is a ``ValueError``."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
+        return value
+    if value is None and nullable:
+        return value
+    if isinstance(value, numbers.Real):
+        if math.isnan(value):
+            raise ValueError(f"{name} is NaN")
+        return value
+    if hasattr(value, "dtype") and hasattr(value, "shape") and not isinstance(value, (str, bytes)):
+        dtype = jnp.dtype(value.dtype)
+        if (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)) and jnp.size(value) == 1:
+            if math.isnan(float(np.asarray(value).reshape(()))):
+                raise ValueError(f"{name} is NaN")
+            return jnp.reshape(value, ())
+    raise ValueError(
+        f"{name} must be a real number, a real 1-element array or a schedule, got {value!r}"
+    )
+
+
+def check_sequence(value: Any, name: str, length: int) -> None:
+    """Raises ``ValueError`` unless ``value`` is a tuple or list of ``length`` values."""
+    if not isinstance(value, (tuple, list)) or len(value) != length:
+        raise ValueError(f"{name} must be a sequence of {length} values, got {value!r}")
+
+
+def check_hyperparams(hyperparams: dict[str, Any], sequences=None, nullable=()) -> dict[str, Any]:
+    """Refuses hyperparameters of the wrong kind: strings, ``None``, complex numbers, a
+    sequence where one value is expected (``eps=(1e-8, 1e-8)``) or a sequence of the wrong
+    length (``betas=(0.9,)``). Values torch's own checks concern (``lr >= 0``, ...) are
+    checked by each alias; this is the check of their form, shared by all of them.
+
+    Args:
+      hyperparams: name -> value.
+      sequences: name -> length, for the alias's sequence options beyond
+        :data:`SEQUENCES` (Adafactor's ``eps`` pair).
+      nullable: the names (``"eps[0]"`` for an element) that may be ``None``.
+
+    Returns the hyperparameters with 1-element arrays made scalars.
+    """
+    sequences = {**SEQUENCES, **(sequences or {})}
+    out = {}
+    for name, value in hyperparams.items():
+        if name in sequences:
+            check_sequence(value, name, sequences[name])
+            out[name] = tuple(
+                _checked_value(f"{name}[{i}]", v, nullable=f"{name}[{i}]" in nullable) for i, v in enumerate(value)
+            )
+        else:
+            out[name] = _checked_value(name, value, nullable=name in nullable)
+    return out
+
+
+def inject(
+    build, /, *, optional=("weight_decay",), sequences=None, nullable=(), **hyperparams
+) -> GradientTransformation:
+    """:func:`inject_hyperparams` after :func:`check_hyperparams` and :func:`without_zeros`
+    of the ``optional`` ones."""
+    hyperparams = check_hyperparams(hyperparams, sequences, nullable)
     return inject_hyperparams(build, **without_zeros(hyperparams, *optional))
 
 
@@ -89,4 +159,4 @@ def standard_chain(
     return chain(*parts)
 
 
-__all__ = ["inject", "without_zeros", "check", "check_learning_rate", "concrete", "inject_hyperparams", "is_zero", "standard_chain"]
+__all__ = ["check_hyperparams", "check_sequence", "inject", "without_zeros", "check", "check_learning_rate", "concrete", "inject_hyperparams", "is_zero", "standard_chain"]

@@ -123,7 +123,9 @@ def scale_by_adafactor(
         u_rms = jnp.sqrt(jnp.sum(u * u)).astype(t.dtype) / (math.sqrt(size) * jnp.asarray(d))
         denom = jnp.maximum(1.0, u_rms)
         update = -_numerics.scalar(alpha / denom, g) * u
-        decay = _numerics.scalar(lr * jnp.asarray(weight_decay), g)
+        weight_decay_ = jnp.asarray(weight_decay)
+        # torch skips the decay when weight_decay == 0 (so lr = inf gives no inf * 0 = NaN).
+        decay = _numerics.scalar(jnp.where(weight_decay_ == 0, 0.0, lr * weight_decay_), g)
         update = jnp.where(decay == 0, update, update - decay * p)
         return update, row, col, var, step
 
@@ -179,6 +181,7 @@ def adafactor(
 
     Reference: Shazeer & Stern, 2018; ``torch.optim.Adafactor``.
     """
+    _common.check_sequence(eps, "eps", 2)
     _common.check_learning_rate(learning_rate, "Learning rate should be >= 0 but is: {}")
     _common.check(beta2_decay, lambda v: v <= 0.0, "beta2_decay should be <= 0 but is: {}")
     if eps[0] is not None:
@@ -194,11 +197,14 @@ def adafactor(
         )
         return chain(*parts)
 
-    return _common.inject_hyperparams(
+    return _common.inject(
         build,
+        optional=(),
+        sequences={"eps": 2},
+        nullable=("eps[0]",),
         learning_rate=learning_rate,
         beta2_decay=beta2_decay,
-        eps=tuple(eps),
+        eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps,
         d=d,
         weight_decay=weight_decay,
     )

@@ -110,6 +110,7 @@ def adagrad(
         initial_accumulator_value, lambda v: v >= 0.0, "Invalid initial_accumulator_value value: {}"
     )
     _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
+    _common.check_hyperparams(dict(initial_accumulator_value=initial_accumulator_value))  # used by init
 
     def build(learning_rate, lr_decay, eps, weight_decay=None):
         return _common.standard_chain(

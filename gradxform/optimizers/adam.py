@@ -100,6 +100,7 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
 
 
 def _check_adam_family(learning_rate, betas, eps, weight_decay):
+    _common.check_sequence(betas, "betas", 2)
     _common.check_learning_rate(learning_rate)
     _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
     _common.check(betas[0], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 0: {}")
@@ -159,7 +160,7 @@ def adam(
         )
 
     return _common.inject(
-        build, learning_rate=learning_rate, betas=tuple(betas), eps=eps, weight_decay=weight_decay
+        build, learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay
     )
 
 

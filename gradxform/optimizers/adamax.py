@@ -108,5 +108,5 @@ def adamax(
         )
 
     return _common.inject(
-        build, learning_rate=learning_rate, betas=tuple(betas), eps=eps, weight_decay=weight_decay
+        build, learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay
     )

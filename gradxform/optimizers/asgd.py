@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -123,6 +125,8 @@ def asgd(
     """
     _common.check_learning_rate(learning_rate)
     _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+    # torch divides lr by (1 + lambd * lr * t) ** alpha in Python: alpha = -inf divides by zero.
+    _common.check(alpha, lambda v: v != -math.inf, "Invalid alpha value: {} (lr / (1 + lambd * lr * t) ** alpha divides by zero)")
 
     def build(learning_rate, lambd, alpha, t0, weight_decay=None):
         parts = [transforms.negate()] if maximize else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -207,9 +208,11 @@ def muon(
     _common.check(weight_decay, lambda v: v >= 0.0, "weight decay should be >= 0 but is: {}")
     if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
         raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
+    if not isinstance(ns_steps, numbers.Integral):
+        raise ValueError(f"ns_steps must be an integer, got {ns_steps!r}")
     if ns_steps >= 100:
         raise ValueError("Number of steps must be less than 100 for computational efficiency")
-    if len(ns_coefficients) != 3:
+    if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
 
     def build(learning_rate, momentum, ns_coefficients, eps, weight_decay=None):
@@ -227,6 +230,6 @@ def muon(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         momentum=momentum,
-        ns_coefficients=tuple(ns_coefficients),
+        ns_coefficients=ns_coefficients,
         eps=eps,
     )

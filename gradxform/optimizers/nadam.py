@@ -136,7 +136,7 @@ def nadam(
     return _common.inject(
         build,
         learning_rate=learning_rate,
-        betas=tuple(betas),
+        betas=betas,
         eps=eps,
         weight_decay=weight_decay,
         momentum_decay=momentum_decay,

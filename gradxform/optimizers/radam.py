@@ -153,5 +153,5 @@ def radam(
         )
 
     return _common.inject(
-        build, learning_rate=learning_rate, betas=tuple(betas), eps=eps, weight_decay=weight_decay
+        build, learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay
     )

@@ -103,6 +103,8 @@ def rprop(
 
     Reference: Riedmiller & Braun, 1993; ``torch.optim.Rprop``.
     """
+    _common.check_sequence(etas, "etas", 2)
+    _common.check_sequence(step_sizes, "step_sizes", 2)
     _common.check_learning_rate(learning_rate)
     e_minus, e_plus = (_common.concrete(e) for e in etas)
     if e_minus is not None and e_plus is not None and not 0.0 < e_minus < 1.0 < e_plus:
@@ -113,6 +115,6 @@ def rprop(
         parts.append(scale_by_rprop(learning_rate, etas, step_sizes, state_dtype=state_dtype))
         return chain(*parts)
 
-    return _common.inject_hyperparams(
-        build, learning_rate=learning_rate, etas=tuple(etas), step_sizes=tuple(step_sizes)
+    return _common.inject(
+        build, optional=(), learning_rate=learning_rate, etas=etas, step_sizes=step_sizes
     )

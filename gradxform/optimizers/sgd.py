@@ -130,6 +130,7 @@ def sgd(
             direction, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
         )
 
+    _common.check_hyperparams(dict(momentum=momentum, dampening=dampening))  # even when unused
     hyperparams = dict(learning_rate=learning_rate, weight_decay=weight_decay)
     if with_momentum:
         hyperparams.update(momentum=momentum, dampening=dampening)

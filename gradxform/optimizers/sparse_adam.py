@@ -151,6 +151,7 @@ def sparse_adam(
 
     Reference: ``torch.optim.SparseAdam``.
     """
+    _common.check_sequence(betas, "betas", 2)
     _common.check_learning_rate(learning_rate, "Invalid learning rate: {}", strictly_positive=True)
     _common.check(eps, lambda v: v > 0.0, "Invalid epsilon value: {}")
     _common.check(betas[0], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 0: {}")
@@ -162,4 +163,4 @@ def sparse_adam(
             transforms.scale_by_learning_rate(learning_rate),
         )
 
-    return _common.inject_hyperparams(build, learning_rate=learning_rate, betas=tuple(betas), eps=eps)
+    return _common.inject(build, optional=(), learning_rate=learning_rate, betas=betas, eps=eps)

@@ -27,6 +27,7 @@ class Adam(GradxformOptimizer):
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _hyperparams = ("lr", "betas", "eps", "weight_decay")
     _sparse_grad_message = "Adam does not support sparse gradients, please consider SparseAdam instead"
+    _unpacked_pairs = ("betas",)
 
     def __init__(
         self,

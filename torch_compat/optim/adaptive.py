@@ -261,6 +261,7 @@ class Adamax(GradxformOptimizer):
     _state_keys = ("step", "exp_avg", "exp_inf")
     _hyperparams = ("lr", "betas", "eps", "weight_decay")
     _sparse_grad_message = "Adamax does not support sparse gradients"
+    _unpacked_pairs = ("betas",)
 
     def __init__(
         self,
@@ -313,6 +314,7 @@ class NAdam(GradxformOptimizer):
     _state_keys = ("step", "mu_product", "exp_avg", "exp_avg_sq")
     _hyperparams = ("lr", "betas", "eps", "weight_decay", "momentum_decay")
     _sparse_grad_message = "NAdam does not support sparse gradients"
+    _unpacked_pairs = ("betas",)
 
     def __init__(
         self,
@@ -381,6 +383,7 @@ class RAdam(GradxformOptimizer):
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _hyperparams = ("lr", "betas", "eps", "weight_decay")
     _sparse_grad_message = "RAdam does not support sparse gradients"
+    _unpacked_pairs = ("betas",)
 
     def __init__(
         self,

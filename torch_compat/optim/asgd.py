@@ -82,6 +82,7 @@ class Rprop(GradxformOptimizer):
 
     _state_keys = ("step", "prev", "step_size")
     _hyperparams = ("lr", "etas", "step_sizes")
+    _unpacked_pairs = ("etas", "step_sizes")
     _sparse_grad_message = "Rprop does not support sparse gradients"
 
     def __init__(

@@ -30,6 +30,7 @@ class SparseAdam(GradxformOptimizer):
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _hyperparams = ("lr", "betas", "eps")
+    _unpacked_pairs = ("betas",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
         _validation.check_tensor_lr(lr)
@@ -78,6 +79,7 @@ class Adafactor(GradxformOptimizer):
     _state_keys = ("step", "row_var", "col_var", "variance")
     _hyperparams = ("lr", "beta2_decay", "eps", "d", "weight_decay")
     _sparse_grad_message = "Adafactor does not support sparse gradients"
+    _unpacked_pairs = ("eps",)
 
     def __init__(
         self,
@@ -181,6 +183,14 @@ class Muon(GradxformOptimizer):
         if param.is_complex():
             raise RuntimeError("Muon does not support complex parameters")
         return super()._grad_for_step(param, group)
+
+    def _check_group_with_grads(self, group):
+        # torch checks these in its Newton-Schulz iteration, at the first step.
+        if group["ns_steps"] >= 100:
+            raise ValueError("Number of steps must be less than 100 for computational efficiency")
+        if len(group["ns_coefficients"]) != 3:
+            raise ValueError("Coefficients must be a tuple of exactly 3 values")
+        range(group["ns_steps"])  # torch iterates range(ns_steps): a float is a TypeError
 
     @staticmethod
     def _make_transform(o):

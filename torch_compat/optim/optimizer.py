@@ -469,7 +469,8 @@ def _freeze(value: Any) -> Hashable:
         return ("array", np.asarray(value).tobytes())
     try:
         hash(value)
-        return value
+        # With its type: 1, 1.0 and True are equal keys, but not the same option (range(1.0) fails).
+        return (type(value).__name__, value)
     except TypeError:
         return repr(value)
 
@@ -566,6 +567,9 @@ class GradxformOptimizer(Optimizer):
     # than from the state the earlier listing left (the others share their state dicts).
     _repeats_see_initial_state: ClassVar[bool] = False
     _sparse_grad_message: ClassVar[str] = ""
+    # Sequence options torch unpacks into two names at each step (``beta1, beta2 =
+    # group["betas"]``): unpacked here too, so a wrong length gives Python's own error.
+    _unpacked_pairs: ClassVar[tuple[str, ...]] = ()
     _compiled: ClassVar[dict] = {}
     # Skipping of non-finite steps (set_skip_non_finite); off by default, as in torch.
     _skip_enabled: bool = False
@@ -686,6 +690,15 @@ class GradxformOptimizer(Optimizer):
             return param.grad.todense()
         return param.grad
 
+    def _check_group_before(self, group: dict[str, Any]) -> None:
+        """Checks torch makes on a group's options at the start of its step."""
+        for name in self._unpacked_pairs:
+            _first, _second = group[name]
+
+    def _check_group_with_grads(self, group: dict[str, Any]) -> None:
+        """Checks torch makes when a group has parameters with gradients, after checking
+        them (none by default)."""
+
     def _export_step(self, step: jax.Array) -> Any:
         """torch keeps ``step`` as a float32 scalar tensor (converted inside the compiled
         step); SparseAdam overrides this to give a Python int."""
@@ -792,12 +805,16 @@ class GradxformOptimizer(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        # Every gradient is checked before anything changes.
+        # Every group and gradient is checked before anything changes (torch checks a
+        # group just before updating it; any refusal here leaves everything as it was).
         self._skip_decision = None
         pending = []
         for group in self.param_groups:
+            self._check_group_before(group)
             params = [p for p in group["params"] if p.grad is not None]
             pending.append([(p, self._grad_for_step(p, group)) for p in params])
+            if params:
+                self._check_group_with_grads(group)
         # A parameter listed twice in a group (torch warns, and updates it once per
         # listing): later listings run in later passes, each one compiled call.
         stateless = {id(p) for group in pending for p, _ in group if not self.state.get(p)}

@@ -75,7 +75,8 @@ class SGD(GradxformOptimizer):
         return gradxform.sgd(
             o["lr"],
             o["momentum"],
-            o["dampening"],
+            # Unused without momentum (torch never reads it then, whatever it holds).
+            o["dampening"] if "momentum" not in o["zero_options"] else 0.0,
             o["weight_decay"],
             o["nesterov"] and "momentum" not in o["zero_options"],
             maximize=o["maximize"],

@@ -1,0 +1,131 @@
+"""Checks that updates match the parameters they are for, made when ``update`` is traced.
+
+Tree structures, shapes and dtypes are static under ``jax.jit``, so these checks run
+once, while tracing, and cost nothing in the compiled step. A mismatch raises
+``ValueError`` naming the offending path (``['layer1']['w']``, as
+``jax.tree_util.keystr`` writes it) before any state is touched.
+
+Dtype *kinds* are compared, not dtypes: a float32 gradient for a bfloat16 parameter is
+fine (mixed precision), a complex gradient for a real parameter, or an integer or
+boolean gradient for anything, is not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse
+
+# Fields of the optimizers' per-parameter states that have each parameter's shape (and a
+# dtype of its kind): with no ``params`` given to ``update``, the first of them found in
+# the state stands for the parameters.
+_PARAMETER_SHAPED = ("exp_avg", "momentum_buffer", "sum", "square_avg", "prev", "ax")
+
+
+def _is_leaf(x) -> bool:
+    return isinstance(x, sparse.BCOO)
+
+
+def _kind(dtype) -> str:
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return "complex"
+    if jnp.issubdtype(dtype, jnp.floating):
+        return "real floating"
+    if jnp.issubdtype(dtype, jnp.bool_):
+        return "boolean"
+    return "integer"
+
+
+def _describe(x) -> str:
+    if _is_leaf(x):
+        return f"a sparse array of shape {tuple(x.shape)} and dtype {jnp.dtype(x.dtype).name}"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"shape {tuple(np.shape(x))} and dtype {jnp.dtype(x.dtype).name}"
+    return f"a {type(x).__name__}"
+
+
+def _structure_error(updates, reference, what: str) -> str:
+    """Where two trees of different structure first differ, in words."""
+    given = [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf)[0]]
+    expected = [
+        (jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(reference, is_leaf=_is_leaf)[0]
+    ]
+    given_paths = {p for p, _ in given}
+    expected_paths = {p for p, _ in expected}
+    for path, _ in expected:
+        if path not in given_paths:
+            return f"the updates have no leaf at {path or 'the root'}, which the {what} have"
+    for path, _ in given:
+        if path not in expected_paths:
+            return f"the updates have a leaf at {path or 'the root'}, which the {what} do not"
+    return (
+        f"the updates have the leaves of the {what} but another tree structure: "
+        f"{jax.tree.structure(updates, is_leaf=_is_leaf)} instead of {jax.tree.structure(reference, is_leaf=_is_leaf)}"
+    )
+
+
+def check_updates(
+    updates: Any, reference: Any, what: str = "parameters", *, check_dtype: bool = True, check_shape: bool = True
+) -> None:
+    """Raises ``ValueError`` unless ``updates`` has the tree, shapes and dtype kinds of ``reference``.
+
+    Args:
+      updates: the pytree given to ``update`` (dense arrays, or sparse BCOO leaves).
+      reference: the parameters (or a state buffer shaped like them).
+      what: how the message names ``reference``.
+      check_dtype: compare dtype kinds too (off when ``reference`` is a state buffer,
+        whose dtype may be ``state_dtype``). Integer and boolean updates are refused
+        either way.
+      check_shape: compare shapes too (off when ``reference`` holds per-leaf scalars).
+    """
+    prefix = f"updates do not match the {what}: "
+    if jax.tree.structure(updates, is_leaf=_is_leaf) != jax.tree.structure(reference, is_leaf=_is_leaf):
+        raise ValueError(prefix + _structure_error(updates, reference, what))
+    paths = jax.tree_util.tree_flatten_with_path(reference, is_leaf=_is_leaf)[0]
+    for (path, expected), given in zip(paths, jax.tree.leaves(updates, is_leaf=_is_leaf)):
+        where = jax.tree_util.keystr(path) or "the root"
+        if not (hasattr(given, "shape") and hasattr(given, "dtype")):
+            raise ValueError(prefix + f"at {where} the update is {_describe(given)}, not an array")
+        if not hasattr(expected, "shape"):
+            continue
+        bad_shape = check_shape and tuple(np.shape(given)) != tuple(np.shape(expected))
+        given_kind = _kind(given.dtype)
+        bad_kind = given_kind in ("integer", "boolean") or (check_dtype and given_kind != _kind(expected.dtype))
+        if bad_shape or bad_kind:
+            raise ValueError(
+                prefix + f"at {where} the {what[:-1] if what.endswith('s') else what} has "
+                f"{_describe(expected)}, the update has {_describe(given)}"
+            )
+
+
+def _fields(state):
+    """``(name, value)`` of the NamedTuple fields in nested tuples of states."""
+    if hasattr(state, "_fields"):
+        for name in state._fields:
+            yield name, getattr(state, name)
+    elif isinstance(state, (tuple, list)):
+        for sub in state:
+            yield from _fields(sub)
+
+
+def check_against_state(updates: Any, inner_state: Any) -> None:
+    """With no ``params``: checks ``updates`` against the per-parameter state, if it has one.
+
+    The first parameter-shaped buffer (``exp_avg``, ``momentum_buffer``, ...) gives the tree, shapes and dtype kinds;
+    failing that, the per-leaf ``step`` counters give the tree. A state that holds neither
+    (SGD without momentum keeps nothing) checks nothing.
+    """
+    fields: dict[str, Any] = {}
+    for name, value in _fields(inner_state):
+        if value is not None:
+            fields.setdefault(name, value)
+    for name in _PARAMETER_SHAPED:
+        if name in fields:
+            check_updates(updates, fields[name], "parameters")
+            return
+    if "step" in fields:
+        check_updates(updates, fields["step"], "parameters", check_dtype=False, check_shape=False)
