@@ -1,13 +1,14 @@
 """The runs of tests/test_checkpoints.py: every optimizer and scheduler, stopped and resumed.
 
 Run as a script, in a fresh process, with the same jax configuration on both sides
-(x64 on; float32 and float64 parameters side by side):
+(x64 on; float32 and float64 parameters side by side), for one ``PART`` of the cases
+(``functional`` or ``torch``; the test runs the two parts side by side):
 
-* ``python tests/resume_cases.py run FOLDER``: builds every case, trains ``K`` steps,
+* ``python tests/resume_cases.py run PART FOLDER``: builds every case, trains ``K`` steps,
   saves a checkpoint (pickle, ``numpy.savez`` through :mod:`gradxform.checkpoint`, and
   orbax for the functional states when orbax is installed), then trains ``M`` more
   steps: the uninterrupted run. Its final state goes to ``FOLDER/run.pkl``.
-* ``python tests/resume_cases.py resume FOLDER``: builds every case afresh, loads each
+* ``python tests/resume_cases.py resume PART FOLDER``: builds every case afresh, loads each
   checkpoint format in turn and trains ``M`` steps: ``FOLDER/resume-<format>.pkl``.
 
 Results hold numpy arrays and Python values only (see :func:`to_numpy`), so that the
@@ -321,21 +322,23 @@ def _step_all(params: dict, states: dict, t):
     return {name: o[0] for name, o in out.items()}, {name: o[1] for name, o in out.items()}
 
 
-def build_all(init: bool = True, with_torch: bool = True):
-    """Every case, its parameters at their initial values (and, with ``init``, the
-    functional states from ``tx.init``; else None, for a checkpoint to fill)."""
+def build_all(part: str, init: bool = True):
+    """Every case of ``part`` (``"functional"`` or ``"torch"``), its parameters at their
+    initial values (and, with ``init``, the functional states from ``tx.init``; else
+    None, for a checkpoint to fill)."""
+    functional, torch = {}, {}
+    if part == "torch":
+        for name, (build, kind) in torch_cases().items():
+            ps = parameters(initial_values(kind))
+            opt, scheduler = build(ps)
+            torch[name] = (opt, scheduler, ps)
+        return functional, torch
     if not _STEPS:
         _STEPS.update({name: (tx, functional_step(name, tx)) for name, (tx, _) in functional_cases().items()})
-    functional = {}
     for name, (_, kind) in functional_cases().items():
         tx, step = _STEPS[name]
         params = jax.tree.map(jnp.asarray, initial_values(kind))
         functional[name] = (tx, step, params, tx.init(params) if init else None)
-    torch = {}
-    for name, (build, kind) in (torch_cases() if with_torch else {}).items():
-        ps = parameters(initial_values(kind))
-        opt, scheduler = build(ps)
-        torch[name] = (opt, scheduler, ps)
     return functional, torch
 
 
@@ -375,14 +378,14 @@ def checkpoint_of(functional: dict, torch: dict) -> dict:
     }
 
 
-def run(folder: str) -> None:
-    functional, torch = build_all()
+def run(part: str, folder: str) -> None:
+    functional, torch = build_all(part)
     train(functional, torch, 0, K)
     saved = checkpoint_of(functional, torch)
     with open(os.path.join(folder, "checkpoint.pkl"), "wb") as f:
         pickle.dump(saved, f)
     np.savez(os.path.join(folder, "checkpoint.npz"), **checkpoint.to_numpy_dict(saved))
-    if orbax_available():
+    if functional and orbax_available():
         import orbax.checkpoint as ocp
 
         with ocp.StandardCheckpointer() as checkpointer:
@@ -409,10 +412,10 @@ def load(folder: str, fmt: str, functional: dict) -> dict:
     return {"functional": checkpoint.from_orbax(restored, target)}
 
 
-def resume(folder: str) -> None:
-    formats = ["pickle", "npz"] + (["orbax"] if orbax_available() else [])
+def resume(part: str, folder: str) -> None:
+    formats = ["pickle", "npz"] + (["orbax"] if part == "functional" and orbax_available() else [])
     for fmt in formats:
-        functional, torch = build_all(init=False, with_torch=fmt != "orbax")
+        functional, torch = build_all(part, init=False)
         saved = load(folder, fmt, functional)
         for name, (params, state) in saved["functional"].items():
             tx, step, _, _ = functional[name]
@@ -434,5 +437,5 @@ def resume(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    mode, folder = sys.argv[1], sys.argv[2]
-    {"run": run, "resume": resume}[mode](folder)
+    mode, part, folder = sys.argv[1:]
+    {"run": run, "resume": resume}[mode](part, folder)

@@ -34,7 +34,6 @@ import pytest
 
 import gradxform
 import resume_cases as rc
-import torch_compat as tc
 from gradxform import checkpoint
 from torch_compat import optim
 from torch_compat.optim import lr_scheduler
@@ -98,7 +97,6 @@ def runs(tmp_path_factory) -> pathlib.Path:
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "JAX_COMPILATION_CACHE_DIR": str(folder / "xla-cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
         # Cheaper compilation (the runs are compile-bound); both processes use the same.
@@ -107,13 +105,28 @@ def runs(tmp_path_factory) -> pathlib.Path:
     }
     script = str(ROOT / "tests" / "resume_cases.py")
     for mode in ("run", "resume"):
-        proc = subprocess.run([sys.executable, script, mode, str(folder)], env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, f"{mode}:\n{proc.stderr[-4000:]}"
+        # The two parts run side by side (two cores), each in its own folder and cache.
+        procs = {}
+        for part in ("functional", "torch"):
+            (folder / part).mkdir(exist_ok=True)
+            with open(folder / part / f"{mode}.log", "w") as log:
+                procs[part] = subprocess.Popen(
+                    [sys.executable, script, mode, part, str(folder / part)],
+                    env={**env, "JAX_COMPILATION_CACHE_DIR": str(folder / part / "xla-cache")},
+                    stdout=log, stderr=subprocess.STDOUT)
+        for part, proc in procs.items():
+            proc.wait(timeout=600)
+            assert proc.returncode == 0, f"{mode} {part}:\n{(folder / part / f'{mode}.log').read_text()[-4000:]}"
     return folder
 
 
 def _load(path: pathlib.Path):
+    """A pickle written by tests/resume_cases.py; under ``runs``, the two parts merged."""
+    if not path.exists():
+        parts = [_load(path.parent / part / path.name) for part in ("functional", "torch")
+                 if (path.parent / part / path.name).exists()]
+        return {key: {k: v for part in parts for k, v in part.get(key, {}).items()}
+                for key in ("functional", "torch")}
     with open(path, "rb") as f:
         return pickle.load(f)
 
@@ -158,8 +171,11 @@ def test_resumed_run_is_bit_for_bit_the_uninterrupted_run(runs, fmt):
 def _read(runs: pathlib.Path, fmt: str):
     if fmt == "pickle":
         return _load(runs / "checkpoint.pkl")
-    with np.load(runs / "checkpoint.npz") as data:
-        return checkpoint.from_numpy_dict(dict(data))
+    merged = {}
+    for part in ("functional", "torch"):
+        with np.load(runs / part / "checkpoint.npz") as data:
+            merged[part] = checkpoint.from_numpy_dict(dict(data))[part]
+    return merged
 
 
 def _array_leaves_are_jax(tree) -> bool:
@@ -181,7 +197,7 @@ def test_functional_states_round_trip_with_types_dtypes_and_bits(runs, fmt):
         target = {name: jax.eval_shape(lambda p, tx=cases[name][0]: (p, tx.init(p)), params)
                   for name, (params, _) in reference.items()}
         with ocp.StandardCheckpointer() as checkpointer:
-            restored = checkpointer.restore(runs / "orbax", checkpoint.to_orbax(target))
+            restored = checkpointer.restore(runs / "functional" / "orbax", checkpoint.to_orbax(target))
         loaded = checkpoint.from_orbax(restored, target)
     else:
         loaded = _read(runs, fmt)["functional"]
