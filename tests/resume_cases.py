@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import types
 
 import jax
 
@@ -295,11 +296,29 @@ def to_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
 
 
+def attributes(obj):
+    """A scheduler's every attribute (not only what its state_dict saves), functions by
+    name and callable objects by their attributes, members of SequentialLR and
+    ChainedScheduler included: a field that is not saved but matters shows up here."""
+    if isinstance(obj, lr_scheduler.LRScheduler):
+        return {k: attributes(v) for k, v in vars(obj).items() if k != "optimizer"}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(attributes(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: attributes(v) for k, v in obj.items()}
+    if isinstance(obj, types.FunctionType):
+        return obj.__qualname__
+    if callable(obj) and hasattr(obj, "__dict__"):
+        return (type(obj).__qualname__, attributes(vars(obj)))
+    return to_numpy(obj)
+
+
 def _torch_result(opt, scheduler, ps) -> dict:
     return {
         "params": [np.asarray(p.data) for p in ps],
         "optimizer": to_numpy(opt.state_dict()),
         "scheduler": None if scheduler is None else to_numpy(scheduler.state_dict()),
+        "scheduler_attributes": None if scheduler is None else attributes(scheduler),
     }
 
 

@@ -148,7 +148,8 @@ def test_every_optimizer_and_scheduler_is_resumed():
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_resumed_run_is_bit_for_bit_the_uninterrupted_run(runs, fmt):
     """Parameters, optimizer states (functional states; torch_compat state_dict() with
-    param_groups) and scheduler state_dicts after K + M steps: identical, every case."""
+    param_groups), scheduler state_dicts and every scheduler attribute after K + M
+    steps: identical, every case."""
     reference, resumed = _load(runs / "run.pkl"), _load(runs / f"resume-{fmt}.pkl")
     parts = ("functional",) if fmt == "orbax" else ("functional", "torch")
     for part in parts:
