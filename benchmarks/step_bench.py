@@ -1,6 +1,7 @@
 """One optimizer step: gradxform beside optax and torch, in one process.
 
     python benchmarks/step_bench.py [--repeats 30] [--only small|large] [--skip-compile]
+        [--optimizers Adam,AdamW,...]
 
 Prints Markdown tables (paste them into RESULTS.md):
 
@@ -207,7 +208,7 @@ def table_d(repeats=3):
     shapes = [(int(rng.integers(1, 64)), int(rng.integers(1, 64))) for _ in range(1000)]
     params = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
     grads = [jnp.full(s, 0.01, jnp.float32) for s in shapes]
-    for name in ("Adam", "SGD momentum"):
+    for name in [n for n in ("Adam", "SGD momentum") if n in OPTIMIZERS]:
         ours, theirs, _, _ = OPTIMIZERS[name]
         rows = [
             ("gradxform (leaf by leaf)", ours),
@@ -260,7 +261,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--only", choices=tuple(MODELS), default=None)
     parser.add_argument("--skip-compile", action="store_true", help="leave out table (d)")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                        help="comma-separated subset of: " + ", ".join(OPTIMIZERS))
     args = parser.parse_args(argv)
+    chosen = args.optimizers.split(",")
+    for name in list(OPTIMIZERS):
+        if name not in chosen:
+            del OPTIMIZERS[name]
     torch.set_num_threads(2)
     print(f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, optax {optax.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)")

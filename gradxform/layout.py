@@ -1,21 +1,28 @@
-"""Memory layout: run a transformation over one contiguous buffer per dtype.
+"""Memory layout: run a transformation over a few flat buffers instead of leaf by leaf.
 
 A model with many small leaves pays a fixed cost per leaf in every compiled step: one
 loop per leaf and per state buffer, and one argument and one result per leaf at the
-``jax.jit`` boundary. :func:`flatten` keeps the optimizer state as one flat vector per
-dtype, so the update itself is one pass over memory whatever the number of leaves
-(the "multi-tensor" idea of torch's foreach and fused kernels, done once for every
-transformation). The public API stays pytree in, pytree out.
+``jax.jit`` boundary. :func:`flatten` keeps the optimizer state of the small leaves as
+flat vectors, one per dtype (the "multi-tensor" idea of torch's foreach and fused
+kernels, done once for every transformation), so the update of thousands of small
+leaves is a handful of loops. The public API stays pytree in, pytree out.
+
+Large leaves are left alone (each is its own buffer, raveled at no cost): packing them
+would copy the parameters and gradients into the buffers at every step, and, measured
+on the CPU (``benchmarks/step_bench.py``), one loop over a buffer far larger than the
+caches runs slower than the same work leaf by leaf. Small leaves are packed into
+buffers of at most ``2**20`` values for the same reason.
 
 For element-wise rules (every optimizer here except :func:`~gradxform.adafactor`, whose
 second moment is factored per matrix, :func:`~gradxform.muon`, which works on whole
 matrices, and :func:`~gradxform.lbfgs`), the flattened transformation computes the same
 operations on the same numbers; results agree to the last bit or two (XLA may round an
-operation differently in a vectorized loop body and in its scalar tail). Global reductions (a global norm) see the same
-values, summed in another order.
+operation differently in a vectorized loop body and in its scalar tail). Global
+reductions (a global norm) see the same values, summed in another order.
 
-To also remove the per-leaf cost at the ``jax.jit`` boundary, keep the parameters
-themselves flat (:func:`jax.flatten_util.ravel_pytree`) and unravel them inside the loss.
+To also remove the per-leaf cost at the ``jax.jit`` boundary in a model of many small
+leaves, keep the parameters themselves flat (:func:`jax.flatten_util.ravel_pytree`) and
+unravel them inside the loss.
 
 Sharding: a flat buffer gets the sharding that XLA gives the concatenation of the
 leaves. That is the leaf's own sharding along its leading axis for a single sharded
@@ -40,8 +47,9 @@ class FlattenState(NamedTuple):
     """State of :func:`flatten`.
 
     Attributes:
-      inner_state: the wrapped transformation's state, built over a tuple holding one
-        1-D buffer per dtype (in order of first appearance among the leaves).
+      inner_state: the wrapped transformation's state, built over a tuple of 1-D
+        buffers: the small leaves packed per dtype, and each large leaf on its own
+        (ordered by their first leaf).
       layout: one empty array per buffer, of shape ``[0, size]`` and the buffer's
         dtype. It records the layout in a form ``jax.jit`` carries, so that an update
         tree with other sizes or dtypes is refused instead of broadcast.
@@ -59,11 +67,11 @@ class _Layout(NamedTuple):
     treedef: Any
     shapes: tuple
     dtypes: tuple
-    groups: tuple  # one tuple of leaf indices per dtype group
+    groups: tuple  # one tuple of leaf indices per buffer
     group_dtypes: tuple
 
 
-def _layout(tree, what: str) -> _Layout:
+def _layout(tree, what: str, max_leaf_size: int | None) -> _Layout:
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(
         tree, is_leaf=lambda x: _is_sparse(x) or x is None
     )
@@ -77,11 +85,32 @@ def _layout(tree, what: str) -> _Layout:
             )
         shapes.append(tuple(np.shape(leaf)))
         dtypes.append(jnp.result_type(leaf))
-    group_dtypes = tuple(dict.fromkeys(dtypes))
-    groups = tuple(
-        tuple(i for i, d in enumerate(dtypes) if d == gd) for gd in group_dtypes
-    )
-    return _Layout(treedef, tuple(shapes), tuple(dtypes), groups, group_dtypes)
+    groups = _pack(shapes, dtypes, max_leaf_size)
+    return _Layout(treedef, tuple(shapes), tuple(dtypes), groups, tuple(dtypes[g[0]] for g in groups))
+
+
+def _pack(shapes, dtypes, max_leaf_size: int | None) -> tuple:
+    """Groups leaf indices into buffers, ordered by their first leaf.
+
+    A leaf of more than ``max_leaf_size`` values is a buffer of its own (raveling it is
+    free: no copy). The others are packed, in order and per dtype, into buffers of at
+    most ``max(max_leaf_size, _BUFFER_SIZE)`` values. ``None``: one buffer per dtype.
+    """
+    limit = None if max_leaf_size is None else max(max_leaf_size, _BUFFER_SIZE)
+    groups: list[list[int]] = []
+    open_group: dict[Any, tuple[list[int], int]] = {}  # dtype -> (indices, size)
+    for i, (shape, dtype) in enumerate(zip(shapes, dtypes)):
+        size = int(np.prod(shape, dtype=np.int64))
+        if max_leaf_size is not None and size > max_leaf_size:
+            groups.append([i])
+            continue
+        current = open_group.get(dtype)
+        if current is None or (limit is not None and current[1] + size > limit):
+            current = ([], 0)
+            groups.append(current[0])
+        current[0].append(i)
+        open_group[dtype] = (current[0], current[1] + size)
+    return tuple(tuple(g) for g in groups)
 
 
 def _ravel(tree, layout: _Layout):
@@ -104,19 +133,29 @@ def _unravel(flat, layout: _Layout):
     return layout.treedef.unflatten(leaves)
 
 
-def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
-    """Runs ``inner`` over one flat buffer per dtype instead of leaf by leaf.
+_BUFFER_SIZE = 1 << 20
+"""The largest packed buffer, in values (4 MiB of float32)."""
 
-    Updates (and ``params``, when given) are concatenated into one 1-D buffer per dtype
-    inside the compiled step; ``inner`` updates those buffers; its updates are split back
-    into the original tree. The state of ``inner`` (moments, accumulators) lives in the
-    flat layout between steps. Updates must have their parameters' dtypes and shapes.
+
+def flatten(
+    inner: base.GradientTransformation, *, max_leaf_size: int | None = 1 << 16
+) -> base.GradientTransformation:
+    """Runs ``inner`` over a few flat buffers instead of leaf by leaf.
+
+    Updates (and ``params``, when given) of the small leaves are concatenated into 1-D
+    buffers, one per dtype (several when they hold more than ``2**20`` values), inside
+    the compiled step; a leaf of more than ``max_leaf_size`` values is a buffer of its
+    own (raveled, not copied). ``inner`` updates those buffers; its updates are split
+    back into the original tree. The state of ``inner`` (moments, accumulators) lives in
+    the flat layout between steps. Updates must have their parameters' dtypes and shapes.
 
     Use it for element-wise rules: see the module docstring. Shape-dependent rules
     (``adafactor``, ``muon``) would see 1-D vectors instead of matrices.
 
     Args:
       inner: the transformation to run, e.g. ``gradxform.adam(1e-3)``.
+      max_leaf_size: leaves of more values than this keep a buffer of their own
+        (default ``2**16``); ``None`` packs every leaf, one buffer per dtype.
 
     Returns:
       A transformation with state :class:`FlattenState`. :func:`gradxform.get_hyperparams`
@@ -133,10 +172,14 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
       >>> updates["w"].shape, updates["b"].shape
       ((2, 2), (2,))
     """
+    if max_leaf_size is not None and (
+        isinstance(max_leaf_size, bool) or not isinstance(max_leaf_size, int) or max_leaf_size < 1
+    ):
+        raise ValueError(f"max_leaf_size must be None or a positive int, got {max_leaf_size!r}")
     takes_extra = base._accepts_extra_args(inner.update)
 
     def init(params):
-        layout = _layout(params, "params")
+        layout = _layout(params, "params", max_leaf_size)
         flat = _ravel(params, layout)
         return FlattenState(
             inner.init(flat),
@@ -144,7 +187,7 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
         )
 
     def update(updates, state, params=None, **extra_args):
-        layout = _layout(updates, "updates")
+        layout = _layout(updates, "updates", max_leaf_size)
         flat_updates = _ravel(updates, layout)
         expected = [(int(a.shape[1]), jnp.dtype(a.dtype)) for a in state.layout]
         got = [(int(b.size), jnp.dtype(b.dtype)) for b in flat_updates]
@@ -155,7 +198,7 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformation:
             )
         flat_params = None
         if params is not None:
-            param_layout = _layout(params, "params")
+            param_layout = _layout(params, "params", max_leaf_size)
             if param_layout.dtypes != layout.dtypes or param_layout.shapes != layout.shapes:
                 raise ValueError(
                     "gradxform.flatten: updates and params differ in shapes or dtypes; "

@@ -151,3 +151,33 @@ def test_refuses_sparse_leaves_and_mismatched_updates():
         tx.update({"w": jnp.ones((2, 3), jnp.float16), "b": jnp.ones(3)}, state)
     with pytest.raises(ValueError, match="differ in shapes or dtypes"):
         tx.update(params, state, {"w": jnp.ones((3, 2)), "b": jnp.ones(3)})
+
+
+def test_large_leaves_keep_their_own_buffers_and_small_ones_are_packed_in_bounded_buffers():
+    rng = np.random.default_rng(3)
+    shapes = [(300,), (40, 50), (7,), (2000,), (5,), (3, 3)]  # 300 + 2000 + 7 + 2000 + 5 + 9
+    params = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
+    grads = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
+    tx = gradxform.flatten(gradxform.adam(0.1), max_leaf_size=1000)
+    state = tx.init(params)
+    # the two leaves of 2000 values stand alone; the small ones share a buffer per dtype
+    assert [int(a.shape[1]) for a in state.layout] == [300 + 7 + 5 + 9, 2000, 2000]
+    reference = gradxform.adam(0.1)
+    ref_state = reference.init(params)
+    flat_updates, _ = jax.jit(tx.update)(grads, state, params)
+    ref_updates, _ = jax.jit(reference.update)(grads, ref_state, params)
+    for a, b in zip(ref_updates, flat_updates):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=ULPS * EPS[a.dtype])
+    # without a limit every leaf is packed into one buffer
+    packed = gradxform.flatten(gradxform.adam(0.1), max_leaf_size=None).init(params)
+    assert [int(a.shape[1]) for a in packed.layout] == [sum(int(np.prod(s)) for s in shapes)]
+
+
+def test_packed_buffers_are_bounded():
+    from gradxform import layout
+
+    shapes = [(layout._BUFFER_SIZE // 2 + 1,), (layout._BUFFER_SIZE // 2,), (10,)]
+    groups = layout._pack(shapes, [jnp.dtype("float32")] * 3, max_leaf_size=layout._BUFFER_SIZE)
+    assert groups == ((0,), (1, 2))  # 0 and 1 together would exceed the buffer size
+    with pytest.raises(ValueError, match="max_leaf_size"):
+        gradxform.flatten(gradxform.adam(0.1), max_leaf_size=0)
