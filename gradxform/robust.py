@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import base
+from gradxform import _numerics, base
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -49,6 +49,32 @@ def all_finite(tree) -> jax.Array:
     if not flags:
         return jnp.asarray(True)
     return jnp.all(jnp.stack(flags))
+
+
+def _check_max_consecutive_skips(max_consecutive_skips) -> None:
+    """Refuses a ``max_consecutive_skips`` that is not ``None`` or a non-negative int."""
+    if max_consecutive_skips is None:
+        return
+    if isinstance(max_consecutive_skips, bool) or not isinstance(max_consecutive_skips, int):
+        raise TypeError(
+            f"max_consecutive_skips must be None or an int, got {type(max_consecutive_skips).__name__}"
+        )
+    if max_consecutive_skips < 0:
+        raise ValueError(f"max_consecutive_skips must be >= 0, got {max_consecutive_skips}")
+
+
+def _decide_skip(finite, total, consecutive, max_consecutive_skips):
+    """Whether to skip an update, and the new ``(total, consecutive)`` skip counts.
+
+    ``finite`` says whether the gradients are finite; ``max_consecutive_skips`` is
+    ``None`` (no limit) or an int (a traced one too). A non-finite update is skipped
+    while fewer than the limit have been skipped in a row; a finite one resets the run.
+    """
+    skip = jnp.logical_not(finite)
+    if max_consecutive_skips is not None:
+        skip = jnp.logical_and(skip, consecutive < max_consecutive_skips)
+    one = skip.astype(jnp.int32)
+    return skip, total + one, jnp.where(finite, 0, consecutive + one)
 
 
 def _zero_update(u):
@@ -113,24 +139,18 @@ def skip_non_finite(
       >>> gradxform.apply_updates(params, updates).tolist(), int(state.total_skipped)
       ([1.0, 1.0], 1)
     """
-    if max_consecutive_skips is not None:
-        if isinstance(max_consecutive_skips, bool) or not isinstance(max_consecutive_skips, int):
-            raise TypeError(
-                f"max_consecutive_skips must be None or an int, got {type(max_consecutive_skips).__name__}"
-            )
-        if max_consecutive_skips < 0:
-            raise ValueError(f"max_consecutive_skips must be >= 0, got {max_consecutive_skips}")
+    _check_max_consecutive_skips(max_consecutive_skips)
     takes_extra = base._accepts_extra_args(inner.update)
 
     def init(params):
-        zero = jnp.zeros([], jnp.int32)
+        zero = _numerics.replicate_over_params(jnp.zeros([], jnp.int32), params)
         return SkipNonFiniteState(inner.init(params), zero, zero)
 
     def update(updates, state, params=None, **extra_args):
         finite = all_finite(updates)
-        skip = jnp.logical_not(finite)
-        if max_consecutive_skips is not None:
-            skip = jnp.logical_and(skip, state.consecutive_skipped < max_consecutive_skips)
+        skip, total, consecutive = _decide_skip(
+            finite, state.total_skipped, state.consecutive_skipped, max_consecutive_skips
+        )
 
         def apply(_):
             if takes_extra:
@@ -144,8 +164,6 @@ def skip_non_finite(
             return jax.tree.map(_zero_update, out_updates), kept
 
         new_updates, new_inner = jax.lax.cond(skip, reject, apply, None)
-        one = skip.astype(jnp.int32)
-        consecutive = jnp.where(finite, 0, state.consecutive_skipped + one)
-        return new_updates, SkipNonFiniteState(new_inner, state.total_skipped + one, consecutive)
+        return new_updates, SkipNonFiniteState(new_inner, total, consecutive)
 
     return base.GradientTransformation(init, update)

@@ -90,7 +90,7 @@ def _scale(arrays, max_norm, total_norm):
 @functools.partial(jax.jit, static_argnums=2)
 def _norm_and_scale(arrays, max_norm, norm_type):
     total = transforms.global_norm(arrays, norm_type)
-    return total, transforms._scale_by_coefficient(arrays, transforms._clip_scale(max_norm, total))
+    return total, _scale(arrays, max_norm, total)
 
 
 def _max_norm(max_norm) -> np.ndarray:

@@ -23,7 +23,7 @@ from jax.experimental import sparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradxform
-from gradxform import _numerics
+from gradxform import _numerics, robust
 from torch_compat._parameter import Parameter, typename
 
 
@@ -507,7 +507,8 @@ def _replace_fields(state: Any, replace: Callable[[str, Any], Any]) -> Any:
 def _skip_decision(control, kept):
     """Inside the compiled step: whether to skip it, and the new (total, consecutive) counts.
 
-    ``control`` is ``(total, consecutive, limit, decision)``; ``decision`` is None on
+    ``control`` is ``(total, consecutive, limit, decision)`` (``limit`` None for no
+    limit, as :func:`gradxform.skip_non_finite`'s); ``decision`` is None on
     the first pass of a step (it is made here, from every gradient) and the first
     pass's decision on later passes (repeated parameters), which leave the counts alone.
     """
@@ -515,9 +516,8 @@ def _skip_decision(control, kept):
     if decision is not None:
         return decision, (total, consecutive)
     finite = gradxform.all_finite([grads for grads, _, _ in kept])
-    skip = jnp.logical_and(jnp.logical_not(finite), jnp.logical_or(limit < 0, consecutive < limit))
-    one = skip.astype(jnp.int32)
-    return skip, (total + one, jnp.where(finite, 0, consecutive + one))
+    skip, total, consecutive = robust._decide_skip(finite, total, consecutive, limit)
+    return skip, (total, consecutive)
 
 
 def _unchanged(donated, kept, shapes):
@@ -619,14 +619,7 @@ class GradxformOptimizer(Optimizer):
           >>> w.data.tolist(), optimizer.skipped_steps, len(optimizer.state)
           ([1.0, 2.0], 1, 0)
         """
-        if max_consecutive_skips is not None:
-            if isinstance(max_consecutive_skips, bool) or not isinstance(max_consecutive_skips, int):
-                raise TypeError(
-                    "max_consecutive_skips must be None or an int, got "
-                    f"{type(max_consecutive_skips).__name__}"
-                )
-            if max_consecutive_skips < 0:
-                raise ValueError(f"max_consecutive_skips must be >= 0, got {max_consecutive_skips}")
+        robust._check_max_consecutive_skips(max_consecutive_skips)
         self._skip_enabled = bool(enabled)
         self._skip_limit = max_consecutive_skips
         self._reset_skip_counters(0, 0)
@@ -870,8 +863,8 @@ class GradxformOptimizer(Optimizer):
         control = None
         if self._skip_enabled:
             total, consecutive = self._skip_counters
-            limit = -1 if self._skip_limit is None else self._skip_limit
-            control = (total, consecutive, np.asarray(limit, np.int32), self._skip_decision)
+            limit = None if self._skip_limit is None else np.asarray(self._skip_limit, np.int32)
+            control = (total, consecutive, limit, self._skip_decision)
         compiled = self._compiled_step(tuple(key), [statics for _, statics in work])
         results, control_out = compiled(donated, kept, control)
         skipped_fresh = False
