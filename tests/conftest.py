@@ -5,14 +5,21 @@ any test module builds an array.
 """
 
 import os
+import pathlib
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
-# Runs in its own process with 8 simulated devices (tests/test_sharding.py starts it):
-# importing it here, for --doctest-modules, would give this session 8 devices.
-collect_ignore = ["sharding_checks.py"]
+# Only test_*.py files are collected here. The other modules are helpers the tests import
+# (they hold no doctests) or scripts: the make_golden_*.py scripts need torch, which a
+# fresh install does not have, and sharding_checks.py runs in its own process with 8
+# simulated devices (importing it here would give this session 8 devices).
+collect_ignore_glob = [
+    path.name
+    for path in pathlib.Path(__file__).parent.glob("*.py")
+    if not path.name.startswith("test_") and path.name != "conftest.py"
+]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
