@@ -22,6 +22,28 @@ collect_ignore_glob = [
 ]
 
 
+# .ci/run runs the suite first without torch, as a new user does, then adds torch and
+# reruns only what the first run skipped (the live comparisons, the built docs) and the
+# slow tests. With GRADXFORM_SKIPPED_LOG set, every skipped test or module is appended to
+# that file by node id, one a line.
+_SKIPPED_LOG = os.environ.get("GRADXFORM_SKIPPED_LOG")
+
+
+def _log_skip(report) -> None:
+    if _SKIPPED_LOG and report.skipped:
+        with open(_SKIPPED_LOG, "a") as log:
+            log.write(report.nodeid + "\n")
+
+
+def pytest_collectreport(report):
+    _log_skip(report)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "setup" or report.when == "call":
+        _log_skip(report)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """With GRADXFORM_PARITY_REPORT=1, prints the largest parity errors measured."""
     if not os.environ.get("GRADXFORM_PARITY_REPORT"):
