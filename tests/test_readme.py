@@ -25,3 +25,13 @@ def test_readme_block_runs(index, capsys):
         match = re.match(r"\s*print\(.*\)\s*#\s*(\S+)$", line)
         if match:
             assert match.group(1) in out
+
+
+def test_ci_runs_readme_commands_before_torch():
+    """.ci/run runs README's install-and-test commands, as written, before installing torch."""
+    commands = re.search(r"## Install and test.*?```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    ci = (README.parent / ".ci" / "run").read_text()
+    torch_at = ci.index("pip install --quiet torch==2.13.0")
+    for command in filter(None, (c.strip() for c in commands.splitlines())):
+        script = command.split()[-1] if command.startswith("python examples/") else command
+        assert script in ci[:torch_at], f"README's {command!r} is not run by .ci/run before torch"
