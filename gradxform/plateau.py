@@ -5,6 +5,10 @@ of rewriting the learning rate, it multiplies the updates by a ``scale`` held in
 state (1 at the start), and chained after an optimizer it is the same thing: every
 gradxform optimizer ends with its ``-learning_rate`` multiplication, so scaling the
 updates scales the learning rate.
+
+Its rules (what counts as an improvement, the count of bad metrics and the cooldown, a
+reduction) are written once, in ``gradxform._schedule_math``; torch_compat's
+``ReduceLROnPlateau`` evaluates the same functions on Python floats.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from gradxform import _numerics
+from gradxform import _schedule_math as formulas
+from gradxform._schedule_math import ARRAYS
 from gradxform.base import GradientTransformation
 
 
@@ -107,7 +113,7 @@ def reduce_on_plateau(
         raise ValueError("mode " + str(mode) + " is unknown!")
     if threshold_mode not in ("rel", "abs"):
         raise ValueError("threshold mode " + str(threshold_mode) + " is unknown!")
-    worst = float("inf") if mode == "min" else -float("inf")
+    worst = formulas.worst_metric(mode)
 
     def init(params):
         dtype = _numerics.hyper_dtype()
@@ -115,24 +121,17 @@ def reduce_on_plateau(
         state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero, zero, zero)
         return _numerics.replicate_over_params(state, params)
 
-    def improves(metric, best):
-        if mode == "min":
-            bound = best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold
-            return metric < bound
-        bound = best * (threshold + 1.0) if threshold_mode == "rel" else best + threshold
-        return metric > bound
-
     def observe(state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
         metric = jnp.asarray(value).astype(state.best.dtype).reshape(())
-        better = improves(metric, state.best)
-        best = jnp.where(better, metric, state.best)
-        bad = jnp.where(better, 0, state.num_bad_epochs + 1)
-        cooling = state.cooldown_counter > 0
-        cooldown_counter = jnp.where(cooling, state.cooldown_counter - 1, state.cooldown_counter)
-        bad = jnp.where(cooling, 0, bad)
+        better = formulas.improves(metric, state.best, mode, threshold, threshold_mode)
+        best, bad, cooldown_counter = formulas.count_bad_epochs(
+            ARRAYS, better, metric, state.best, state.num_bad_epochs, state.cooldown_counter
+        )
         reduce = bad > patience
-        smaller = jnp.maximum(state.scale * factor, jnp.asarray(min_scale, state.scale.dtype))
-        scale = jnp.where(reduce & (state.scale - smaller > eps), smaller, state.scale)
+        smaller, lowers = formulas.reduced(
+            ARRAYS, state.scale, factor, jnp.asarray(min_scale, state.scale.dtype), eps
+        )
+        scale = jnp.where(reduce & lowers, smaller, state.scale)
         cooldown_counter = jnp.where(reduce, cooldown, cooldown_counter)
         bad = jnp.where(reduce, 0, bad)
         return ReduceOnPlateauState(

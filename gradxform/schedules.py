@@ -27,6 +27,10 @@ over 1000 steps within 1e-13. The differences come from torch's chainable forms,
 round once per step, and from XLA, which divides by a constant through its reciprocal
 and has its own ``cos``. Without x64 the values are float32.
 
+The formulas are written once, in ``gradxform._schedule_math``: the functions here
+evaluate them on JAX arrays, and torch_compat's schedulers on Python floats (their closed
+forms, CyclicLR's and OneCycleLR's phases).
+
 Reduce-on-plateau depends on a metric, not on the count: it is the stateful
 transformation :func:`gradxform.reduce_on_plateau`.
 
@@ -59,6 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradxform import _numerics
+from gradxform import _schedule_math as formulas
+from gradxform._schedule_math import ARRAYS
 from gradxform.base import Schedule
 
 __all__ = [
@@ -88,7 +94,7 @@ def _float(value) -> jax.Array:
 
 def _steps(count) -> jax.Array:
     """The step count as a float array (integer-valued), for the formulas."""
-    return jnp.asarray(count).astype(_numerics.hyper_dtype())
+    return ARRAYS.as_float(count)
 
 
 def _check_positive_int(value, name: str) -> None:
@@ -105,13 +111,6 @@ def _compiled(schedule: Schedule) -> Schedule:
     """``jax.jit(schedule)``: one compilation when called eagerly (an optimizer's ``init``,
     a plot), instead of one per operation; inside another jit it is inlined."""
     return jax.jit(schedule)
-
-
-def _anneal(strategy: str, start, end, pct):
-    """Goes from ``start`` (``pct = 0``) to ``end`` (``pct = 1``), as torch's OneCycleLR."""
-    if strategy == "cos":
-        return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1)
-    return (end - start) * pct + start
 
 
 # -- closed-form schedules ---------------------------------------------------------------
@@ -140,9 +139,7 @@ def constant(init_value, factor=1.0, total_iters: int = 0) -> Schedule:
     """
 
     def schedule(count):
-        reached = (jnp.asarray(count) >= total_iters).astype(_numerics.hyper_dtype())
-        f = _float(factor)
-        return _float(init_value) * (f + reached * (1 - f))
+        return formulas.constant(ARRAYS, _float(init_value), _float(factor), jnp.asarray(count), total_iters)
 
     return _compiled(schedule)
 
@@ -172,8 +169,7 @@ def linear(init_value, start_factor=1.0 / 3, end_factor=1.0, total_iters: int = 
 
     def schedule(count):
         s, e = _float(start_factor), _float(end_factor)
-        done = jnp.minimum(_steps(count), total_iters)
-        return _float(init_value) * (s + (e - s) * done / total_iters)
+        return formulas.linear(ARRAYS, _float(init_value), s, e, _steps(count), total_iters)
 
     return _compiled(schedule)
 
@@ -199,10 +195,10 @@ def polynomial(init_value, total_iters: int = 5, power=1.0) -> Schedule:
     _check_positive_int(total_iters, "total_iters")
 
     def schedule(count):
-        # (T - min(t, T)) / T rather than torch's 1 - min(t, T) / T: XLA divides by a
-        # constant through its reciprocal, and only this form gives exactly 0 at the end.
-        remaining = (total_iters - jnp.minimum(_steps(count), total_iters)) / total_iters
-        return _float(init_value) * remaining ** _float(power)
+        # ARRAYS.fraction_left computes (T - min(t, T)) / T, not torch's 1 - min(t, T) / T:
+        # XLA divides by a constant through its reciprocal, and only this form gives
+        # exactly 0 at the end.
+        return formulas.polynomial(ARRAYS, _float(init_value), _steps(count), total_iters, _float(power))
 
     return _compiled(schedule)
 
@@ -228,8 +224,7 @@ def step(init_value, step_size: int, gamma=0.1) -> Schedule:
     _check_positive_int(step_size, "step_size")
 
     def schedule(count):
-        decays = (jnp.asarray(count) // step_size).astype(_numerics.hyper_dtype())
-        return _float(init_value) * _float(gamma) ** decays
+        return formulas.decay(ARRAYS, _float(init_value), _float(gamma), jnp.asarray(count) // step_size)
 
     return _compiled(schedule)
 
@@ -261,7 +256,7 @@ def multistep(init_value, milestones: Sequence[int], gamma=0.1) -> Schedule:
             passed = jnp.zeros_like(count)
         else:
             passed = jnp.sum(count[..., None] >= jnp.asarray(marks, count.dtype), axis=-1)
-        return _float(init_value) * _float(gamma) ** passed.astype(_numerics.hyper_dtype())
+        return formulas.decay(ARRAYS, _float(init_value), _float(gamma), passed)
 
     return _compiled(schedule)
 
@@ -278,7 +273,7 @@ def exponential(init_value, gamma) -> Schedule:
     """
 
     def schedule(count):
-        return _float(init_value) * _float(gamma) ** _steps(count)
+        return formulas.decay(ARRAYS, _float(init_value), _float(gamma), jnp.asarray(count))
 
     return _compiled(schedule)
 
@@ -306,8 +301,7 @@ def cosine_annealing(init_value, T_max: int, eta_min=0.0) -> Schedule:  # noqa: 
     """
 
     def schedule(count):
-        low = _float(eta_min)
-        return low + (_float(init_value) - low) * (1 + jnp.cos(jnp.pi * _steps(count) / T_max)) / 2
+        return formulas.cosine(ARRAYS, _float(init_value), _float(eta_min), _steps(count), T_max)
 
     return _compiled(schedule)
 
@@ -357,9 +351,7 @@ def cosine_annealing_warm_restarts(init_value, T_0: int, T_mult: int = 1, eta_mi
             cycle = jnp.sum(count[..., None] >= jnp.asarray(starts_table[1:], count.dtype), axis=-1)
             t_cur = count - jnp.asarray(starts_table, count.dtype)[cycle]
             t_i = jnp.asarray(lengths_table, _numerics.hyper_dtype())[cycle]
-        low = _float(eta_min)
-        angle = jnp.pi * t_cur.astype(_numerics.hyper_dtype()) / t_i
-        return low + (_float(init_value) - low) * (1 + jnp.cos(angle)) / 2
+        return formulas.cosine(ARRAYS, _float(init_value), _float(eta_min), _steps(t_cur), t_i)
 
     return _compiled(schedule)
 
@@ -413,66 +405,36 @@ def cyclic(
     """
     if scale_fn is None:
         _check_choice(mode, ("triangular", "triangular2", "exp_range"), "mode")
-        scale_mode = "iterations" if mode == "exp_range" else "cycle"
+        scale_mode = formulas.cyclic_scale_mode(mode)
     _check_choice(scale_mode, ("cycle", "iterations"), "scale_mode")
-    up = float(step_size_up)
-    down = float(step_size_down) if step_size_down is not None else up
-    total_size = up + down
-    step_ratio = up / total_size
+    total_size, step_ratio = formulas.cyclic_sizes(step_size_up, step_size_down)
 
     def amplitude_scale(x):
         if scale_fn is not None:
             return scale_fn(x)
-        if mode == "triangular":
-            return jnp.ones_like(x)
-        if mode == "triangular2":
-            return 1 / (2.0 ** (x - 1))
-        return _float(gamma) ** x
+        return formulas.cyclic_scale(mode, _float(gamma), x)
 
     def schedule(count):
         t = _steps(count)
-        cycle = jnp.floor(1 + t / total_size)
-        x = 1.0 + t / total_size - cycle
-        height = jnp.where(x <= step_ratio, x / step_ratio, (x - 1) / (step_ratio - 1))
-        base, top = _float(base_lr), _float(max_lr)
+        cycle, height = formulas.cyclic_position(ARRAYS, t, total_size, step_ratio)
         scale = amplitude_scale(cycle if scale_mode == "cycle" else t)
-        return base + (top - base) * height * scale
+        return formulas.cyclic(_float(base_lr), _float(max_lr), height, scale)
 
     return _compiled(schedule)
-
-
-def _one_cycle_phases(total_steps, pct_start, three_phase, start, peak, end_value):
-    """The ``(last step, value at start, value at end)`` of each phase, as torch's."""
-    rise_end = float(pct_start * total_steps) - 1
-    if three_phase:
-        return [
-            (rise_end, start, peak),
-            (float(2 * pct_start * total_steps) - 2, peak, start),
-            (total_steps - 1, start, end_value),
-        ]
-    return [(rise_end, start, peak), (total_steps - 1, peak, end_value)]
 
 
 def _one_cycle_schedule(total_steps, pct_start, anneal_strategy, three_phase, values):
     _check_positive_int(total_steps, "total_steps")
     if isinstance(pct_start, bool) or not isinstance(pct_start, numbers.Real) or not 0 <= pct_start <= 1:
         raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
-    if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(
-            f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
-        )
+    formulas.check_anneal_strategy(anneal_strategy)
 
     def schedule(count):
         t = jnp.minimum(_steps(count), total_steps - 1)
-        phases = _one_cycle_phases(total_steps, pct_start, three_phase, *values())
-        starts = [0.0] + [phase[0] for phase in phases[:-1]]
-        value = None
-        # The first phase whose last step is >= t wins; the last phase takes the rest.
-        for begin, (end, first, last) in reversed(list(zip(starts, phases))):
-            pct = (t - begin) / (end - begin)
-            here = _anneal(anneal_strategy, first, last, pct)
-            value = here if value is None else jnp.where(t <= end, here, value)
-        return value
+        phases = formulas.one_cycle_phases(total_steps, pct_start, three_phase, *values())
+        return formulas.one_cycle(
+            ARRAYS, t, phases, lambda first, last, pct: formulas.anneal(ARRAYS, anneal_strategy, first, last, pct)
+        )
 
     return _compiled(schedule)
 

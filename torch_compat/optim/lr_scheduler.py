@@ -15,8 +15,12 @@ stepping one optimizer, :class:`ChainedScheduler`, :class:`SequentialLR`), when 
 
 *Chainable* schedulers (``StepLR``, ``ExponentialLR``, ``CosineAnnealingLR``, ...) compute
 each learning rate from the group's current one, so they compose with anything else that
-changes it. Given an ``epoch``, the deprecated ``step(epoch)`` uses their closed form
-instead. :mod:`gradxform.schedules` holds the closed forms as pure JAX functions.
+changes it; those recursions are torch's, and live here. Given an ``epoch``, the
+deprecated ``step(epoch)`` uses their closed form instead. The closed forms, the phases
+of ``CyclicLR`` and ``OneCycleLR`` and the rules of ``ReduceLROnPlateau`` are written once,
+in ``gradxform._schedule_math``, and evaluated here on Python floats, as torch computes
+them; :mod:`gradxform.schedules` and :func:`gradxform.reduce_on_plateau` evaluate the same
+functions on JAX arrays.
 
 Example:
   >>> import jax.numpy as jnp, torch_compat
@@ -48,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradxform import _schedule_math as formulas
+from gradxform._schedule_math import FLOATS
 from torch_compat.optim.optimizer import Optimizer
 
 __all__ = [
@@ -439,7 +445,8 @@ class StepLR(LRScheduler):
         return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
-        return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
+        decays = self.last_epoch // self.step_size
+        return [formulas.decay(FLOATS, base, self.gamma, decays) for base in self.base_lrs]
 
 
 class MultiStepLR(LRScheduler):
@@ -477,7 +484,7 @@ class MultiStepLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         passed = bisect_right(sorted(self.milestones.elements()), self.last_epoch)
-        return [base * self.gamma**passed for base in self.base_lrs]
+        return [formulas.decay(FLOATS, base, self.gamma, passed) for base in self.base_lrs]
 
 
 class ConstantLR(LRScheduler):
@@ -519,8 +526,8 @@ class ConstantLR(LRScheduler):
         return _group_values(self.optimizer, "lr")
 
     def _get_closed_form_lr(self) -> list:
-        after = self.last_epoch >= self.total_iters
-        return [base * (self.factor + after * (1 - self.factor)) for base in self.base_lrs]
+        t, factor, total_iters = self.last_epoch, self.factor, self.total_iters
+        return [formulas.constant(FLOATS, base, factor, t, total_iters) for base in self.base_lrs]
 
 
 class LinearLR(LRScheduler):
@@ -578,9 +585,8 @@ class LinearLR(LRScheduler):
         return [group["lr"] * ratio for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
-        done = min(self.total_iters, self.last_epoch)
-        slope = self.end_factor - self.start_factor
-        return [base * (self.start_factor + slope * done / self.total_iters) for base in self.base_lrs]
+        factors = (self.start_factor, self.end_factor, self.last_epoch, self.total_iters)
+        return [formulas.linear(FLOATS, base, *factors) for base in self.base_lrs]
 
 
 class ExponentialLR(LRScheduler):
@@ -614,7 +620,7 @@ class ExponentialLR(LRScheduler):
         return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
-        return [base * self.gamma**self.last_epoch for base in self.base_lrs]
+        return [formulas.decay(FLOATS, base, self.gamma, self.last_epoch) for base in self.base_lrs]
 
 
 class PolynomialLR(LRScheduler):
@@ -653,8 +659,8 @@ class PolynomialLR(LRScheduler):
         return [group["lr"] * ratio for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
-        remaining = 1.0 - min(self.total_iters, self.last_epoch) / self.total_iters
-        return [base * remaining**self.power for base in self.base_lrs]
+        t, total_iters, power = self.last_epoch, self.total_iters, self.power
+        return [formulas.polynomial(FLOATS, base, t, total_iters, power) for base in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -695,7 +701,7 @@ class CosineAnnealingLR(LRScheduler):
         if self._is_initial:
             return _group_values(self.optimizer, "lr")
         if self._step_count == 1 and t > 0:
-            return [low + (base - low) * (1 + math.cos(t * math.pi / period)) / 2 for base in self.base_lrs]
+            return [formulas.cosine(FLOATS, base, low, t, period) for base in self.base_lrs]
         if (t - 1 - period) % (2 * period) == 0:
             # Leaving the minimum: the ratio form would divide by 1 + cos(pi) = 0.
             return [
@@ -706,8 +712,8 @@ class CosineAnnealingLR(LRScheduler):
         return [ratio * (group["lr"] - low) + low for group in groups]
 
     def _get_closed_form_lr(self) -> list:
-        wave = 1 + math.cos(math.pi * self.last_epoch / self.T_max)
-        return [self.eta_min + (base - self.eta_min) * wave / 2 for base in self.base_lrs]
+        t, low, period = self.last_epoch, self.eta_min, self.T_max
+        return [formulas.cosine(FLOATS, base, low, t, period) for base in self.base_lrs]
 
 
 # -- schedulers of schedulers ----------------------------------------------------------------
@@ -948,16 +954,13 @@ class ReduceLROnPlateau(LRScheduler):
             raise ValueError("mode " + mode + " is unknown!")
         if threshold_mode not in {"rel", "abs"}:
             raise ValueError("threshold mode " + threshold_mode + " is unknown!")
-        self.mode_worse = math.inf if mode == "min" else -math.inf
+        self.mode_worse = formulas.worst_metric(mode)
         self.mode = mode
         self.threshold = threshold
         self.threshold_mode = threshold_mode
 
     def _is_better(self, a, best) -> bool:
-        relative = self.threshold_mode == "rel"
-        if self.mode == "min":
-            return a < (best * (1.0 - self.threshold) if relative else best - self.threshold)
-        return a > (best * (self.threshold + 1.0) if relative else best + self.threshold)
+        return formulas.improves(a, best, self.mode, self.threshold, self.threshold_mode)
 
     def step(self, metrics, epoch=None) -> None:  # type: ignore[override]
         """Takes the epoch's metric (a number or a 1-element array) into account."""
@@ -967,14 +970,9 @@ class ReduceLROnPlateau(LRScheduler):
         else:
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
         self.last_epoch = epoch
-        if self._is_better(current, self.best):
-            self.best = current
-            self.num_bad_epochs = 0
-        else:
-            self.num_bad_epochs += 1
-        if self.in_cooldown:
-            self.cooldown_counter -= 1
-            self.num_bad_epochs = 0
+        self.best, self.num_bad_epochs, self.cooldown_counter = formulas.count_bad_epochs(
+            FLOATS, self._is_better(current, self.best), current, self.best, self.num_bad_epochs, self.cooldown_counter
+        )
         if self.num_bad_epochs > self.patience:
             self._reduce_lr(epoch)
             self.cooldown_counter = self.cooldown
@@ -997,8 +995,8 @@ class ReduceLROnPlateau(LRScheduler):
             self.min_lrs = [self.default_min_lr] * len(groups)
         for group, min_lr in zip(groups, self.min_lrs):
             old = float(np.asarray(group["lr"]).reshape(())) if _is_array(group["lr"]) else float(group["lr"])
-            new = max(old * self.factor, min_lr)
-            if old - new > self.eps:
+            new, lowers = formulas.reduced(FLOATS, old, self.factor, min_lr, self.eps)
+            if lowers:
                 _set_group_value(group, "lr", new)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -1095,10 +1093,7 @@ class CyclicLR(LRScheduler):
             for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
                 _set_group_value(group, "lr", lr)
         self.max_lrs = _per_group("max_lr", optimizer, max_lr)
-        up = float(step_size_up)
-        down = float(step_size_down) if step_size_down is not None else up
-        self.total_size = up + down
-        self.step_ratio = up / self.total_size
+        self.total_size, self.step_ratio = formulas.cyclic_sizes(step_size_up, step_size_down)
         if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
             raise ValueError("mode is invalid and scale_fn is None")
         self.mode = mode
@@ -1117,32 +1112,25 @@ class CyclicLR(LRScheduler):
     def _init_scale_fn(self) -> None:
         """The built-in modes decide what their scale is a function of."""
         if self._scale_fn_custom is None:
-            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+            self.scale_mode = formulas.cyclic_scale_mode(self.mode)
 
     def scale_fn(self, x) -> float:
         """The amplitude scale at cycle (or step) ``x``."""
         if self._scale_fn_custom is not None:
             return self._scale_fn_custom(x)
-        if self.mode == "triangular":
-            return 1.0
-        if self.mode == "triangular2":
-            return 1 / (2.0 ** (x - 1))
-        return self.gamma**x
+        return formulas.cyclic_scale(self.mode, self.gamma, x)
 
     def get_lr(self) -> list:
         self._warn_if_called_outside_step()
-        cycle = math.floor(1 + self.last_epoch / self.total_size)
-        x = 1.0 + self.last_epoch / self.total_size - cycle
-        if x <= self.step_ratio:
-            height = x / self.step_ratio
-        else:
-            height = (x - 1) / (self.step_ratio - 1)
-        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
-        lrs = [base + (top - base) * height * scale for base, top in zip(self.base_lrs, self.max_lrs, strict=True)]
+        t = self.last_epoch
+        cycle, height = formulas.cyclic_position(FLOATS, t, self.total_size, self.step_ratio)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else t)
+        lrs = [formulas.cyclic(base, top, height, scale) for base, top in zip(self.base_lrs, self.max_lrs, strict=True)]
         if self.cycle_momentum:
             groups = self.optimizer.param_groups
             for group, bottom, top in zip(groups, self.base_momentums, self.max_momentums, strict=True):
-                _write_momentum(self, group, top - (top - bottom) * height * scale)
+                # From max_momentum towards base_momentum, against the rate.
+                _write_momentum(self, group, formulas.cyclic(top, bottom, height, scale))
         return lrs
 
     def state_dict(self) -> dict[str, Any]:
@@ -1209,8 +1197,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     def get_lr(self) -> list:
         self._warn_if_called_outside_step()
-        wave = 1 + math.cos(math.pi * self.T_cur / self.T_i)
-        return [self.eta_min + (base - self.eta_min) * wave / 2 for base in self.base_lrs]
+        t, low, period = self.T_cur, self.eta_min, self.T_i
+        return [formulas.cosine(FLOATS, base, low, t, period) for base in self.base_lrs]
 
     def step(self, epoch=None) -> None:
         """Advances one epoch, or jumps to ``epoch`` (which may be fractional)."""
@@ -1305,10 +1293,7 @@ class OneCycleLR(LRScheduler):
         self._schedule_phases = self._phases(pct_start, three_phase)
         if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
             raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
-        if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(
-                f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
-            )
+        formulas.check_anneal_strategy(anneal_strategy)
         self._anneal_func_type = anneal_strategy
         max_lrs = _per_group("max_lr", optimizer, max_lr)
         if last_epoch == -1:
@@ -1323,34 +1308,23 @@ class OneCycleLR(LRScheduler):
 
     def _phases(self, pct_start, three_phase) -> list[dict[str, Any]]:
         """torch's phase table: the last step of each phase and the group keys of its ends."""
-
-        def phase(end_step, lr_from, lr_to, momentum_from, momentum_to):
-            return {
-                "end_step": end_step,
-                "start_lr": lr_from,
-                "end_lr": lr_to,
-                "start_momentum": momentum_from,
-                "end_momentum": momentum_to,
-            }
-
-        rise = phase(float(pct_start * self.total_steps) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum")
-        if three_phase:
-            return [
-                rise,
-                phase(float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
-                phase(self.total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
-            ]
-        return [rise, phase(self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+        phases = functools.partial(formulas.one_cycle_phases, self.total_steps, pct_start, three_phase)
+        lrs = phases("initial_lr", "max_lr", "min_lr")
+        momenta = phases("max_momentum", "base_momentum", "max_momentum")
+        return [
+            {"end_step": end, "start_lr": lr_from, "end_lr": lr_to, "start_momentum": m_from, "end_momentum": m_to}
+            for (end, lr_from, lr_to), (_, m_from, m_to) in zip(lrs, momenta, strict=True)
+        ]
 
     @staticmethod
     def _annealing_cos(start, end, pct):
         """From ``start`` (pct 0) to ``end`` (pct 1) along half a cosine."""
-        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return formulas.anneal_cos(FLOATS, start, end, pct)
 
     @staticmethod
     def _annealing_linear(start, end, pct):
         """From ``start`` (pct 0) to ``end`` (pct 1) along a line."""
-        return (end - start) * pct + start
+        return formulas.anneal_linear(start, end, pct)
 
     def _anneal_func(self, start, end, pct):
         if self._anneal_func_type == "cos":
@@ -1366,19 +1340,17 @@ class OneCycleLR(LRScheduler):
             raise ValueError(
                 f"Tried to step {t} times. The specified number of total steps is {self.total_steps}"
             )
-        phases = self._schedule_phases
+        lr_phases = [(p["end_step"], p["start_lr"], p["end_lr"]) for p in self._schedule_phases]
+        momentum_phases = [(p["end_step"], p["start_momentum"], p["end_momentum"]) for p in self._schedule_phases]
         lrs = []
         for group in self.optimizer.param_groups:
-            begin = 0.0
-            for index, phase in enumerate(phases):
-                if t <= phase["end_step"] or index == len(phases) - 1:
-                    break
-                begin = phase["end_step"]
-            pct = (t - begin) / (phase["end_step"] - begin)
-            lrs.append(self._anneal_func(group[phase["start_lr"]], group[phase["end_lr"]], pct))
+
+            def value(first_key, last_key, pct, group=group):
+                return self._anneal_func(group[first_key], group[last_key], pct)
+
+            lrs.append(formulas.one_cycle(FLOATS, t, lr_phases, value))
             if self.cycle_momentum:
-                momentum = self._anneal_func(group[phase["start_momentum"]], group[phase["end_momentum"]], pct)
-                _write_momentum(self, group, momentum)
+                _write_momentum(self, group, formulas.one_cycle(FLOATS, t, momentum_phases, value))
         return lrs
 
 
