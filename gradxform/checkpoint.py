@@ -34,7 +34,8 @@ The format (what ``numpy.load`` shows):
 
 * one entry per array, named by its path: dict keys, NamedTuple field names and
   list/tuple indices joined with ``/`` (``"inner_state/0/exp_avg/w"``), or ``"root"``
-  when the whole tree is one array. A name already taken (a key holding ``/``) gets a
+  when the whole tree is one array (a path longer than 1000 characters is cut to
+  ``"..."`` and its last 1000). A name already taken (a key holding ``/``) gets a
   suffix ``~1``, ``~2``, ... so that no leaf overwrites another;
 * an array of a dtype that the ``.npy`` format cannot describe (``bfloat16`` and the
   other ``ml_dtypes`` types: float8, int4, ...) is stored as the unsigned integers of
@@ -81,64 +82,29 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
-import json
 import os
-import re
 import secrets
-import struct
 import sys
 import zipfile
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
+
+from gradxform import _checkpoint_format as _format
 
 __all__ = ["from_numpy_dict", "from_orbax", "load", "register_state_type", "save", "to_numpy_dict", "to_orbax"]
 
-_SKELETON = "__skeleton__"
-_FORMAT = "gradxform.checkpoint"
-_VERSION = 1
-
-# The dtypes of ml_dtypes (bfloat16, float8_*, int4, ...): ``.npy`` cannot describe them
-# (even those numpy gives a kind "f" or "c"), so they are stored as their bits.
-_ML_DTYPES = {
-    np.dtype(value).name: np.dtype(value)
-    for value in vars(ml_dtypes).values()
-    if isinstance(value, type) and issubclass(value, np.generic)
-}
-# Kinds of the other dtypes kept: bool, ints, floats, complex, datetimes, bytes, text.
-_PLAIN_KINDS = "biufcmMSU"
-_FACTORIES = {
-    name: factory
-    for name, factory in (
-        ("list", list), ("dict", dict), ("set", set), ("tuple", tuple), ("int", int), ("float", float),
-        ("complex", complex), ("str", str), ("bool", bool), ("OrderedDict", collections.OrderedDict),
-    )
-}
-_DICTS = {dict: "dict", collections.OrderedDict: "OrderedDict", collections.defaultdict: "defaultdict"}
-_ARRAY_KINDS = ("jax", "numpy", "numpy_scalar")
-_SCALAR_TYPES = ("none", "bool", "int", "str", "float", "complex")
-_CONTAINER_TYPES = ("list", "tuple", "namedtuple", "dict", "OrderedDict", "defaultdict")
-
+# NamedTuple classes given to register_state_type, by the name a file gives them.
 _REGISTERED: dict[str, type] = {}
 
 
 # ---------------------------------------------------------------------------------------
-# NamedTuple types
+# NamedTuple classes
 # ---------------------------------------------------------------------------------------
-
-
-def _is_namedtuple_class(cls) -> bool:
-    return isinstance(cls, type) and issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
-
-
-def _type_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_state_type(cls: type) -> type:
@@ -170,9 +136,9 @@ def register_state_type(cls: type) -> type:
       >>> type(checkpoint.load(path)).__name__
       'MyState'
     """
-    if not _is_namedtuple_class(cls):
+    if not _format.is_namedtuple_class(cls):
         raise TypeError(f"register_state_type takes a NamedTuple class, not {cls!r}")
-    _REGISTERED[_type_name(cls)] = cls
+    _REGISTERED[_format.type_name(cls)] = cls
     return cls
 
 
@@ -188,8 +154,8 @@ def _allowed_state_types() -> dict[str, type]:
         if module is None or module_name.partition(".")[0] not in ("gradxform", "optax"):
             continue
         for value in list(vars(module).values()):
-            if _is_namedtuple_class(value) and value.__module__ == module_name:
-                allowed[_type_name(value)] = value
+            if _format.is_namedtuple_class(value) and value.__module__ == module_name:
+                allowed[_format.type_name(value)] = value
     allowed.update(_REGISTERED)
     return allowed
 
@@ -208,57 +174,8 @@ def _unknown_type(name: str, where: str) -> ValueError:
 
 
 # ---------------------------------------------------------------------------------------
-# Writing
+# In memory
 # ---------------------------------------------------------------------------------------
-
-
-def _float_bits(value: float) -> str:
-    return struct.pack(">d", value).hex()
-
-
-def _encode_scalar(value) -> dict | None:
-    """The node of a Python scalar, or None if ``value`` is not one that is kept."""
-    kind = type(value)
-    if value is None:
-        return {"type": "none"}
-    if kind is bool or kind is int or kind is str:
-        return {"type": kind.__name__, "value": value}
-    if kind is float:
-        return {"type": "float", "bits": _float_bits(value)}
-    if kind is complex:
-        return {"type": "complex", "bits": [_float_bits(value.real), _float_bits(value.imag)]}
-    return None
-
-
-def _path(parents: list, index: int) -> str:
-    """``"a/b/c"``: the labels from the root to node ``index`` (``""`` for the root)."""
-    labels = []
-    while parents[index][0] >= 0:
-        index, label = parents[index]
-        labels.append(label)
-    return "/".join(reversed(labels))
-
-
-def _where(path: str) -> str:
-    return f"path {path!r}" if path else "the root"
-
-
-def _array_dtype(dtype: np.dtype, where: str) -> tuple[str, np.dtype]:
-    """(The dtype's name in the skeleton, the dtype its entry is stored with)."""
-    if dtype.name in _ML_DTYPES and _ML_DTYPES[dtype.name] == dtype:
-        return dtype.name, np.dtype(f"u{dtype.itemsize}")
-    if dtype.kind not in _PLAIN_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise TypeError(
-            f"checkpoint cannot store an array of dtype {dtype} at {where}: only numeric, boolean, "
-            "datetime, bytes and str dtypes (and the ml_dtypes types) are kept; object and structured "
-            "arrays would need pickle"
-        )
-    # The name when it describes the dtype (byte order included), else numpy's code.
-    try:
-        same = np.dtype(dtype.name) == dtype
-    except TypeError:  # "str64", "bytes16": names numpy does not parse back
-        same = False
-    return (dtype.name if same else dtype.str), dtype
 
 
 def to_numpy_dict(tree: Any) -> dict[str, np.ndarray]:
@@ -290,342 +207,7 @@ def to_numpy_dict(tree: Any) -> dict[str, np.ndarray]:
       >>> back["w"].dtype.name, back["step"]
       ('bfloat16', 3)
     """
-    arrays: dict[str, np.ndarray] = {}
-    nodes: list[dict] = []
-    parents: list[tuple[int, str]] = []  # per node: (parent node, label), for paths
-    stack = [(tree, -1, 0, "")]  # (value, parent node, position among its children, label)
-    while stack:
-        value, parent, position, label = stack.pop()
-        index = len(nodes)
-        parents.append((parent, label))
-        if parent >= 0:
-            nodes[parent]["children"][position] = index
-        node, children = _encode(value, lambda: _path(parents, index), arrays)
-        nodes.append(node)
-        # Pushed last first, so that children are numbered in order, after their parent.
-        for position in reversed(range(len(children))):
-            label, child = children[position]
-            stack.append((child, index, position, label))
-    document = {"format": _FORMAT, "version": _VERSION, "nodes": nodes}
-    arrays[_SKELETON] = np.frombuffer(json.dumps(document, separators=(",", ":")).encode("utf-8"), np.uint8)
-    return arrays
-
-
-def _encode(value, path, arrays: dict) -> tuple[dict, list]:
-    """(The node for ``value``, its children as ``(label, child)`` pairs)."""
-    scalar = _encode_scalar(value)
-    if scalar is not None:
-        return scalar, []
-    kind = type(value)
-    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-        where = _where(path())
-        array = np.asarray(value)
-        dtype_name, stored = _array_dtype(array.dtype, where)
-        base = path() or "root"
-        name, suffix = base, 0
-        while name in arrays or name == _SKELETON:
-            suffix += 1
-            name = f"{base}~{suffix}"
-        arrays[name] = array.view(stored) if stored != array.dtype else array
-        array_kind = "jax" if isinstance(value, jax.Array) else "numpy" if isinstance(value, np.ndarray) else "numpy_scalar"
-        return {"type": "array", "entry": name, "dtype": dtype_name, "shape": list(array.shape), "kind": array_kind}, []
-    if kind in _DICTS:
-        keys = []
-        for key in value:
-            encoded = _encode_scalar(key)
-            if encoded is None:
-                raise TypeError(
-                    f"checkpoint cannot store the dict key {key!r} of type {type(key).__name__} at "
-                    f"{_where(path())}: keys must be str, int, bool, float, complex or None"
-                )
-            keys.append(encoded)
-        node = {"type": _DICTS[kind], "keys": keys, "children": [None] * len(keys)}
-        if kind is collections.defaultdict:
-            factory = value.default_factory
-            name = next((n for n, f in _FACTORIES.items() if f is factory), None)
-            if factory is not None and name is None:
-                raise TypeError(
-                    f"checkpoint cannot store the defaultdict at {_where(path())}: its default_factory "
-                    f"{factory!r} is code; only None and {', '.join(_FACTORIES)} are kept (or convert it "
-                    "to a dict)"
-                )
-            node["default_factory"] = name
-        return node, [(str(k), v) for k, v in value.items()]
-    if _is_namedtuple_class(kind):
-        node = {"type": "namedtuple", "class": _type_name(kind), "fields": list(kind._fields),
-                "children": [None] * len(value)}
-        return node, list(zip(kind._fields, value))
-    if kind is list or kind is tuple:
-        return {"type": kind.__name__, "children": [None] * len(value)}, [(str(i), v) for i, v in enumerate(value)]
-    raise TypeError(
-        f"checkpoint cannot store a {kind.__module__}.{kind.__qualname__} at {_where(path())}: only dicts "
-        "(and OrderedDict, defaultdict), lists, tuples, NamedTuples, arrays, numpy scalars, None, bool, "
-        "int, float, complex and str are kept"
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Reading the skeleton
-# ---------------------------------------------------------------------------------------
-
-_HEX16 = re.compile(r"[0-9a-f]{16}")
-
-
-class _Malformed(ValueError):
-    pass
-
-
-def _malformed(what: str) -> _Malformed:
-    return _Malformed(f"malformed checkpoint skeleton: {what}")
-
-
-def _decode_float(bits) -> float:
-    if not isinstance(bits, str) or not _HEX16.fullmatch(bits):
-        raise _malformed(f"float bits {bits!r} are not 16 hex digits")
-    return struct.unpack(">d", bytes.fromhex(bits))[0]
-
-
-def _decode_scalar(node: dict, what: str):
-    """The Python value of scalar node ``node`` (already known to be a dict)."""
-    kind = node.get("type")
-    if kind == "none":
-        return None
-    if kind in ("bool", "int", "str"):
-        value = node.get("value")
-        if type(value).__name__ != kind:
-            raise _malformed(f"{what}: a {kind} node holds {value!r}")
-        return value
-    if kind == "float":
-        return _decode_float(node.get("bits"))
-    if kind == "complex":
-        bits = node.get("bits")
-        if not isinstance(bits, list) or len(bits) != 2:
-            raise _malformed(f"{what}: complex bits {bits!r}")
-        return complex(_decode_float(bits[0]), _decode_float(bits[1]))
-    raise _malformed(f"{what}: {kind!r} is not a scalar type")
-
-
-def _parse_dtype(name, what: str) -> tuple[np.dtype, np.dtype]:
-    """(The array's dtype, its entry's dtype) for the dtype recorded as ``name``."""
-    if not isinstance(name, str):
-        raise _malformed(f"{what}: dtype {name!r}")
-    if name in _ML_DTYPES:
-        dtype = _ML_DTYPES[name]
-        return dtype, np.dtype(f"u{dtype.itemsize}")
-    try:
-        dtype = np.dtype(name)  # parses the text; never runs code
-    except (TypeError, ValueError):
-        raise _malformed(f"{what}: dtype {name!r}") from None
-    if dtype.kind not in _PLAIN_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise _malformed(f"{what}: dtype {name!r} is not one that checkpoints hold")
-    return dtype, dtype
-
-
-def _children(node: dict, index: int, count: int) -> list:
-    children = node.get("children")
-    if not isinstance(children, list) or any(type(c) is not int or not index < c < count for c in children):
-        raise _malformed(f"node {index}: children must be indices of later nodes")
-    return children
-
-
-def _read_skeleton(flat: Mapping) -> list[dict]:
-    """The validated node table, each node a dict with the decoded ``"children"``,
-    ``"labels"`` (keys decoded as ``"key_values"``) and ``"parent"``."""
-    if _SKELETON not in flat:
-        raise ValueError(f"not a gradxform checkpoint: it has no {_SKELETON!r} entry")
-    raw = np.asarray(flat[_SKELETON])
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise _malformed(f"the {_SKELETON!r} entry is a {raw.dtype} array of shape {raw.shape}, not uint8 bytes")
-    data = raw.tobytes()
-    try:
-        document = json.loads(data.decode("utf-8"), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        document = None
-    if not isinstance(document, dict) or document.get("format") != _FORMAT:
-        older = " (it looks like a pickle)" if data[:1] == b"\x80" else ""
-        raise ValueError(
-            f"checkpoint's {_SKELETON!r} entry is not the JSON this gradxform writes{older}. Files "
-            "written by older gradxform versions held a pickled skeleton, which is never loaded, as "
-            "unpickling can run any code: if you trust such a file, load it with the gradxform version "
-            "that wrote it and save it again with this one"
-        )
-    version, nodes = document.get("version"), document.get("nodes")
-    if type(version) is not int or version > _VERSION:
-        raise ValueError(f"checkpoint format version {version!r}: this gradxform reads version {_VERSION} and older")
-    if not isinstance(nodes, list) or not nodes:
-        raise _malformed("no nodes")
-
-    count = len(nodes)
-    parents: list = [None] * count
-    parents[0] = (-1, "")
-    entries: set = set()
-    for index, node in enumerate(nodes):
-        what = f"node {index}"
-        if not isinstance(node, dict):
-            raise _malformed(f"{what} is not an object")
-        kind = node.get("type")
-        if kind in _SCALAR_TYPES:
-            node["value_"] = _decode_scalar(node, what)
-            continue
-        if kind == "array":
-            entry, shape = node.get("entry"), node.get("shape")
-            if not isinstance(entry, str) or entry == _SKELETON or entry in entries:
-                raise _malformed(f"{what}: entry {entry!r} (each array has its own)")
-            entries.add(entry)
-            node["dtype_"], node["stored_"] = _parse_dtype(node.get("dtype"), what)
-            if not isinstance(shape, list) or any(type(n) is not int or n < 0 for n in shape):
-                raise _malformed(f"{what}: shape {shape!r}")
-            array_kind = node.get("kind")
-            if array_kind not in _ARRAY_KINDS or (array_kind == "numpy_scalar" and shape):
-                raise _malformed(f"{what}: array kind {array_kind!r}")
-            if array_kind == "jax" and node["dtype_"].kind not in "biufc" and node["dtype_"].name not in _ML_DTYPES:
-                raise _malformed(f"{what}: a JAX array of dtype {node['dtype_']}")
-            continue
-        if kind in ("list", "tuple"):
-            children = _children(node, index, count)
-            labels = [str(i) for i in range(len(children))]
-        elif kind == "namedtuple":
-            children, fields = _children(node, index, count), node.get("fields")
-            if (not isinstance(node.get("class"), str) or not isinstance(fields, list)
-                    or len(fields) != len(children) or any(not isinstance(f, str) for f in fields)):
-                raise _malformed(f"{what}: a namedtuple needs a class name and one field name per child")
-            labels = fields
-        elif kind in ("dict", "OrderedDict", "defaultdict"):
-            children, keys = _children(node, index, count), node.get("keys")
-            if not isinstance(keys, list) or len(keys) != len(children) or not all(isinstance(k, dict) for k in keys):
-                raise _malformed(f"{what}: a dict needs one key node per child")
-            values = [_decode_scalar(k, f"{what} key") for k in keys]
-            if len({(type(k), k) for k in values}) != len(values) or len(dict.fromkeys(values)) != len(values):
-                raise _malformed(f"{what}: repeated dict key")
-            if kind == "defaultdict" and node.get("default_factory") is not None and node.get("default_factory") not in _FACTORIES:
-                raise _malformed(f"{what}: default_factory {node.get('default_factory')!r}")
-            node["key_values_"] = values
-            labels = [str(k) for k in values]
-        else:
-            raise _malformed(f"{what}: unknown type {kind!r}")
-        for child, label in zip(children, labels):
-            if parents[child] is not None:
-                raise _malformed(f"node {child} has two parents")
-            parents[child] = (index, label)
-    if None in parents:
-        raise _malformed(f"node {parents.index(None)} is in no container")
-    for node, parent in zip(nodes, parents):
-        node["parent_"] = parent
-    return nodes
-
-
-# ---------------------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------------------
-
-
-def _walk_path(nodes: list, index: int) -> str:
-    labels = []
-    while nodes[index]["parent_"][0] >= 0:
-        index, label = nodes[index]["parent_"]
-        labels.append(label)
-    return "/".join(reversed(labels))
-
-
-def _describe(node: dict) -> str:
-    kind = node["type"]
-    if kind == "array":
-        what = {"jax": "JAX array", "numpy": "numpy array", "numpy_scalar": "numpy scalar"}[node["kind"]]
-        return f"a {what} of dtype {node['dtype_']} and shape {tuple(node['shape'])}"
-    if kind == "namedtuple":
-        return f"a {node['class']} NamedTuple"
-    if kind in _CONTAINER_TYPES:
-        return f"a {kind} of {len(node['children'])} items"
-    return f"a {kind} ({node['value_']!r})"
-
-
-def _describe_target(value) -> str:
-    if _is_target_array(value):
-        return f"a {type(value).__name__} of dtype {np.dtype(value.dtype)} and shape {tuple(value.shape)}"
-    if _is_namedtuple_class(type(value)):
-        return f"a {_type_name(type(value))} NamedTuple"
-    if type(value) in (list, tuple) or type(value) in _DICTS:
-        return f"a {type(value).__name__} of {len(value)} items"
-    return f"a {type(value).__name__} ({value!r})"
-
-
-def _is_target_array(value) -> bool:
-    return isinstance(value, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct))
-
-
-def _match_target(nodes: list, target) -> list:
-    """The target's part for each node, top down; ``ValueError`` where they differ."""
-    targets: list = [None] * len(nodes)
-    targets[0] = target
-    for index, node in enumerate(nodes):
-        value, kind = targets[index], node["type"]
-
-        def mismatch(detail: str = ""):
-            path = _walk_path(nodes, index)
-            return ValueError(
-                f"checkpoint does not match the target at {_where(path)}: the checkpoint holds {_describe(node)}, "
-                f"the target {_describe_target(value)}{detail}"
-            )
-
-        value_type = type(value)
-        if not (_is_target_array(value) or value is None or _encode_scalar(value) is not None
-                or value_type in (list, tuple) or value_type in _DICTS or _is_namedtuple_class(value_type)):
-            raise TypeError(
-                f"the target holds a {value_type.__module__}.{value_type.__qualname__} at "
-                f"{_where(_walk_path(nodes, index))}, which no checkpoint holds"
-            )
-        if kind == "array":
-            if not _is_target_array(value):
-                raise mismatch()
-            if np.dtype(value.dtype) != node["dtype_"] or tuple(value.shape) != tuple(node["shape"]):
-                raise mismatch()
-        elif kind in _SCALAR_TYPES:
-            if _encode_scalar(value) is None or _encode_scalar(value)["type"] != kind:
-                raise mismatch()
-        elif kind in ("list", "tuple"):
-            if value_type is not {"list": list, "tuple": tuple}[kind] or len(value) != len(node["children"]):
-                raise mismatch()
-            for child, part in zip(node["children"], value):
-                targets[child] = part
-        elif kind == "namedtuple":
-            if (not _is_namedtuple_class(value_type) or _type_name(value_type) != node["class"]
-                    or list(value_type._fields) != node["fields"]):
-                raise mismatch()
-            for child, part in zip(node["children"], value):
-                targets[child] = part
-        else:  # the dicts
-            if _DICTS.get(value_type) != kind:
-                raise mismatch()
-            saved = dict(zip(node["key_values_"], node["children"]))
-            saved_keys = {k: k for k in node["key_values_"]}
-            for key in value:
-                if key not in saved or type(saved_keys[key]) is not type(key):
-                    raise mismatch(f": the target has the key {key!r}, which the checkpoint does not")
-                targets[saved[key]] = value[key]
-            for key in node["key_values_"]:
-                if key not in value:
-                    raise mismatch(f": the checkpoint has the key {key!r}, which the target does not")
-    return targets
-
-
-def _entry_array(node: dict, stored, where) -> np.ndarray:
-    """Entry ``stored`` of array node ``node``, checked against it, with the node's dtype."""
-    array = np.asarray(stored)
-    expected_shape = tuple(node["shape"])
-    if array.dtype != node["stored_"] or array.shape != expected_shape:
-        raise ValueError(
-            f"checkpoint entry {node['entry']!r} at {where()} is a {array.dtype} array of shape {array.shape}, "
-            f"but the skeleton records {node['stored_']} of shape {expected_shape}"
-        )
-    return array.view(node["dtype_"]) if array.dtype != node["dtype_"] else array
-
-
-def _check_jax_dtype(node: dict, restored: jax.Array, where) -> None:
-    if restored.dtype != node["dtype_"]:
-        raise ValueError(
-            f"checkpoint entry {node['entry']!r} at {where()} was saved as a {node['dtype_']} JAX array, which "
-            f"JAX makes {restored.dtype} here: load it with jax_enable_x64 set as when it was saved"
-        )
+    return _format.flatten(tree)
 
 
 def from_numpy_dict(flat: Mapping[str, np.ndarray], target: Any = None) -> Any:
@@ -663,84 +245,16 @@ def from_numpy_dict(flat: Mapping[str, np.ndarray], target: Any = None) -> Any:
       >>> [type(x).__name__ for x in back]
       ['ArrayImpl', 'ndarray', 'NoneType']
     """
-    nodes = _read_skeleton(flat)
-    arrays = {node["entry"]: index for index, node in enumerate(nodes) if node["type"] == "array"}
-    names = set(flat) - {_SKELETON}
-    for entry, index in arrays.items():
-        if entry not in names:
-            raise ValueError(
-                f"checkpoint has no entry {entry!r} for the array at {_where(_walk_path(nodes, index))}"
-            )
-    extra = sorted(names - set(arrays))
-    if extra:
-        raise ValueError(f"checkpoint entries {extra} are not in its skeleton (no path holds them)")
+    allowed: dict[str, type] = {}
 
-    # What each node becomes: from the target, or (for NamedTuples) from the allow-list.
-    targets = _match_target(nodes, target) if target is not None else [None] * len(nodes)
-    classes: dict = {}
-    if target is None:
-        allowed = _allowed_state_types()
-        for index, node in enumerate(nodes):
-            if node["type"] == "namedtuple":
-                cls = allowed.get(node["class"])
-                if cls is None:
-                    raise _unknown_type(node["class"], _where(_walk_path(nodes, index)))
-                if list(cls._fields) != node["fields"]:
-                    raise ValueError(
-                        f"checkpoint holds a {node['class']} at {_where(_walk_path(nodes, index))} with the fields "
-                        f"{tuple(node['fields'])}, but that class has the fields {cls._fields}"
-                    )
-                classes[index] = cls
+    def resolve(name: str, where: str) -> type:
+        if not allowed:
+            allowed.update(_allowed_state_types())
+        if name not in allowed:
+            raise _unknown_type(name, where)
+        return allowed[name]
 
-    values: list = [None] * len(nodes)
-    # The arrays first; the JAX arrays with no sharding to follow in one transfer.
-    batch = []
-    for index in arrays.values():
-        node, part = nodes[index], targets[index]
-        where = lambda index=index: _where(_walk_path(nodes, index))  # noqa: E731 (only for messages)
-        array = _entry_array(node, flat[node["entry"]], where)
-        kind = node["kind"] if target is None else (
-            "numpy" if isinstance(part, np.ndarray) else "numpy_scalar" if isinstance(part, np.generic) else "jax")
-        if kind == "numpy":
-            values[index] = array
-        elif kind == "numpy_scalar":
-            values[index] = array[()]
-        elif getattr(part, "sharding", None) is not None:
-            values[index] = jax.make_array_from_callback(array.shape, part.sharding, lambda i, a=array: a[i])
-            _check_jax_dtype(node, values[index], where)
-        else:
-            batch.append((index, array))
-    for (index, _), restored in zip(batch, jax.device_put([array for _, array in batch])):
-        _check_jax_dtype(nodes[index], restored, lambda index=index: _where(_walk_path(nodes, index)))
-        values[index] = restored
-
-    for index in reversed(range(len(nodes))):  # children come after their parent
-        node, kind, part = nodes[index], nodes[index]["type"], targets[index]
-        if kind == "array":
-            continue
-        if kind in _SCALAR_TYPES:
-            values[index] = node["value_"]
-            continue
-        items = [values[child] for child in node["children"]]
-        for child in node["children"]:
-            values[child] = None
-        if kind in ("list", "tuple"):
-            values[index] = items if kind == "list" else tuple(items)
-        elif kind == "namedtuple":
-            values[index] = (type(part) if target is not None else classes[index])(*items)
-        else:
-            by_key = dict(zip(node["key_values_"], items))
-            if target is not None:  # the target's type and key order
-                kind = type(part)
-                new = collections.defaultdict(part.default_factory) if kind is collections.defaultdict else kind()
-                for key in part:
-                    new[key] = by_key[key]
-            elif kind == "defaultdict":
-                new = collections.defaultdict(_FACTORIES.get(node.get("default_factory")), by_key)
-            else:
-                new = collections.OrderedDict(by_key) if kind == "OrderedDict" else by_key
-            values[index] = new
-    return values[0]
+    return _format.unflatten(flat, target, resolve)
 
 
 # ---------------------------------------------------------------------------------------
@@ -765,6 +279,8 @@ def save(path: str | os.PathLike, tree: Any) -> None:
 
     Raises:
       TypeError: naming the path of a value a checkpoint cannot hold; nothing is written.
+      OSError: if writing fails; the file at ``path`` is then as it was, and the
+        temporary file is removed.
 
     Example:
       >>> import os, tempfile, jax.numpy as jnp
@@ -810,7 +326,7 @@ def _sync_directory(folder: str) -> None:
     """Puts the directory's entries (the rename) on disk; a no-op where that cannot be done."""
     try:
         descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # Windows opens no directory; its rename is durable by itself
+    except OSError:  # Windows cannot open a directory to sync it
         return
     try:
         os.fsync(descriptor)
@@ -863,6 +379,11 @@ def load(path: str | os.PathLike, target: Any = None) -> Any:
             except ValueError as error:  # an object array: pickled, refused
                 raise ValueError(f"checkpoint entry {name!r} in {os.fspath(path)!r}: {error}") from None
     return from_numpy_dict(flat, target=target)
+
+
+# ---------------------------------------------------------------------------------------
+# orbax
+# ---------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------

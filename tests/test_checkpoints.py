@@ -486,6 +486,8 @@ def test_trees_deeper_than_the_recursion_limit(tmp_path):
         tree = [tree, level] if level % 2 else {"k": tree, "level": float(level)}
     path = tmp_path / "deep.npz"
     checkpoint.save(path, tree)
+    names = list(checkpoint.to_numpy_dict(tree))
+    assert len(names) == 3 and max(len(name) for name in names) == 1003  # "..." and the path's end
     for back in (checkpoint.load(path), checkpoint.load(path, target=tree)):
         found = _iterative_differences(tree, back)
         assert not found, found[:5]
@@ -703,6 +705,11 @@ def test_malformed_skeletons_are_refused():
         (doc({"type": "dict", "keys": [{"type": "list", "children": []}], "children": [1]}, {"type": "none"}), {},
          "'list' is not a scalar type"),
         (doc({"type": "defaultdict", "keys": [], "children": [], "default_factory": "os.system"}), {}, "default_factory"),
+        (doc({"type": "defaultdict", "keys": [], "children": [], "default_factory": ["list"]}), {}, "default_factory"),
+        (doc({**array, "dtype": ["float32"]}), {"w": w}, "dtype"),
+        (doc({**array, "entry": ["w"]}), {"w": w}, "entry"),
+        (doc({"type": ["list"], "children": []}), {}, "unknown type"),
+        (doc({"type": "dict", "keys": [["s"]], "children": [1]}, {"type": "none"}), {}, "key is not an object"),
         (doc({"type": "namedtuple", "class": "x.Y", "fields": ["a"], "children": []}), {}, "one field name per child"),
         (doc({"type": "code", "source": "import os"}), {}, "unknown type 'code'"),
         (doc(version=2), {}, "format version 2: this gradxform reads version 1"),
