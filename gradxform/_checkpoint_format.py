@@ -42,7 +42,10 @@ _FACTORIES = {
     )
 }
 FACTORY_NAMES = tuple(_FACTORIES)
-_DICTS = {dict: "dict", collections.OrderedDict: "OrderedDict", collections.defaultdict: "defaultdict"}
+# The dict types kept, by their names in the file (Counter: torch's MultiStepLR milestones).
+_DICTS = {dict: "dict", collections.OrderedDict: "OrderedDict", collections.defaultdict: "defaultdict",
+          collections.Counter: "Counter"}
+_DICT_TYPES = {name: cls for cls, name in _DICTS.items()}
 _SEQUENCES = {"list": list, "tuple": tuple}
 _SCALARS = ("none", "bool", "int", "str", "float", "complex")
 _ARRAY_KINDS = ("jax", "numpy", "numpy_scalar")
@@ -184,7 +187,7 @@ def _encode(value, path: Callable[[], str], arrays: dict) -> tuple[dict, list]:
         return {"type": kind.__name__, "children": [None] * len(value)}, [(str(i), v) for i, v in enumerate(value)]
     raise TypeError(
         f"checkpoint cannot store a {kind.__module__}.{kind.__qualname__} at {where(path())}: only dicts (and "
-        "OrderedDict, defaultdict), lists, tuples, NamedTuples, arrays, numpy scalars, None, bool, int, "
+        "OrderedDict, defaultdict, Counter), lists, tuples, NamedTuples, arrays, numpy scalars, None, bool, int, "
         "float, complex and str are kept"
     )
 
@@ -539,13 +542,12 @@ def unflatten(flat: Mapping, target: Any, resolve: Callable[[str, str], type]) -
             values[index] = _SEQUENCES[node.kind](items)
         elif node.kind == "namedtuple":
             values[index] = (type(part) if target is not None else classes[index])(*items)
-        elif target is not None:  # a dict of the target's type, in its key order
+        else:  # a dict; with a target, in the target's key order
             by_key = dict(zip(node.keys, items))
-            kind = type(part)
-            values[index] = collections.defaultdict(part.default_factory) if kind is collections.defaultdict else kind()
-            values[index].update((key, by_key[key]) for key in part)
-        elif node.kind == "defaultdict":
-            values[index] = collections.defaultdict(_FACTORIES.get(node.factory), zip(node.keys, items))
-        else:
-            values[index] = (collections.OrderedDict if node.kind == "OrderedDict" else dict)(zip(node.keys, items))
+            new = _DICT_TYPES[node.kind]()
+            if node.kind == "defaultdict":
+                new.default_factory = part.default_factory if target is not None else _FACTORIES.get(node.factory)
+            for key in (part if target is not None else by_key):
+                new[key] = by_key[key]  # (Counter.update would count)
+            values[index] = new
     return values[0]

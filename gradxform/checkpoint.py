@@ -24,8 +24,8 @@ dict keys, shapes, dtypes) is refused with a ``ValueError`` naming its path.
 What a tree may hold (anything else is refused by :func:`save` with a ``TypeError``
 naming its path): ``dict`` (keys ``str``, ``int``, ``bool``, ``float``, ``complex`` or
 ``None``, each restored with its type), ``collections.OrderedDict``,
-``collections.defaultdict`` (with no factory, or one of ``list dict set tuple int float
-complex str bool OrderedDict``), ``list``, ``tuple``, NamedTuples, ``None``, ``bool``,
+``collections.Counter``, ``collections.defaultdict`` (with no factory, or one of ``list
+dict set tuple int float complex str bool OrderedDict``), ``list``, ``tuple``, NamedTuples, ``None``, ``bool``,
 ``int``, ``float`` and ``complex`` (bit for bit: NaN payloads, infinities and ``-0.0``
 included), ``str``, and arrays: JAX arrays, numpy arrays and numpy scalars, each coming
 back as what it was (JAX arrays on the default device, or with a target's sharding).
@@ -42,10 +42,11 @@ The format (what ``numpy.load`` shows):
   the same width and shape holding its bits, and reinterpreted on load;
 * an entry ``"__skeleton__"``: a ``uint8`` array holding UTF-8 JSON,
   ``{"format": "gradxform.checkpoint", "version": 1, "nodes": [...]}``. The nodes form a
-  flat table, the root first, each container listing its children by index, so that
-  reading and writing need no recursion, however deep the tree. A node is one of
-  ``{"type": "dict", "keys": [...], "children": [...]}`` (also ``"OrderedDict"``, and
-  ``"defaultdict"`` with ``"default_factory"``), ``{"type": "list"|"tuple",
+  flat table, the root first, each container listing its children by index (children
+  come after their container, each in one container), so that reading and writing need
+  no recursion, however deep the tree. A node is one of
+  ``{"type": "dict", "keys": [...], "children": [...]}`` (also ``"OrderedDict"``,
+  ``"Counter"``, and ``"defaultdict"`` with ``"default_factory"``), ``{"type": "list"|"tuple",
   "children": [...]}``, ``{"type": "namedtuple", "class": "module.QualName", "fields":
   [...], "children": [...]}``, ``{"type": "array", "entry": name, "dtype": "float32",
   "shape": [3], "kind": "jax"|"numpy"|"numpy_scalar"}``, or a scalar:

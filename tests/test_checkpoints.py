@@ -392,6 +392,7 @@ def test_save_and_load_keep_every_kind_of_value(tmp_path, registry):
         "ordered": collections.OrderedDict(b=np.ones(1), a=2),
         "default": collections.defaultdict(list, {"k": np.zeros(2)}),
         "default_none": collections.defaultdict(None, {1: 1}),
+        "counter": collections.Counter({5: 1, 2: 3}),  # torch's MultiStepLR milestones
         "point": Point(jnp.zeros(1), (None,)),
         "empty": [[], (), {}, Point((), [])],
         "scalars": [None, True, False, 0, -(2**100), 1.5, -0.0, float("inf"), -float("inf"),
@@ -413,6 +414,7 @@ def test_save_and_load_keep_every_kind_of_value(tmp_path, registry):
     assert _array_leaves_are_jax(back["state"][0]) and type(back["state"][1]["step"]) is int
     assert type(back["point"]) is Point and back["default"].default_factory is list
     assert back["default_none"].default_factory is None and type(back["ordered"]) is collections.OrderedDict
+    assert type(back["counter"]) is collections.Counter and back["counter"] == {5: 1, 2: 3}
     assert isinstance(back["arrays"]["jax_bf16"], jax.Array) and isinstance(back["arrays"]["text"], np.ndarray)
     # The in-memory halves give the same.
     assert not _iterative_differences(tree, checkpoint.from_numpy_dict(checkpoint.to_numpy_dict(tree)))
@@ -800,6 +802,14 @@ def test_a_target_gives_containers_key_order_array_kinds_and_shardings(tmp_path)
     assert type(back["b"]) is np.ndarray and isinstance(back["j"], jax.Array) and isinstance(back["s"], jax.Array)
     for key in saved:
         assert np.asarray(back[key]).tobytes() == np.asarray(saved[key]).tobytes()
+    # The dict types from the target (a defaultdict's factory too), the values from the file.
+    checkpoint.save(tmp_path / "dicts.npz", {"c": collections.Counter({3: 2, 1: 1}),
+                                             "d": collections.defaultdict(list, {"x": [1], "y": []})})
+    factory = lambda: ["new"]  # noqa: E731
+    back = checkpoint.load(tmp_path / "dicts.npz", target={"d": collections.defaultdict(factory, {"y": [], "x": [0]}),
+                                                           "c": collections.Counter({1: 0, 3: 0})})
+    assert list(back) == ["d", "c"] and type(back["c"]) is collections.Counter and list(back["c"].items()) == [(1, 1), (3, 2)]
+    assert back["d"].default_factory is factory and back["d"] == {"y": [], "x": [1]} and list(back["d"]) == ["y", "x"]
     # Concrete state as the target, with a NamedTuple of a class nobody registered.
     Pair = collections.namedtuple("Pair", "x y")
     checkpoint.save(tmp_path / "pair.npz", Pair(jnp.ones(2), [1.5]))
