@@ -5,11 +5,15 @@ Run as a script, in a fresh process, with the same jax configuration on both sid
 (``functional`` or ``torch``; the test runs the two parts side by side):
 
 * ``python tests/resume_cases.py run PART FOLDER``: builds every case, trains ``K`` steps,
-  saves a checkpoint (pickle, ``numpy.savez`` through :mod:`gradxform.checkpoint`, and
-  orbax for the functional states when orbax is installed), then trains ``M`` more
-  steps: the uninterrupted run. Its final state goes to ``FOLDER/run.pkl``.
+  saves a checkpoint (pickle; ``gradxform.checkpoint.save``, which holds everything but
+  the optimizer objects that the ``*_object`` cases pickle; and orbax for the functional
+  states when orbax is installed), then trains ``M`` more steps: the uninterrupted run.
+  Its final state goes to ``FOLDER/run.pkl``.
 * ``python tests/resume_cases.py resume PART FOLDER``: builds every case afresh, loads each
-  checkpoint format in turn and trains ``M`` steps: ``FOLDER/resume-<format>.pkl``.
+  checkpoint format in turn and trains ``M`` steps: ``FOLDER/resume-<format>.pkl``. The
+  formats: ``pickle``, ``npz`` (``gradxform.checkpoint.load``), ``npz_target`` (the same
+  file loaded with the abstract states as ``target=``, functional part only) and
+  ``orbax``.
 
 Results hold numpy arrays and Python values only (see :func:`to_numpy`), so that the
 test can compare them bit for bit in its own process.
@@ -403,7 +407,10 @@ def run(part: str, folder: str) -> None:
     saved = checkpoint_of(functional, torch)
     with open(os.path.join(folder, "checkpoint.pkl"), "wb") as f:
         pickle.dump(saved, f)
-    np.savez(os.path.join(folder, "checkpoint.npz"), **checkpoint.to_numpy_dict(saved))
+    # A gradxform checkpoint holds data only: not the pickled optimizer objects.
+    checkpoint.save(os.path.join(folder, "checkpoint.npz"),
+                    {"functional": saved["functional"],
+                     "torch": {name: entry for name, entry in saved["torch"].items() if "object" not in entry}})
     if functional and orbax_available():
         import orbax.checkpoint as ocp
 
@@ -420,26 +427,32 @@ def load(folder: str, fmt: str, functional: dict) -> dict:
         with open(os.path.join(folder, "checkpoint.pkl"), "rb") as f:
             return pickle.load(f)
     if fmt == "npz":
-        with np.load(os.path.join(folder, "checkpoint.npz")) as data:
-            return checkpoint.from_numpy_dict(dict(data))
+        return checkpoint.load(os.path.join(folder, "checkpoint.npz"))
+    # The target gives the NamedTuple types; without it, orbax returns dicts and lists.
+    target = {name: jax.eval_shape(lambda p, tx=tx: (p, tx.init(p)), params) for name, (tx, _, params, _) in functional.items()}
+    if fmt == "npz_target":
+        # (Only the functional part resumes this way; its file holds no torch_compat case.)
+        return checkpoint.load(os.path.join(folder, "checkpoint.npz"), target={"functional": target, "torch": {}})
     import orbax.checkpoint as ocp
 
-    # The target gives orbax the NamedTuple types; without it, orbax returns dicts and lists.
-    target = {name: jax.eval_shape(lambda p, tx=tx: (p, tx.init(p)), params) for name, (tx, _, params, _) in functional.items()}
     with ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(os.path.join(folder, "orbax"), checkpoint.to_orbax(target))
     return {"functional": checkpoint.from_orbax(restored, target)}
 
 
 def resume(part: str, folder: str) -> None:
-    formats = ["pickle", "npz"] + (["orbax"] if part == "functional" and orbax_available() else [])
+    formats = ["pickle", "npz"] + (["npz_target"] if part == "functional" else [])
+    formats += ["orbax"] if part == "functional" and orbax_available() else []
     for fmt in formats:
         functional, torch = build_all(part, init=False)
         saved = load(folder, fmt, functional)
         for name, (params, state) in saved["functional"].items():
             tx, step, _, _ = functional[name]
             functional[name] = (tx, step, params, state)
-        for name, (opt, scheduler, ps) in torch.items():
+        for name, (opt, scheduler, ps) in list(torch.items()):
+            if name not in saved["torch"]:  # an optimizer object, which only pickle keeps
+                del torch[name]
+                continue
             entry = saved["torch"][name]
             if "object" in entry:  # the whole optimizer, its Parameters inside
                 opt = entry["object"]
