@@ -9,8 +9,10 @@ that changes is the gradient line::
     loss = torch_compat.backward(loss_fn, model, x, y)      # here
 
 Halfway through, the model, the optimizer's ``state_dict()`` and the scheduler's
-``state_dict()`` are saved with pickle (as ``torch.save`` would), and training resumes
-from that file into a fresh model, optimizer and scheduler, as after a restart. The
+``state_dict()`` are saved with ``gradxform.checkpoint.save`` (where torch has
+``torch.save``: a file of data, written atomically, that loads without running code),
+and training resumes from that file into a fresh model, optimizer and scheduler, as
+after a restart. The
 data are scikit-learn's bundled 8x8 digits (the tutorial used banknote photos).
 
     pip install -e ".[examples]"
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,7 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import torch_compat  # noqa: E402
+from gradxform import checkpoint  # noqa: E402
 from torch_compat import optim  # noqa: E402
 
 BATCH_SIZE = 16
@@ -132,22 +134,20 @@ def train(model, optimizer, scheduler, train_data, valid_data, epochs, max_epoch
 
 
 def save_checkpoint(path, model, optimizer, scheduler, epoch, rng, curves):
-    with open(path, "wb") as f:                                             # torch.save(...)
-        pickle.dump({"model": jax.tree.map(np.asarray, torch_compat.values(model)),
-                     "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(),
-                     "epoch": epoch, "rng": rng.bit_generator.state, "curves": curves}, f)
+    checkpoint.save(path, {"model": jax.tree.map(np.asarray, torch_compat.values(model)),  # torch.save(...)
+                           "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(),
+                           "epoch": epoch, "rng": rng.bit_generator.state, "curves": curves})
 
 
 def load_checkpoint(path, step_size):
-    with open(path, "rb") as f:                                             # torch.load(...)
-        checkpoint = pickle.load(f)
-    model, optimizer, scheduler = build(checkpoint["model"], step_size)
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
+    saved = checkpoint.load(path)                                           # torch.load(...)
+    model, optimizer, scheduler = build(saved["model"], step_size)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
     rng = np.random.default_rng()
-    rng.bit_generator.state = checkpoint["rng"]
-    return model, optimizer, scheduler, checkpoint["epoch"], rng, checkpoint["curves"]
+    rng.bit_generator.state = saved["rng"]
+    return model, optimizer, scheduler, saved["epoch"], rng, saved["curves"]
 
 
 def plot_curves(curves, n_batches, path):
@@ -174,7 +174,7 @@ def main(argv=None):
     step_size = max_epoch // 2 + 1                                          # one decay, after the resume
     save_after = max_epoch // 2
     os.makedirs(args.out, exist_ok=True)
-    checkpoint_path = os.path.join(args.out, "checkpoint.pkl")
+    checkpoint_path = os.path.join(args.out, "checkpoint.npz")
 
     train_data, valid_data = make_data()
     model, optimizer, scheduler = build(init_weights(), step_size)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import pickle
 import re
 import subprocess
 import sys
 
 import pytest
+
+import gradxform
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -57,8 +58,7 @@ def test_train_classifier(tmp_path):
 def test_torch_style_loop(tmp_path):
     out = run_example("torch_style_loop", tmp_path)
     assert_png(tmp_path / "torch_style_loop.png")
-    with open(tmp_path / "checkpoint.pkl", "rb") as f:
-        checkpoint = pickle.load(f)
+    checkpoint = gradxform.checkpoint.load(tmp_path / "checkpoint.npz")
     assert checkpoint["epoch"] == 2
     groups = checkpoint["optimizer"]["param_groups"]
     assert [g["lr"] for g in groups] == [0.01, 0.005] and groups[0]["momentum"] == 0.9
