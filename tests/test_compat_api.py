@@ -627,6 +627,29 @@ def test_deleted_optimizers_and_their_parameters_are_freed():
     assert alive == [[] for _ in makers]  # ...yet nothing is kept
 
 
+def test_backward_compiles_once_per_loss_function_and_keeps_none():
+    """``backward`` compiles a loss function once, a bound method too (a new object at
+    each access), and its cache lets both go with their owners."""
+    from torch_compat import _tree
+
+    class Model:
+        def loss(self, tree):
+            return jnp.sum(tree["w"] ** 2)
+
+    owner = Model()
+    model = tc.as_parameters({"w": jnp.ones(3)})
+    for loss_fn in (owner.loss, owner.loss, lambda t: jnp.sum(t["w"] ** 3)):
+        tc.backward(loss_fn, model)
+    compiled = _tree._GRAD_FNS[owner][(Model.loss, False)]
+    assert compiled._cache_size() == 1  # the second bound method found the first's
+    tc.backward(owner.loss, model)
+    assert compiled._cache_size() == 1
+    watched = weakref.ref(owner)
+    del owner, compiled
+    gc.collect()
+    assert watched() is None
+
+
 def test_scheduler_leaves_no_reference_cycle():
     """A scheduler marks ``optimizer.step`` without holding the optimizer: an optimizer
     and its scheduler are freed as soon as they are deleted, without the garbage collector."""
