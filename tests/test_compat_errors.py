@@ -205,8 +205,20 @@ case("params-single-parameter", TypeError,
 case("params-empty", V, "optimizer got an empty parameter list", lambda lib: lib.optim.SGD([], lr=0.1))
 case("params-empty-generator", V, "optimizer got an empty parameter list",
      lambda lib: lib.optim.Adam((p for p in []), lr=0.1))
-case("params-numpy-array", TypeError, "optimizer can only optimize Tensors, but one of the params is numpy.ndarray",
+case("params-numpy-array", TypeError, "optimizer can only optimize Tensors, but one of the params is numpy.ndarray{H}",
      lambda lib: lib.optim.SGD([lib.P(np.ones(3)), np.ones(3)], lr=0.1))
+case("params-numpy-array-itself", TypeError, "optimizer can only optimize Tensors, but one of the params is numpy.float64{H}",
+     lambda lib: lib.optim.SGD(np.ones(3), lr=0.1))
+case("params-dict-of-arrays", TypeError, "optimizer can only optimize Tensors, but one of the params is str{H}",
+     lambda lib: lib.optim.Adam({"w": np.ones(3), "b": np.zeros(2)}))
+case("params-dict-of-params", TypeError, "optimizer can only optimize Tensors, but one of the params is str{H}",
+     lambda lib: lib.optim.Adam({"w": lib.P(np.ones(3))}))
+case("group-params-dict", TypeError, "optimizer can only optimize Tensors, but one of the params is str{H}",
+     lambda lib: lib.optim.Adam([{"params": {"w": lib.P(np.ones(3))}, "lr": 0.1}]))
+case("param-int", RuntimeError, "Only Tensors of floating point and complex dtype can require gradients{I}",
+     lambda lib: lib.P([1, 2], np.int64))
+case("param-bool", RuntimeError, "Only Tensors of floating point and complex dtype can require gradients{I}",
+     lambda lib: lib.P([True], np.bool_))
 case("params-float", TypeError, "optimizer can only optimize Tensors, but one of the params is float",
      lambda lib: lib.optim.Adam([{"params": [lib.P(np.ones(3)), 1.0]}]))
 case("params-set-in-group", TypeError,
@@ -350,6 +362,10 @@ case("add-group-not-dict", TypeError, "param_group must be a dict, but got <clas
      _bad_add(lambda lib, ps: [lib.P(np.ones(2))]), after=True)
 case("add-group-non-tensor", TypeError, "optimizer can only optimize Tensors, but one of the params is str",
      _bad_add(lambda lib, ps: {"params": ["w"]}), after=True)
+case("add-group-dict", TypeError, "optimizer can only optimize Tensors, but one of the params is str{H}",
+     _bad_add(lambda lib, ps: {"params": {"w": lib.P(np.ones(2))}}), after=True)
+case("add-group-array", TypeError, "optimizer can only optimize Tensors, but one of the params is numpy.ndarray{H}",
+     _bad_add(lambda lib, ps: {"params": [np.ones(2)]}), after=True)
 case("add-group-names-mixed", V,
      "all optimizer param groups should be with/without names. cannot add param group with names to the optimizer",
      _bad_add(lambda lib, ps: {"params": [("w", lib.P(np.ones(2)))]}), after=True)
@@ -367,8 +383,18 @@ def test_top_level_set_of_params_is_accepted(lib):
 # -- the test -----------------------------------------------------------------------------
 
 
+# The sentence torch_compat adds to torch's text, saying what to do ({H}, {I} in a message).
+ARRAYS_HINT = ("To optimize JAX or NumPy arrays, or a pytree of them such as a dict, wrap them first: "
+               "model = torch_compat.as_parameters(tree), then pass torch_compat.parameters(model).")
+DTYPE_HINT = ("Cast the array to a floating dtype first (for example x.astype(jnp.float32)), or set "
+              "requires_grad=False for an array that is not trained.")
+
+
 def _expected(case: Case, lib) -> str:
-    return case.message.replace("{T}", TORCH_TYPE if lib.name == "torch" else OUR_TYPE)
+    text = case.message.replace("{T}", TORCH_TYPE if lib.name == "torch" else OUR_TYPE)
+    for mark, hint in (("{H}", ARRAYS_HINT), ("{I}", DTYPE_HINT)):
+        text = text.replace(mark, "" if lib.name == "torch" else ". " + hint)
+    return text
 
 
 def _snapshot(opt, params):
@@ -671,3 +697,79 @@ def test_state_step_the_int32_counter_cannot_hold(cls):
     # Counted on (as torch's float32 step holds 2**30 + 1), and the parameter moved to finite values.
     assert float(opt.state[params[1]]["step"]) == float(np.float32(2**30 + 1))
     assert np.all(np.isfinite(np.asarray(params[1].data)))
+
+
+# -- habits from torch that fail here: what to do, after torch's text ---------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda: tco.SGD(jnp.ones(3), lr=0.1),
+    lambda: tco.SGD([jnp.ones(3), jnp.zeros(2)], lr=0.1),
+    lambda: tco.Adam([{"params": [jnp.ones(3)]}]),
+], ids=["array-itself", "list-of-arrays", "group-of-arrays"])
+def test_jax_arrays_given_to_an_optimizer(make):
+    """A JAX array is no Parameter: torch's TypeError (its text for a Tensor given as
+    ``params``, or for a non-Tensor in them), then the way to wrap arrays."""
+    with pytest.raises(TypeError) as info:
+        make()
+    assert re.fullmatch(
+        r"(params argument given to the optimizer should be an iterable of Tensors or dicts, but got"
+        r"|optimizer can only optimize Tensors, but one of the params is) jaxlib\._jax\.ArrayImpl\. "
+        + re.escape(ARRAYS_HINT), str(info.value))
+
+
+MATH_HINT = (r"A Parameter holds an array but is not one: use p\.data for its value in JAX code, or compute "
+             r"gradients with torch_compat\.backward\(loss_fn, model\), which calls loss_fn on arrays\.")
+
+
+@pytest.mark.parametrize("expression, text", [
+    (lambda p, x: p + 1, r"unsupported operand type\(s\) for \+: 'Parameter' and 'int'"),
+    (lambda p, x: 2.0 * p, r"unsupported operand type\(s\) for \*: 'float' and 'Parameter'"),
+    (lambda p, x: x @ p, r"unsupported operand type\(s\) for @: 'ArrayImpl' and 'Parameter'"),
+    (lambda p, x: p @ x, r"unsupported operand type\(s\) for @: 'Parameter' and 'ArrayImpl'"),
+    (lambda p, x: x - p, r"unsupported operand type\(s\) for -: 'ArrayImpl' and 'Parameter'"),
+    (lambda p, x: np.ones(3) + p, r"unsupported operand type\(s\) for \+: 'ndarray' and 'Parameter'"),
+    (lambda p, x: p ** 2, r"unsupported operand type\(s\) for \*\*: 'Parameter' and 'int'"),
+    (lambda p, x: -p, r"bad operand type for unary -: 'Parameter'"),
+    (lambda p, x: abs(p), r"bad operand type for abs\(\): 'Parameter'"),
+    (lambda p, x: p < 0, r"'<' not supported between instances of 'Parameter' and 'int'"),
+], ids=["p+1", "2*p", "x@p", "p@x", "x-p", "numpy+p", "p**2", "-p", "abs", "p<0"])
+def test_parameter_in_maths(expression, text):
+    """A Parameter in maths (JAX's or NumPy's operators): a TypeError with Python's text
+    and the pointer to ``.data`` and ``torch_compat.backward``; ``.data`` works."""
+    p, x = tc.Parameter(jnp.ones(3)), jnp.arange(3.0)
+    with pytest.raises(TypeError) as info:
+        expression(p, x)
+    assert re.fullmatch(text + r"\. " + MATH_HINT, str(info.value))
+    result = expression(p.data, x)  # what the message says to write
+    assert np.all(np.isfinite(np.asarray(result)))
+
+
+def test_parameter_in_jnp_functions_is_a_type_error():
+    """jnp functions give JAX's own TypeError, naming the Parameter type (JAX has no
+    public way to add a sentence; see docs/migration-torch.md); np.asarray reads the value."""
+    p = tc.Parameter(jnp.ones(3))
+    for call in (lambda: jnp.sin(p), lambda: jax.jit(lambda a: a * 2)(p), lambda: jnp.add(p, 1)):
+        with pytest.raises(TypeError, match="Parameter"):
+            call()
+    np.testing.assert_array_equal(np.asarray(p), [1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("lib", _libs())
+def test_integer_parameter_requires_grad_later(lib):
+    """An integer parameter may exist with ``requires_grad=False``, as in torch; turning
+    it on, or giving a float parameter integer data, is torch's RuntimeError."""
+    suffix = "" if lib.name == "torch" else ". " + DTYPE_HINT
+    if lib.name == "ours":
+        p = tc.Parameter(jnp.asarray([1, 2]), requires_grad=False)
+    else:
+        p = torch.nn.Parameter(torch.tensor([1, 2]), requires_grad=False)
+    with pytest.raises(RuntimeError) as info:
+        p.requires_grad = True
+    assert str(info.value) == "only Tensors of floating point and complex dtype can require gradients" + suffix
+    assert p.requires_grad is False
+    q = lib.P(np.ones(2))
+    with pytest.raises(RuntimeError) as info:
+        q.data = lib.array([1, 2])
+    assert str(info.value) == "data set to a tensor that requires gradients must be floating point or complex dtype" + suffix
+    assert str(q.dtype) in ("float64", "torch.float64")

@@ -14,7 +14,7 @@ import itertools
 import math
 import warnings
 from collections import OrderedDict, defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradxform
 from gradxform import _numerics, robust
-from torch_compat._parameter import Parameter, typename
+from torch_compat._parameter import ARRAYS_HINT, Parameter, typename
 
 
 class _RequiredParameter:
@@ -134,10 +134,15 @@ class Optimizer:
         self._optimizer_load_state_dict_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
         self._optimizer_load_state_dict_post_hooks: OrderedDict[int, Callable] = OrderedDict()
         if isinstance(params, (Parameter, jax.Array)):
-            raise TypeError(
+            message = (
                 "params argument given to the optimizer should be "
                 "an iterable of Tensors or dicts, but got " + typename(params)
             )
+            raise TypeError(message if isinstance(params, Parameter) else f"{message}. {ARRAYS_HINT}")
+        if isinstance(params, Mapping):  # torch iterates its keys: a pytree of arrays, most likely
+            for key in params:
+                if not isinstance(key, Parameter):
+                    raise _not_a_tensor(key, hint=True)
         self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
         param_groups = list(params)
@@ -388,6 +393,7 @@ class Optimizer:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
         params = param_group["params"]
+        from_mapping = isinstance(params, Mapping)
         if isinstance(params, Parameter):
             param_group["params"] = [params]
         elif isinstance(params, set):
@@ -414,9 +420,7 @@ class Optimizer:
                 )
         for param in param_group["params"]:
             if not isinstance(param, Parameter):
-                raise TypeError(
-                    "optimizer can only optimize Tensors, but one of the params is " + typename(param)
-                )
+                raise _not_a_tensor(param, hint=from_mapping or _is_array(param))
         for name, default in self.defaults.items():
             if default is required and name not in param_group:
                 raise ValueError(
@@ -443,6 +447,13 @@ class Optimizer:
         if not param_set.isdisjoint(set(param_group["params"])):
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(param_group)
+
+
+def _not_a_tensor(param: Any, hint: bool) -> TypeError:
+    """torch's error for a non-Tensor in the params, with :data:`ARRAYS_HINT` when
+    ``hint`` (an array, or a key of a dict given as params)."""
+    message = "optimizer can only optimize Tensors, but one of the params is " + typename(param)
+    return TypeError(f"{message}. {ARRAYS_HINT}" if hint else message)
 
 
 def _is_array(value) -> bool:
