@@ -525,6 +525,13 @@ def _cache_size():
     return len(entries), sum(fn._cache_size() for fn in entries.values())
 
 
+@pytest.fixture
+def no_eviction(monkeypatch):
+    """The compile cache drops nothing during the test (earlier tests may have filled it):
+    :func:`_cache_size` then counts compilations only."""
+    monkeypatch.setattr(GradxformOptimizer, "_compile_cache_size", 10**6)
+
+
 def _adam_with_two_groups():
     ps = [tc.Parameter(jnp.ones((2, 3)) * 0.5), tc.Parameter(jnp.arange(3.0))]
     opt = tco.Adam([{"params": ps[:1]}, {"params": ps[1:], "betas": (0.8, 0.9)}], lr=0.01, weight_decay=0.1)
@@ -537,7 +544,7 @@ def _adam_with_two_groups():
     return opt, ps, step
 
 
-def test_no_recompilation_when_options_change():
+def test_no_recompilation_when_options_change(no_eviction):
     """lr, betas, eps and a nonzero weight_decay are traced: changing them between steps
     compiles nothing new; a static option (maximize) does compile once, which shows the
     probe works."""
@@ -560,7 +567,7 @@ def test_no_recompilation_when_options_change():
     assert _cache_size()[1] == before[1] + 1
 
 
-def test_changed_lr_takes_effect_without_recompiling():
+def test_changed_lr_takes_effect_without_recompiling(no_eviction):
     """The traced lr is really used: one SGD step with lr changed by hand moves the
     parameter by exactly lr * grad."""
     p = tc.Parameter(jnp.zeros(3))
@@ -680,7 +687,7 @@ def test_compile_cache_is_bounded(monkeypatch):
         np.testing.assert_array_equal(np.asarray(p.data), [0.5, 0.5] if maximize else [-0.5, -0.5])
 
 
-def test_group_entries_that_are_not_options_do_not_recompile():
+def test_group_entries_that_are_not_options_do_not_recompile(no_eviction):
     """Only the class's own options shape the compiled step: a scheduler's
     ``initial_lr`` or a user's own group entry can change freely (a sweep over learning
     rates, each with its scheduler, shares one compiled step)."""
