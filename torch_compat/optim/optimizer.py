@@ -553,6 +553,12 @@ def _shape_mismatch_message(shape: tuple[int, ...], expected: tuple[int, ...], b
     return f"output with shape {output} doesn't match the broadcast shape {broadcast}"
 
 
+def _shaped(value: Any, shape: tuple[int, ...]) -> jax.Array:
+    """``value`` as an array of ``shape``, which it has, or of one element for a scalar."""
+    value = jnp.asarray(value)
+    return value if value.shape == tuple(shape) else value.reshape(shape)
+
+
 def _to_float(value: Any) -> float:
     return float(np.asarray(value).reshape(())) if _is_array(value) else float(value)
 
@@ -939,11 +945,11 @@ class GradxformOptimizer(Optimizer):
                     continue
                 if name == "step":
                     if "step" in saved:
-                        out[i] = jnp.asarray(saved["step"]).reshape(()).astype(jnp.int32)
+                        out[i] = _shaped(saved["step"], ()).astype(jnp.int32)
                     elif "step" not in keys and any(k in saved for k in keys):
                         out[i] = jnp.ones([], jnp.int32)  # torch keeps no step: "not the first"
                 elif name in keys and saved.get(name) is not None:
-                    out[i] = jnp.reshape(saved[name], jnp.shape(out[i]))  # a scalar may be (1,)
+                    out[i] = _shaped(saved[name], jnp.shape(out[i]))
             return out
 
         return _replace_fields(inner, replace)
