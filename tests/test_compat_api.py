@@ -8,12 +8,14 @@ Where torch is importable, behaviour is compared with torch's live (messages, ho
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import pickle
 import re
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -523,6 +525,13 @@ def _cache_size():
     return len(entries), sum(fn._cache_size() for fn in entries.values())
 
 
+@pytest.fixture
+def no_eviction(monkeypatch):
+    """The compile cache drops nothing during the test (earlier tests may have filled it):
+    :func:`_cache_size` then counts compilations only."""
+    monkeypatch.setattr(GradxformOptimizer, "_compile_cache_size", 10**6)
+
+
 def _adam_with_two_groups():
     ps = [tc.Parameter(jnp.ones((2, 3)) * 0.5), tc.Parameter(jnp.arange(3.0))]
     opt = tco.Adam([{"params": ps[:1]}, {"params": ps[1:], "betas": (0.8, 0.9)}], lr=0.01, weight_decay=0.1)
@@ -535,7 +544,7 @@ def _adam_with_two_groups():
     return opt, ps, step
 
 
-def test_no_recompilation_when_options_change():
+def test_no_recompilation_when_options_change(no_eviction):
     """lr, betas, eps and a nonzero weight_decay are traced: changing them between steps
     compiles nothing new; a static option (maximize) does compile once, which shows the
     probe works."""
@@ -558,7 +567,7 @@ def test_no_recompilation_when_options_change():
     assert _cache_size()[1] == before[1] + 1
 
 
-def test_changed_lr_takes_effect_without_recompiling():
+def test_changed_lr_takes_effect_without_recompiling(no_eviction):
     """The traced lr is really used: one SGD step with lr changed by hand moves the
     parameter by exactly lr * grad."""
     p = tc.Parameter(jnp.zeros(3))
@@ -572,6 +581,124 @@ def test_changed_lr_takes_effect_without_recompiling():
         p.grad = jnp.ones(3)
         opt.step()
         np.testing.assert_array_equal(np.asarray(p.data), start - lr)
+    assert _cache_size() == before
+
+
+def _watched_training(make_optimizer, skip=False, scheduler=False, backward=False):
+    """Trains a fresh optimizer two steps; weak references to it, its Parameters and
+    their arrays (and to the loss function and what it closes over, with ``backward``),
+    which nothing must keep alive after."""
+
+    class Batch:  # what a loss function typically closes over
+        target = jnp.ones(3)
+
+    batch = Batch()
+    model = tc.as_parameters({"a": jnp.full(3, 0.5), "b": jnp.full(2, 1.5)})
+    params = tc.parameters(model)
+    optimizer = make_optimizer(params)
+    if skip:
+        optimizer.set_skip_non_finite()
+    sched = tco.lr_scheduler.StepLR(optimizer, 1, gamma=0.5) if scheduler else None
+    loss_fn = lambda tree: sum(jnp.sum((leaf - batch.target[0]) ** 2) for leaf in jax.tree.leaves(tree))  # noqa: E731
+    for _ in range(2):
+        optimizer.zero_grad()
+        if backward:
+            tc.backward(loss_fn, model)
+        else:
+            for p in params:
+                p.grad = jnp.ones(p.shape)
+        optimizer.step()
+        if sched is not None:
+            sched.step()
+    refs = [weakref.ref(optimizer)] + [weakref.ref(p) for p in params] + [weakref.ref(p.data) for p in params]
+    return refs + ([weakref.ref(batch), weakref.ref(loss_fn)] if backward else [])
+
+
+def test_deleted_optimizers_and_their_parameters_are_freed():
+    """The compiled steps are cached (per class and static options) and shared, but hold
+    no optimizer, Parameter or array, and :func:`torch_compat.backward`'s cache holds no
+    loss function: once deleted, everything is freed. Two Adams share a compiled step,
+    a third (amsgrad) has its own; an SGD covers skipping non-finite steps and a
+    scheduler. (LBFGS's compiled functions take everything as arguments; it is left out
+    here for its compile time.)"""
+    makers = [
+        (lambda ps: tco.Adam(ps, lr=0.1), {"backward": True}),
+        (lambda ps: tco.Adam(ps, lr=0.2), {}),  # the same compile key
+        (lambda ps: tco.Adam(ps, lr=0.1, amsgrad=True), {}),  # another one
+        (lambda ps: tco.SGD(ps, lr=0.1, momentum=0.9), {"skip": True, "scheduler": True}),
+    ]
+    refs = [_watched_training(make, **kwargs) for make, kwargs in makers]
+    assert any(key[0] is tco.Adam for key in GradxformOptimizer._compiled)  # cached...
+    gc.collect()
+    alive = [[i for i, ref in enumerate(group) if ref() is not None] for group in refs]
+    assert alive == [[] for _ in makers]  # ...yet nothing is kept
+
+
+def test_backward_compiles_once_per_loss_function_and_keeps_none():
+    """``backward`` compiles a loss function once, a bound method too (a new object at
+    each access), and its cache lets both go with their owners."""
+    from torch_compat import _tree
+
+    class Model:
+        def loss(self, tree):
+            return jnp.sum(tree["w"] ** 2)
+
+    owner = Model()
+    model = tc.as_parameters({"w": jnp.ones(3)})
+    for loss_fn in (owner.loss, owner.loss, lambda t: jnp.sum(t["w"] ** 3)):
+        tc.backward(loss_fn, model)
+    compiled = _tree._GRAD_FNS[owner][(Model.loss, False)]
+    assert compiled._cache_size() == 1  # the second bound method found the first's
+    tc.backward(owner.loss, model)
+    assert compiled._cache_size() == 1
+    watched = weakref.ref(owner)
+    del owner, compiled
+    gc.collect()
+    assert watched() is None
+
+
+def test_scheduler_leaves_no_reference_cycle():
+    """A scheduler marks ``optimizer.step`` without holding the optimizer: an optimizer
+    and its scheduler are freed as soon as they are deleted, without the garbage collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        refs = _watched_training(lambda ps: tco.SGD(ps, lr=0.1, momentum=0.9), scheduler=True)
+        assert refs[0]() is None and all(ref() is None for ref in refs[3:])
+    finally:
+        gc.enable()
+
+
+def test_compile_cache_is_bounded(monkeypatch):
+    """The cache keeps the most recently used compiled steps, up to its size (64; 3
+    here); a dropped one is compiled again when needed, and steps as before."""
+    monkeypatch.setattr(GradxformOptimizer, "_compile_cache_size", 3)
+    runs = []
+    for maximize in (False, True):
+        for foreach in (None, False, True):  # six compile keys (foreach has no effect)
+            p = tc.Parameter(jnp.zeros(2))
+            runs.append((tco.SGD([p], lr=0.25, maximize=maximize, foreach=foreach), p, maximize))
+    for _ in range(2):
+        for opt, p, _ in runs:
+            p.grad = jnp.ones(2)
+            opt.step()
+            assert len(GradxformOptimizer._compiled) <= 3
+    for _, p, maximize in runs:
+        np.testing.assert_array_equal(np.asarray(p.data), [0.5, 0.5] if maximize else [-0.5, -0.5])
+
+
+def test_group_entries_that_are_not_options_do_not_recompile(no_eviction):
+    """Only the class's own options shape the compiled step: a scheduler's
+    ``initial_lr`` or a user's own group entry can change freely (a sweep over learning
+    rates, each with its scheduler, shares one compiled step)."""
+    opt, ps, step = _adam_with_two_groups()
+    step()
+    step()
+    before = _cache_size()
+    for lr in (0.1, 0.2, 0.3):
+        for group in opt.param_groups:
+            group.update(initial_lr=lr, max_lr=10 * lr, note=f"run with lr {lr}", tags=[lr])
+        step()
     assert _cache_size() == before
 
 

@@ -39,8 +39,46 @@ _SCALAR_TYPE_NAMES = {
 }
 
 
+# What to do, appended to torch's messages where a torch user's habit fails here.
+ARRAYS_HINT = (
+    "To optimize JAX or NumPy arrays, or a pytree of them such as a dict, wrap them first: "
+    "model = torch_compat.as_parameters(tree), then pass torch_compat.parameters(model)."
+)
+MATH_HINT = (
+    "A Parameter holds an array but is not one: use p.data for its value in JAX code, or "
+    "compute gradients with torch_compat.backward(loss_fn, model), which calls loss_fn on arrays."
+)
+DTYPE_HINT = (
+    "Cast the array to a floating dtype first (for example x.astype(jnp.float32)), or set "
+    "requires_grad=False for an array that is not trained."
+)
+
+
 def _shape_text(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _requires_grad_allowed(dtype) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.inexact))  # floating point or complex, as torch
+
+
+def _refused_operator(symbol: str, reflected: bool = False, unary: bool = False):
+    """A special method that refuses JAX maths on a Parameter with Python's own text
+    (``unsupported operand type(s) for +: 'Parameter' and 'int'``) and :data:`MATH_HINT`."""
+
+    def refuse(self, *other):
+        if unary:
+            text = f"bad operand type for {symbol}: 'Parameter'"
+        elif symbol in ("<", "<=", ">", ">="):
+            text = f"'{symbol}' not supported between instances of 'Parameter' and '{type(other[0]).__name__}'"
+        else:
+            left, right = ("Parameter", type(other[0]).__name__)
+            if reflected:
+                left, right = right, left
+            text = f"unsupported operand type(s) for {symbol}: '{left}' and '{right}'"
+        raise TypeError(f"{text}. {MATH_HINT}")
+
+    return refuse
 
 
 def typename(obj) -> str:
@@ -64,9 +102,17 @@ class Parameter:
     than keeping the array from before it. The array given to the constructor (or
     assigned to ``.data``) is copied, so the caller's own arrays are never donated.
 
+    A Parameter is not an array: operators on it (``p + 1``, ``x @ p``) raise a
+    ``TypeError`` pointing to ``.data`` and :func:`torch_compat.backward`, and ``jnp``
+    functions raise JAX's ``TypeError``. ``np.asarray(p)`` reads the value.
+
     Args:
       data: the initial value (anything ``jnp.asarray`` takes).
-      requires_grad: kept for torch compatibility.
+      requires_grad: whether it takes gradients (read by :func:`torch_compat.backward`).
+
+    Raises:
+      RuntimeError: torch's, for ``requires_grad`` with a dtype that is not floating
+        point or complex (also when set later, or when such ``.data`` is assigned).
 
     Example:
       >>> import jax.numpy as jnp
@@ -77,21 +123,41 @@ class Parameter:
       ((3,), dtype('float32'), [1.0, 1.0, 1.0])
     """
 
-    __slots__ = ("_data", "_grad", "requires_grad", "__weakref__")
+    __slots__ = ("_data", "_grad", "_requires_grad", "__weakref__")
 
     def __init__(self, data, requires_grad: bool = True):
-        self._data = jnp.array(data, copy=True)
+        data = jnp.array(data, copy=True)
+        if requires_grad and not _requires_grad_allowed(data.dtype):
+            raise RuntimeError(f"Only Tensors of floating point and complex dtype can require gradients. {DTYPE_HINT}")
+        self._data = data
         self._grad = None
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the parameter takes gradients (floating point and complex ones only, as in torch)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and not _requires_grad_allowed(self._data.dtype):
+            raise RuntimeError(f"only Tensors of floating point and complex dtype can require gradients. {DTYPE_HINT}")
+        self._requires_grad = bool(value)
 
     @property
     def data(self) -> jax.Array:
-        """The current value. Assigning replaces it (any shape, as in torch)."""
+        """The current value. Assigning replaces it (any shape, as in torch; a floating
+        point or complex dtype while ``requires_grad``)."""
         return self._data
 
     @data.setter
     def data(self, value) -> None:
-        self._data = jnp.array(value, copy=True)
+        value = jnp.array(value, copy=True)
+        if self._requires_grad and not _requires_grad_allowed(value.dtype):
+            raise RuntimeError(
+                f"data set to a tensor that requires gradients must be floating point or complex dtype. {DTYPE_HINT}"
+            )
+        self._data = value
 
     @property
     def grad(self):
@@ -154,6 +220,23 @@ class Parameter:
     def __array__(self, dtype=None, copy=None):
         array = np.asarray(self._data)
         return array if dtype is None else array.astype(dtype)
+
+    # A Parameter is no array in maths (JAX's or NumPy's): each operator raises a
+    # TypeError that points to .data and torch_compat.backward. (jnp functions, such as
+    # jnp.sin(p), raise JAX's own TypeError: "... of type <class 'Parameter'> is not a
+    # valid JAX type".) np.asarray(p) still reads the value.
+    __array_ufunc__ = None  # NumPy's operators defer to the ones below
+    for _name, _symbol in [
+        ("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"), ("floordiv", "//"), ("mod", "%"),
+        ("pow", "**"), ("matmul", "@"), ("and", "&"), ("or", "|"), ("xor", "^"), ("lshift", "<<"), ("rshift", ">>"),
+    ]:
+        locals()[f"__{_name}__"] = _refused_operator(_symbol)
+        locals()[f"__r{_name}__"] = _refused_operator(_symbol, reflected=True)
+    for _name, _symbol in [("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">=")]:
+        locals()[f"__{_name}__"] = _refused_operator(_symbol)
+    for _name, _symbol in [("neg", "unary -"), ("pos", "unary +"), ("invert", "unary ~"), ("abs", "abs()")]:
+        locals()[f"__{_name}__"] = _refused_operator(_symbol, unary=True)
+    del _name, _symbol
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.shape}, dtype={self.dtype.name}, grad={'set' if self._grad is not None else None})"

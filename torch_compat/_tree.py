@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from typing import Any, Callable
 
@@ -62,23 +63,29 @@ def values(tree: Any) -> Any:
     return jax.tree.map(lambda p: p.data if _is_parameter(p) else p, tree, is_leaf=_is_parameter)
 
 
-_GRAD_FNS: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+# Compiled value-and-gradient functions, per loss function (per object and function for a
+# bound method). Each holds its loss function weakly, so the cache keeps no loss function,
+# nor what it refers to (a model, a batch), alive: an entry goes with its loss function.
+_GRAD_FNS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
 def _value_and_grad(loss_fn: Callable, has_aux: bool) -> Callable:
-    key = (has_aux,)
-    table = _GRAD_FNS.setdefault(loss_fn, {}) if _weakrefable(loss_fn) else {}
-    if key not in table:
-        table[key] = jax.jit(jax.value_and_grad(loss_fn, has_aux=has_aux))
-    return table[key]
-
-
-def _weakrefable(obj) -> bool:
+    if inspect.ismethod(loss_fn):  # a new bound-method object at each access: key on its parts
+        owner, key, make_ref = loss_fn.__self__, (loss_fn.__func__, has_aux), weakref.WeakMethod
+    else:
+        owner, key, make_ref = loss_fn, has_aux, weakref.ref
     try:
-        weakref.ref(obj)
-        return True
-    except TypeError:
-        return False
+        table = _GRAD_FNS.setdefault(owner, {})
+    except TypeError:  # not weakly referenceable, or not hashable: compiled for this call only
+        return jax.jit(jax.value_and_grad(loss_fn, has_aux=has_aux))
+    if key not in table:
+        ref = make_ref(loss_fn)
+
+        def weak_loss_fn(*args, **kwargs):
+            return ref()(*args, **kwargs)  # called while tracing, when loss_fn is alive
+
+        table[key] = jax.jit(jax.value_and_grad(weak_loss_fn, has_aux=has_aux))
+    return table[key]
 
 
 def backward(loss_fn: Callable, tree: Any, *args, has_aux: bool = False, **kwargs):

@@ -312,6 +312,7 @@ class NAdam(GradxformOptimizer):
     """
 
     _state_keys = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+    _keys_read_on_load = ("step", "mu_product")
     _hyperparams = ("lr", "betas", "eps", "weight_decay", "momentum_decay")
     _sparse_grad_message = "NAdam does not support sparse gradients"
     _unpacked_pairs = ("betas",)

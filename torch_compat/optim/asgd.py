@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradxform
 from torch_compat.optim import _validation
-from torch_compat.optim.optimizer import GradxformOptimizer
+from torch_compat.optim.optimizer import GradxformOptimizer, _shape_mismatch_message
 
 
 class ASGD(GradxformOptimizer):
@@ -24,6 +24,7 @@ class ASGD(GradxformOptimizer):
     """
 
     _state_keys = ("step", "eta", "mu", "ax")
+    _keys_read_on_load = ("step", "eta", "mu")
     _hyperparams = ("lr", "lambd", "alpha", "t0", "weight_decay")
     _sparse_grad_message = "ASGD does not support sparse gradients"
 
@@ -115,6 +116,12 @@ class Rprop(GradxformOptimizer):
 
     def _group_defaults_on_load(self):
         return dict(foreach=None, maximize=False, differentiable=False, capturable=False)
+
+    @classmethod
+    def _state_shape_error(cls, key, shape, expected):
+        if key == "prev" and expected:  # torch multiplies grad.mul(prev): the buffer is tensor b
+            return RuntimeError(_shape_mismatch_message(shape, expected, buffer_first=False))
+        return super()._state_shape_error(key, shape, expected)
 
     @staticmethod
     def _make_transform(o):

@@ -30,6 +30,7 @@ class SparseAdam(GradxformOptimizer):
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _hyperparams = ("lr", "betas", "eps")
+    _keys_read_on_load = ()  # torch's SparseAdam has no __setstate__: a missing key fails at step()
     _unpacked_pairs = ("betas",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
@@ -56,6 +57,15 @@ class SparseAdam(GradxformOptimizer):
 
     def _export_step(self, step):
         return int(step)
+
+    @classmethod
+    def _state_shape_error(cls, key, shape, expected):
+        if expected:  # torch masks the buffer with the sparse gradient first
+            return RuntimeError(
+                f"sparse_mask(): operands have incompatible sizes; self has size {list(shape)} "
+                f"but mask has size {list(expected)}"
+            )
+        return super()._state_shape_error(key, shape, expected)
 
     @staticmethod
     def _make_transform(o):
@@ -116,6 +126,15 @@ class Adafactor(GradxformOptimizer):
             raise RuntimeError("Adafactor does not support complex parameters")
         return super()._grad_for_step(param, group)
 
+    @classmethod
+    def _missing_state_error(cls, key):
+        # torch reads these with state.get and asserts in its update.
+        if key in ("row_var", "col_var"):
+            return AssertionError("row_var and col_var should be defined when grad is multidimensional")
+        if key == "variance":
+            return AssertionError("variance should be defined when grad is a vector")
+        return super()._missing_state_error(key)
+
     @staticmethod
     def _make_transform(o):
         return gradxform.adafactor(o["lr"], o["beta2_decay"], o["eps"], o["d"], o["weight_decay"], maximize=o["maximize"])
@@ -136,6 +155,8 @@ class Muon(GradxformOptimizer):
     """
 
     _state_keys = ("momentum_buffer",)
+    _recreated_state_keys = ("momentum_buffer",)  # torch: zeros when "momentum_buffer" not in state
+    _keys_read_on_load = ()
     _hyperparams = ("lr", "weight_decay", "momentum", "ns_coefficients", "eps")
     _sparse_grad_message = "Muon does not support sparse gradients"
 
@@ -183,6 +204,16 @@ class Muon(GradxformOptimizer):
         if param.is_complex():
             raise RuntimeError("Muon does not support complex parameters")
         return super()._grad_for_step(param, group)
+
+    @classmethod
+    def _state_shape_error(cls, key, shape, expected):
+        ndim = max(len(shape), len(expected))
+        a = (1,) * (ndim - len(shape)) + tuple(shape)
+        b = (1,) * (ndim - len(expected)) + tuple(expected)
+        broadcasts = all(x == y or 1 in (x, y) for x, y in zip(a, b))
+        if broadcasts and ndim != 2:  # the buffer's shape reaches torch's Newton-Schulz iteration
+            return ValueError("Input tensor gradient must be a 2D matrix")
+        return super()._state_shape_error(key, shape, expected)
 
     def _check_group_with_grads(self, group):
         # torch checks these in its Newton-Schulz iteration, at the first step.

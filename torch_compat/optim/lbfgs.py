@@ -21,10 +21,13 @@ from torch_compat.optim.optimizer import Optimizer
 _DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable:
     """One jitted evaluation step per structure: flatten the gradients, ``lbfgs_tell``,
     and the next point to evaluate, unflattened into the parameters' shapes.
+
+    Cached for the 64 structures used last; the compiled function refers to no optimizer
+    or parameter (they are its arguments).
 
     The other options are traced values, so changing ``lr``, ``max_iter``, ``max_eval``
     or the tolerances never recompiles. One dispatch per closure call.

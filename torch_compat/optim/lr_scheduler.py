@@ -164,12 +164,15 @@ def _mark_optimizer_steps(optimizer: Optimizer) -> None:
         return
     method = getattr(current, "__func__", None)
     owner = weakref.ref(optimizer)
+    # Set on the optimizer, the wrapper must not hold it: a bound method would (a cycle
+    # that only the garbage collector frees), so it calls the function with owner().
+    other = current if method is None else None
 
     def counted_step(*args, **kwargs):
         opt = owner()
         opt._opt_called = True
         if method is None:
-            return current(*args, **kwargs)
+            return other(*args, **kwargs)
         return method(opt, *args, **kwargs)
 
     if method is not None:

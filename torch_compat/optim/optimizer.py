@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import math
 import warnings
 from collections import OrderedDict, defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -24,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradxform
 from gradxform import _numerics, robust
-from torch_compat._parameter import Parameter, typename
+from torch_compat._parameter import ARRAYS_HINT, Parameter, typename
 
 
 class _RequiredParameter:
@@ -114,6 +115,10 @@ class Optimizer:
     Subclasses implement ``step``; it is wrapped with the step hooks automatically.
     """
 
+    # Keys torch's ``__setstate__`` reads from every non-empty loaded per-parameter state
+    # (a missing one is its KeyError at load_state_dict).
+    _keys_read_on_load: ClassVar[tuple[str, ...]] = ()
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         step = cls.__dict__.get("step")
@@ -129,10 +134,15 @@ class Optimizer:
         self._optimizer_load_state_dict_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
         self._optimizer_load_state_dict_post_hooks: OrderedDict[int, Callable] = OrderedDict()
         if isinstance(params, (Parameter, jax.Array)):
-            raise TypeError(
+            message = (
                 "params argument given to the optimizer should be "
                 "an iterable of Tensors or dicts, but got " + typename(params)
             )
+            raise TypeError(message if isinstance(params, Parameter) else f"{message}. {ARRAYS_HINT}")
+        if isinstance(params, Mapping):  # torch iterates its keys: a pytree of arrays, most likely
+            for key in params:
+                if not isinstance(key, Parameter):
+                    raise _not_a_tensor(key, hint=True)
         self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
         param_groups = list(params)
@@ -310,6 +320,7 @@ class Optimizer:
                 state[param] = self._load_value(param, None, value)
             else:
                 state[key] = value
+        self._check_loaded_state(state)
         param_groups = []
         for group, new_group in zip(groups, saved_groups):
             new_group["params"] = group["params"]
@@ -320,6 +331,22 @@ class Optimizer:
         self._load_extra_state_dict(state_dict)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+    def _check_loaded_state(self, state: dict[Any, Any]) -> None:
+        """Checks the loaded per-parameter states (keyed by this optimizer's parameters)
+        before anything is changed: a non-empty one must hold the keys torch's
+        ``__setstate__`` reads (:attr:`_keys_read_on_load`).
+
+        Raises:
+          KeyError: torch's, naming the missing key (the first, by group and parameter).
+        """
+        for group in self.param_groups:
+            for p in group["params"]:
+                entry = state.get(p)
+                if isinstance(entry, dict) and entry:
+                    for key in self._keys_read_on_load:
+                        if key not in entry:
+                            raise KeyError(key)
 
     def _extra_state_dict(self) -> dict[str, Any]:
         """Top-level entries a subclass adds to ``state_dict()`` (torch ignores unknown keys)."""
@@ -366,6 +393,7 @@ class Optimizer:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
         params = param_group["params"]
+        from_mapping = isinstance(params, Mapping)
         if isinstance(params, Parameter):
             param_group["params"] = [params]
         elif isinstance(params, set):
@@ -392,9 +420,7 @@ class Optimizer:
                 )
         for param in param_group["params"]:
             if not isinstance(param, Parameter):
-                raise TypeError(
-                    "optimizer can only optimize Tensors, but one of the params is " + typename(param)
-                )
+                raise _not_a_tensor(param, hint=from_mapping or _is_array(param))
         for name, default in self.defaults.items():
             if default is required and name not in param_group:
                 raise ValueError(
@@ -421,6 +447,13 @@ class Optimizer:
         if not param_set.isdisjoint(set(param_group["params"])):
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(param_group)
+
+
+def _not_a_tensor(param: Any, hint: bool) -> TypeError:
+    """torch's error for a non-Tensor in the params, with :data:`ARRAYS_HINT` when
+    ``hint`` (an array, or a key of a dict given as params)."""
+    message = "optimizer can only optimize Tensors, but one of the params is " + typename(param)
+    return TypeError(f"{message}. {ARRAYS_HINT}" if hint else message)
 
 
 def _is_array(value) -> bool:
@@ -453,6 +486,77 @@ def _place_like(host: np.ndarray, param: Parameter) -> jax.Array:
     else:
         mesh = Mesh(np.array(sorted(sharding.device_set, key=lambda d: d.id)), ("devices",))
     return jax.device_put(host, NamedSharding(mesh, PartitionSpec()))
+
+
+# The largest step a state may hold: the core counts steps in int32, and this leaves room
+# to count on (2**31 - 1 + 1 would wrap to a negative step).
+_MAX_STEP = 2**30
+
+
+def _check_step(value: Any, where: str) -> None:
+    """Refuses a ``step`` that the int32 step counter of the core cannot hold.
+
+    A one-element value must be a whole number from 0 to 2**30. torch, whose step is a
+    float32 tensor, would compute with anything: a fraction, NaN, 3e9, or a negative
+    step (which gives NaN or a complex-cast error). Other sizes are left to the shape
+    check of ``step()``, as torch leaves them.
+
+    Raises:
+      ValueError: naming ``where`` and the value.
+    """
+    if not _is_valid_step(value):
+        step = np.asarray(value).reshape(()).item()
+        raise ValueError(
+            f"{where} has step {step!r}, which torch_compat cannot count: it counts steps in "
+            f"int32, so a step must be a whole number from 0 to 2**30 ({_MAX_STEP})"
+        )
+
+
+def _is_valid_step(value: Any) -> bool:
+    """Whether :func:`_check_step` accepts ``value``."""
+    array = np.asarray(value)
+    if array.size != 1:
+        return True
+    try:
+        number = float(array.reshape(()).item())
+    except TypeError:  # complex
+        return False
+    return math.isfinite(number) and number.is_integer() and 0 <= number <= _MAX_STEP
+
+
+def _shape_mismatch_message(shape: tuple[int, ...], expected: tuple[int, ...], buffer_first: bool = True) -> str:
+    """torch's message when a buffer of ``shape`` meets a tensor of ``expected`` shape in
+    an in-place update (``buffer.lerp_(grad)``, then ``param.add_(buffer ...)``).
+
+    When the shapes broadcast, the in-place output that cannot take the broadcast shape
+    is named: the buffer if it is smaller, otherwise the parameter. When they do not,
+    the last dimension that differs is named, the buffer being tensor ``a`` (``b`` with
+    ``buffer_first=False``, for ops written ``grad.mul(buffer)``).
+
+    >>> _shape_mismatch_message((1, 3), (3,))
+    "output with shape [3] doesn't match the broadcast shape [1, 3]"
+    >>> _shape_mismatch_message((2,), (3,))
+    'The size of tensor a (2) must match the size of tensor b (3) at non-singleton dimension 0'
+    """
+    ndim = max(len(shape), len(expected))
+    a = (1,) * (ndim - len(shape)) + tuple(shape)
+    b = (1,) * (ndim - len(expected)) + tuple(expected)
+    for dim in reversed(range(ndim)):
+        if a[dim] != b[dim] and a[dim] != 1 and b[dim] != 1:
+            first, second = (a[dim], b[dim]) if buffer_first else (b[dim], a[dim])
+            return (
+                f"The size of tensor a ({first}) must match the size of tensor b ({second}) "
+                f"at non-singleton dimension {dim}"
+            )
+    broadcast = [y if x == 1 else x for x, y in zip(a, b)]
+    output = list(shape) if list(shape) != broadcast else list(expected)
+    return f"output with shape {output} doesn't match the broadcast shape {broadcast}"
+
+
+def _shaped(value: Any, shape: tuple[int, ...]) -> jax.Array:
+    """``value`` as an array of ``shape``, which it has, or of one element for a scalar."""
+    value = jnp.asarray(value)
+    return value if value.shape == tuple(shape) else value.reshape(shape)
 
 
 def _to_float(value: Any) -> float:
@@ -554,6 +658,38 @@ class GradxformOptimizer(Optimizer):
 
     ``step()`` runs every group in one jit-compiled call and writes back the parameters
     and the per-parameter state (created on a parameter's first step with a gradient).
+
+    Compiled steps are shared by all optimizers of a class with the same static options
+    (and state keys), in a cache of at most 64 entries (``_compile_cache_size``; the
+    least recently used one is dropped). They hold no optimizer, Parameter or array:
+    a deleted optimizer frees its memory. Hyperparameters are not part of the key:
+    changing ``group["lr"]`` never recompiles.
+
+    Broken per-parameter state is refused with torch's exception, before anything
+    changes:
+
+    * a state (loaded, or edited in ``optimizer.state[p]``) that lacks a key torch's step
+      reads: ``KeyError(key)``, at ``load_state_dict`` for the keys torch reads there
+      (``step``, and ASGD's ``eta`` and ``mu``, NAdam's ``mu_product``), otherwise at
+      ``step()``; Adafactor's missing ``row_var``, ``col_var`` or ``variance`` give its
+      ``AssertionError``. SGD's and Muon's ``momentum_buffer`` are created afresh, as in
+      torch. With several keys missing, the first in torch's state order is named.
+    * a buffer whose shape differs from the one its parameter needs: at ``step()``,
+      torch's ``RuntimeError`` for the in-place update that fails ("output with shape
+      [3] doesn't match the broadcast shape [1, 3]", "The size of tensor a (2) must
+      match the size of tensor b (3) at non-singleton dimension 0"), SparseAdam's
+      ``sparse_mask()`` message and Muon's ``ValueError`` for a buffer that is not a
+      matrix. Where torch accepts a broadcastable buffer because the step never writes
+      it into the parameter (ASGD's ``ax``, RAdam's ``exp_avg_sq`` in its first steps),
+      it is refused here all the same. A scalar (``step``, ``eta``, ...) may be any
+      one-element array; one of several elements is torch's ``RuntimeError`` ("a Tensor
+      with 3 elements cannot be converted to Scalar"), also for Rprop, Adadelta and
+      RMSprop, whose torch versions never read the step's value and keep it.
+    * a ``step`` the int32 step counter cannot hold (negative, fractional, not finite, or
+      above 2**30, which leaves room to count on): ``ValueError``, at ``load_state_dict`` (and at
+      ``step()`` for a host number or NumPy value put in ``optimizer.state[p]``).
+      torch keeps ``step`` as a float32 tensor and accepts such values, computing with
+      them (a negative step gives NaN or a complex-cast error, 3e9 steps on as 3e9).
     """
 
     _state_keys: ClassVar[tuple[str, ...]] = ()
@@ -570,7 +706,15 @@ class GradxformOptimizer(Optimizer):
     # Sequence options torch unpacks into two names at each step (``beta1, beta2 =
     # group["betas"]``): unpacked here too, so a wrong length gives Python's own error.
     _unpacked_pairs: ClassVar[tuple[str, ...]] = ()
-    _compiled: ClassVar[dict] = {}
+    # State keys torch creates afresh when a parameter's state lacks them (SGD's and
+    # Muon's ``momentum_buffer``); any other missing key is refused (_missing_state_error).
+    _recreated_state_keys: ClassVar[tuple[str, ...]] = ()
+    _keys_read_on_load: ClassVar[tuple[str, ...]] = ("step",)
+    # The compiled steps of all GradxformOptimizers, keyed by class and compile key,
+    # least recently used first; past _compile_cache_size entries the oldest is dropped
+    # (and compiled again if needed).
+    _compiled: ClassVar[OrderedDict] = OrderedDict()
+    _compile_cache_size: ClassVar[int] = 64
     # Skipping of non-finite steps (set_skip_non_finite); off by default, as in torch.
     _skip_enabled: bool = False
     _skip_limit: int | None = None
@@ -655,6 +799,21 @@ class GradxformOptimizer(Optimizer):
             }
         }
 
+    def _check_loaded_state(self, state: dict[Any, Any]) -> None:
+        """torch's checks (:meth:`Optimizer._check_loaded_state`), then each ``step``.
+
+        Raises:
+          KeyError: torch's, for a key its ``__setstate__`` reads.
+          ValueError: for a ``step`` the int32 step counter cannot hold (see
+            :func:`_check_step`).
+        """
+        super()._check_loaded_state(state)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for index, p in enumerate(params):
+            entry = state.get(p)
+            if isinstance(entry, dict) and "step" in entry:
+                _check_step(entry["step"], f"the loaded state of parameter {index}")
+
     def _load_extra_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not self._skip_enabled:
             return
@@ -711,40 +870,99 @@ class GradxformOptimizer(Optimizer):
         return {name: as_array(group[name]) for name in self._hyperparams}
 
     def _static_options(self, group: dict[str, Any]) -> dict[str, Any]:
-        return {
-            k: v for k, v in group.items() if k not in self._hyperparams and k not in ("params", "param_names")
-        }
+        """The group's options that are not traced: those named in ``defaults`` (the
+        class's own options), minus the hyperparameters. Other entries (a scheduler's
+        ``initial_lr``, a user's own keys) do not reach the transformation, so changing
+        them never recompiles."""
+        return {k: v for k, v in group.items() if k in self.defaults and k not in self._hyperparams}
 
-    @staticmethod
-    def _fill(inner: Any, stored: list[dict[str, Any]], keys: tuple[str, ...]) -> Any:
-        """Puts the stored per-parameter state into a fresh transformation state."""
+    @classmethod
+    def _check_stored(cls, inner: Any, stored: list[dict[str, Any]]) -> None:
+        """Refuses broken per-parameter state as torch does, at trace time (before anything runs).
+
+        ``inner`` is a fresh transformation state: its fields hold, for each parameter,
+        the buffers its step needs, with their shapes (``None`` where a parameter needs
+        none, such as Adafactor's ``variance`` of a matrix). A parameter whose stored
+        state is empty starts afresh; any other must hold each of these keys (except
+        :attr:`_recreated_state_keys`) with that shape. Parameters are checked in order,
+        and each one's keys in :attr:`_state_keys`'s order.
+
+        Raises:
+          KeyError, RuntimeError, ...: from :meth:`_missing_state_error` and
+            :meth:`_state_shape_error`.
+        """
+        expected: list[dict[str, Any]] = [{} for _ in stored]
+        for name, value, _, _ in _named_fields(inner):
+            if name in cls._state_keys and isinstance(value, list):
+                for entry, leaf in zip(expected, value):
+                    if leaf is not None:
+                        entry.setdefault(name, leaf)
+        for saved, needed in zip(stored, expected):
+            if not saved:
+                continue
+            for key in cls._state_keys:
+                if key not in needed:
+                    continue
+                if key not in saved:
+                    if key in cls._recreated_state_keys:
+                        continue
+                    raise cls._missing_state_error(key)
+                shape, wanted = tuple(jnp.shape(saved[key])), tuple(needed[key].shape)
+                if shape != wanted and not (wanted == () and int(np.prod(shape)) == 1):
+                    raise cls._state_shape_error(key, shape, wanted)
+
+    @classmethod
+    def _missing_state_error(cls, key: str) -> Exception:
+        """torch's error for a non-empty per-parameter state without ``key``: ``KeyError(key)``."""
+        return KeyError(key)
+
+    @classmethod
+    def _state_shape_error(cls, key: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> Exception:
+        """torch's error for a state buffer of ``shape`` where ``expected`` is needed.
+
+        A scalar (``step``, ASGD's ``eta``) must hold one element. A buffer is updated in
+        place with the gradient (``exp_avg.lerp_(grad)``), then the parameter with the
+        buffer: torch's ``RuntimeError`` says which of the two cannot take the broadcast
+        shape, or which dimension does not broadcast.
+        """
+        if expected == ():
+            return RuntimeError(f"a Tensor with {int(np.prod(shape))} elements cannot be converted to Scalar")
+        return RuntimeError(_shape_mismatch_message(shape, expected))
+
+    @classmethod
+    def _fill(cls, inner: Any, stored: list[dict[str, Any]]) -> Any:
+        """Puts the stored per-parameter state into a fresh transformation state (checked
+        first with :meth:`_check_stored`)."""
+        cls._check_stored(inner, stored)
+        keys = cls._state_keys
 
         def replace(name, value):
             if not isinstance(value, list):
                 return value
             out = list(value)
             for i, saved in enumerate(stored):
-                if not saved:
+                if not saved or out[i] is None:
                     continue
                 if name == "step":
                     if "step" in saved:
-                        out[i] = jnp.asarray(saved["step"]).astype(jnp.int32)
-                    elif "step" not in keys:
+                        out[i] = _shaped(saved["step"], ()).astype(jnp.int32)
+                    elif "step" not in keys and any(k in saved for k in keys):
                         out[i] = jnp.ones([], jnp.int32)  # torch keeps no step: "not the first"
-                elif saved.get(name) is not None:
-                    out[i] = saved[name]
+                elif name in keys and saved.get(name) is not None:
+                    out[i] = _shaped(saved[name], jnp.shape(out[i]))
             return out
 
         return _replace_fields(inner, replace)
 
-    def _extract(self, inner: Any, count: int) -> list[dict[str, Any]]:
+    @classmethod
+    def _extract(cls, inner: Any, count: int) -> list[dict[str, Any]]:
         fields = {}
         for name, value, _, _ in _named_fields(inner):
             fields.setdefault(name, value)
         out = []
         for i in range(count):
             entry = {}
-            for key in self._state_keys:
+            for key in cls._state_keys:
                 value = fields.get(key)
                 leaf = value[i] if isinstance(value, list) else None
                 if leaf is not None:
@@ -753,40 +971,53 @@ class GradxformOptimizer(Optimizer):
         return out
 
     def _compiled_step(self, key: Hashable, statics: list[dict[str, Any]]) -> Callable:
+        """The jit-compiled step for ``key``, from the class-wide cache (least recently used
+        entries dropped past :attr:`_compile_cache_size`).
+
+        The compiled function refers to the class and to ``statics`` (plain option
+        values) only, never to the optimizer, so a cached entry keeps no optimizer, no
+        Parameter and no array alive.
+        """
+        cache = GradxformOptimizer._compiled
         cache_key = (type(self), key)
-        if cache_key not in GradxformOptimizer._compiled:
-            make = type(self)._make_transform
-            fill, extract = self._fill, self._extract
-            keys = self._state_keys
+        if cache_key not in cache:
+            cache[cache_key] = self._compile(statics)
+        cache.move_to_end(cache_key)
+        while len(cache) > max(GradxformOptimizer._compile_cache_size, 1):
+            cache.popitem(last=False)
+        return cache[cache_key]
 
-            def run(donated, kept, control):
-                if control is None:
-                    return compute(donated, kept), None
-                skip, counters = _skip_decision(control, kept)
-                shapes = jax.eval_shape(compute, donated, kept)
-                results = jax.lax.cond(
-                    skip,
-                    lambda: _unchanged(donated, kept, shapes),
-                    lambda: compute(donated, kept),
-                )
-                return results, (skip, *counters)
+    @classmethod
+    def _compile(cls, statics: list[dict[str, Any]]) -> Callable:
+        """The jitted step of this class for the groups' static options ``statics``."""
 
-            def compute(donated, kept):
-                results = []
-                for options, (params, buffers), (grads, steps, hyper) in zip(statics, donated, kept):
-                    stored = [{**b, **s} for b, s in zip(buffers, steps)]
-                    hyper = {k: 0.0 if k in options["zero_options"] else v for k, v in hyper.items()}
-                    tx = make({**options, **hyper})
-                    fresh = tx.init(params)
-                    inner = fill(fresh.inner_state, stored, keys)
-                    updates, new_state = tx.update(grads, fresh._replace(inner_state=inner), params)
-                    new_params = gradxform.apply_updates(params, updates)
-                    results.append((new_params, extract(new_state.inner_state, len(params))))
-                return results
+        def run(donated, kept, control):
+            if control is None:
+                return compute(donated, kept), None
+            skip, counters = _skip_decision(control, kept)
+            shapes = jax.eval_shape(compute, donated, kept)
+            results = jax.lax.cond(
+                skip,
+                lambda: _unchanged(donated, kept, shapes),
+                lambda: compute(donated, kept),
+            )
+            return results, (skip, *counters)
 
-            # Parameters and buffers are donated: the step updates them in place, as torch does.
-            GradxformOptimizer._compiled[cache_key] = jax.jit(run, donate_argnums=0)
-        return GradxformOptimizer._compiled[cache_key]
+        def compute(donated, kept):
+            results = []
+            for options, (params, buffers), (grads, steps, hyper) in zip(statics, donated, kept):
+                stored = [{**b, **s} for b, s in zip(buffers, steps)]
+                hyper = {k: 0.0 if k in options["zero_options"] else v for k, v in hyper.items()}
+                tx = cls._make_transform({**options, **hyper})
+                fresh = tx.init(params)
+                inner = cls._fill(fresh.inner_state, stored)
+                updates, new_state = tx.update(grads, fresh._replace(inner_state=inner), params)
+                new_params = gradxform.apply_updates(params, updates)
+                results.append((new_params, cls._extract(new_state.inner_state, len(params))))
+            return results
+
+        # Parameters and buffers are donated: the step updates them in place, as torch does.
+        return jax.jit(run, donate_argnums=0)
 
     def step(self, closure: Callable[[], Any] | None = None):
         """Performs one optimization step over every group.
@@ -808,6 +1039,12 @@ class GradxformOptimizer(Optimizer):
             pending.append([(p, self._grad_for_step(p, group)) for p in params])
             if params:
                 self._check_group_with_grads(group)
+        for p, _ in itertools.chain.from_iterable(pending):
+            step = self.state[p].get("step") if p in self.state else None
+            # A device step is never read back (no host synchronization).
+            if step is not None and not isinstance(step, jax.Array) and not _is_valid_step(step):
+                params = [q for group in self.param_groups for q in group["params"]]
+                _check_step(step, f"the state of parameter {params.index(p)}")
         # A parameter listed twice in a group (torch warns, and updates it once per
         # listing): later listings run in later passes, each one compiled call.
         stateless = {id(p) for group in pending for p, _ in group if not self.state.get(p)}

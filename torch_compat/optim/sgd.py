@@ -26,6 +26,8 @@ class SGD(GradxformOptimizer):
     """
 
     _state_keys = ("momentum_buffer",)
+    _recreated_state_keys = ("momentum_buffer",)  # torch: state.get("momentum_buffer"), None -> a copy of grad
+    _keys_read_on_load = ()
     _hyperparams = ("lr", "momentum", "dampening", "weight_decay")
     _zero_options = ("weight_decay", "momentum")
     _repeats_see_initial_state = True
