@@ -5,8 +5,8 @@ The tests launch this script themselves, once per process, each with
 ``jax.distributed.initialize`` (gloo collectives on the CPU) see 2 x 4 devices, and a
 ``Mesh`` over them spans both processes, as a mesh over two hosts does. No process
 holds a whole array of a sharded value: everything below works on global ``jax.Array``s
-through ``jax.jit``, and values are brought to the host only by
-``multihost_utils.process_allgather`` for the comparisons.
+through ``jax.jit``, and values come to the host only through :func:`gather` (what
+``multihost_utils.process_allgather`` does), for the comparisons.
 
     python tests/multiprocess_worker.py SCENARIO --dir DIR [--process-id I --processes N --port P]
 
@@ -55,7 +55,11 @@ BATCH = 16  # rows, split over "data": each process holds 8
 STEPS = 5
 NAN_STEP = 2  # the step whose batch holds a NaN, in process 1's rows only
 MORE_STEPS = 3  # after the checkpoint
-ZERO_AXES = ("data", "model")  # shard_state splits the state over all 8 devices
+# shard_state splits the state over all 8 devices. In this order (not the ("model", "data")
+# that docs/sharding.md advises for model-parallel parameters) a device's slice of the
+# state is not inside its shard of the parameter: each step moves slices between devices
+# and processes, the harder case.
+ZERO_AXES = ("data", "model")
 LEARNING_RATE = 0.05
 
 
