@@ -12,8 +12,8 @@ What runs where:
   whose peer never joins, which must fail with a clear error within seconds;
 * ``-m slow`` (CI): the full training step, memory per device, orbax checkpoints saved
   by two processes and restored onto one process's 1 x 8 mesh, torch_compat on global
-  arrays, and a process that dies while a checkpoint is being saved. The pair and its
-  single-process twin cost about a minute of CPU each on this machine.
+  arrays, and a process that dies while a checkpoint is being saved: about a minute and
+  a half on this 2-core machine (the default run's two tests, about 40 s, mostly waiting).
 
 Tolerances: every process computes the same bits (compared exactly). The one-process run
 of the same program on the same 2 x 4 mesh agrees to ``4e-7`` relative, the tolerance of
