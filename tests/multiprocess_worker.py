@@ -258,6 +258,7 @@ def run_variants(mesh, values, data):
             "param_problems": [k for k, v in params.items() if not v.sharding.is_equivalent_to(
                 NamedSharding(mesh, SPECS[k]), v.ndim)],
             "state_bytes_total": state_bytes(state),
+            "state_leaves": len(jax.tree.leaves(state)),
             "init_memory": memory(init),  # its output: the state held by one device
             "step_memory": memory(steps[variant]),
         }

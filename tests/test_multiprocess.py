@@ -238,7 +238,7 @@ def test_memory_per_device_from_the_compiled_step(pair):
     zero, follow = entry["zero"]["init_memory"]["output"], entry["follow"]["init_memory"]["output"]
     overhead = zero - zero_expected
     assert follow - follow_expected == overhead
-    assert 0 < overhead < 256
+    assert 0 < overhead <= 16 * entry["zero"]["state_leaves"]  # a scalar and a table entry a leaf, at most
     assert entry["zero"]["state_bytes_total"] == entry["follow"]["state_bytes_total"] > 3872
     # The compiled step too: its arguments (parameters, state, batch) shrink by as much.
     step_zero, step_follow = entry["zero"]["step_memory"], entry["follow"]["step_memory"]
