@@ -42,27 +42,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import gradxform  # noqa: E402
+from _digits_mlp import PARAM_SPECS, init_params, loss_fn  # noqa: E402  (this folder's model)
 
-# Where each parameter lives on the (data, model) mesh: the hidden units are split over
-# "model" (a Megatron-style pair of layers), and every parameter is replicated over "data".
-PARAM_SPECS = {"w1": P(None, "model"), "b1": P("model"), "w2": P("model", None), "b2": P()}
 BATCH_SPEC = P("data", None)
-
-
-def init_params(key, hidden=256):
-    k1, k2 = jax.random.split(key)
-    return {
-        "w1": jax.random.normal(k1, (64, hidden)) * jnp.sqrt(2.0 / 64),
-        "b1": jnp.zeros(hidden),
-        "w2": jax.random.normal(k2, (hidden, 10)) * jnp.sqrt(2.0 / hidden),
-        "b2": jnp.zeros(10),
-    }
-
-
-def loss_fn(params, x, y):
-    hidden = jax.nn.relu(x @ params["w1"] + params["b1"])
-    logits = hidden @ params["w2"] + params["b2"]
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
 
 def make_step(tx):

@@ -111,3 +111,18 @@ def test_sharded_training(tmp_path):
     assert float(drift_mp) < 1e-5 and float(drift_z) < 1e-5
     assert abs(float(loss_mp) - float(loss_1)) < 1e-4 and abs(float(loss_z) - float(loss_1)) < 1e-4
     assert float(loss_1) < 0.5
+
+
+def test_multiprocess_training(tmp_path):
+    """Two processes joined by jax.distributed (4 CPU devices each), launched by the script."""
+    out = run_example("multiprocess_training", tmp_path)
+    assert_png(tmp_path / "multiprocess_training.png")
+    assert "2 processes x 4 devices (cpu), mesh {'data': 2, 'model': 4}" in out
+    match = re.search(r"final loss ([\d.]+) \(first ([\d.]+)\), test accuracy ([\d.]+)%", out)
+    assert match, out
+    final, first, accuracy = (float(g) for g in match.groups())
+    assert final < first / 10 and accuracy > 80.0
+    # The Adam moments split over the 8 devices; b2 (10 values) and the scalars stay whole.
+    mine, total = (int(g) for g in re.search(r"optimizer state per device: (\d+) bytes of (\d+)", out).groups())
+    assert 7.9 < total / mine <= 8.0
+    assert "parameters identical on every process: True" in out

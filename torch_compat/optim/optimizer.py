@@ -238,6 +238,14 @@ class Optimizer:
         Unlike torch, which returns references to its live buffers, the arrays are copies:
         the live ones are donated (updated in place) by the next ``step()``, and a saved
         state dict must stay readable.
+
+        In a multi-process run (``jax.distributed``) the arrays are global ``jax.Array``s
+        with their parameters' shardings: every process gets the same dict, each holding
+        only its own devices' shards, and an array that spans other processes' devices
+        cannot be read whole (``numpy.asarray`` raises). Save it with orbax (each process
+        writes its shards), or gather it explicitly with
+        ``jax.experimental.multihost_utils.process_allgather``; ``load_state_dict`` takes
+        it back as it is (see ``docs/sharding.md``).
         """
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
@@ -277,7 +285,12 @@ class Optimizer:
         The array is placed as the parameter is (see :func:`_place_like`): a loaded state
         of a sharded parameter is never gathered on one device."""
         if _is_array(value):
-            host = np.asarray(value)
+            if isinstance(value, jax.Array) and not value.is_fully_addressable:
+                # A global array of a multi-process run: no process can read it whole,
+                # so it is copied where it lives (a later step() donates the copy).
+                host = jnp.array(value, copy=True)
+            else:
+                host = np.asarray(value)
             if key != "step" and jnp.issubdtype(param.dtype, jnp.floating):  # torch: param.is_floating_point()
                 host = host.astype(param.dtype)
             return _place_like(host, param)
@@ -464,7 +477,7 @@ def _is_array(value) -> bool:
 
 
 def _place_like(host: np.ndarray, param: Parameter) -> jax.Array:
-    """A host array as a JAX array placed as ``param.data``.
+    """A host array (or a global array of a multi-process run) placed as ``param.data``.
 
     A parameter on one device: the default placement (``jnp.asarray``). A sharded one: an
     array of its shape gets its sharding; one of its shape with some dimensions reduced
