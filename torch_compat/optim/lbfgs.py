@@ -13,7 +13,7 @@ from jax.experimental import sparse
 from gradxform import _numerics
 import importlib
 
-core = importlib.import_module("gradxform.lbfgs")  # the module (gradxform.lbfgs is also the alias)
+core = importlib.import_module("gradxform.optimizers.lbfgs")
 from torch_compat.optim import _validation
 from torch_compat.optim.optimizer import Optimizer
 
@@ -61,7 +61,7 @@ class LBFGS(Optimizer):
     ``.grad`` — for example with :func:`torch_compat.backward` — and return the loss, as a
     Python float or a JAX scalar) as many times as torch would, at the same points. The
     direction, two-loop recursion and strong-Wolfe line search are gradxform's
-    (:mod:`gradxform.lbfgs`, :mod:`gradxform.linesearch`), compiled; only the closure
+    (:mod:`gradxform.optimizers.lbfgs`, :mod:`gradxform.linesearch`), compiled; only the closure
     runs in Python. ``state`` holds torch's keys: ``func_evals``, ``n_iter``, ``d``,
     ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``,
     ``prev_loss`` and ``al``.
