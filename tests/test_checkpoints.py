@@ -34,7 +34,7 @@ import pytest
 
 import gradxform
 import resume_cases as rc
-from gradxform import checkpoint
+from gradxform import checkpoint, registry
 from torch_compat import optim
 from torch_compat.optim import lr_scheduler
 
@@ -42,8 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 HAS_ORBAX = importlib.util.find_spec("orbax") is not None and importlib.util.find_spec("orbax.checkpoint") is not None
 FORMATS = ("pickle", "npz") + (("orbax",) if HAS_ORBAX else ())
 
-ALIASES = ("sgd", "asgd", "rprop", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax",
-           "sparse_adam", "nadam", "radam", "adafactor", "muon", "lbfgs")
+ALIASES = registry.ALIASES
 
 
 # ---------------------------------------------------------------------------------------

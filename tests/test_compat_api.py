@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import torch_compat as tc
+from gradxform.registry import FIRST_ORDER, SPECS
 from torch_compat import optim as tco
 from torch_compat.optim.optimizer import GradxformOptimizer
 
@@ -349,8 +350,7 @@ def test_state_dict_hooks_order_prepend_and_results():
 # repr, defaults, pickling
 # ---------------------------------------------------------------------------------------
 
-ALL = ["SGD", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "SparseAdam",
-       "NAdam", "RAdam", "Adafactor", "Muon"]
+ALL = [SPECS[alias].torch_name for alias in FIRST_ORDER]
 
 
 @needs_torch
