@@ -545,7 +545,9 @@ class GradxformOptimizer(Optimizer):
 
     A subclass declares:
 
-    * ``_state_keys``: torch's per-parameter state keys, in torch's order;
+    * ``_state_keys``: torch's per-parameter state keys, in torch's order, and
+      ``_state_class``: the gradxform state whose fields of those names carry them
+      (the classes made from a registry spec get both from it);
     * ``_hyperparams``: the group options that are float hyperparameters (passed to the
       transformation as traced arrays, so changing them never recompiles);
     * ``_make_transform(options)``: the gradxform transformation for one group's options;
