@@ -311,18 +311,16 @@ def _tensor_beta(index: int) -> tuple[Constraint, ...]:
     )
 
 
+BETAS_FAMILY = (TENSOR_LR, LR, EPS, BETA0, BETA1, WEIGHT_DECAY)
+"""The checks of Adamax, NAdam and RAdam (and Adam's, in the middle of its own)."""
+
 ADAM_CONSTRAINTS = (
     Constraint(
         lambda lr, foreach, capturable: is_array(lr) and foreach and not capturable,
         "lr as a Tensor is not supported for capturable=False and foreach=True",
         face="torch",
     ),
-    TENSOR_LR,
-    LR,
-    EPS,
-    BETA0,
-    BETA1,
-    WEIGHT_DECAY,
+    *BETAS_FAMILY,
     Constraint(
         lambda betas: not (
             (isinstance(betas[0], float) and isinstance(betas[1], float))
@@ -343,24 +341,25 @@ def _lr(default) -> Option:
     return Option("lr", default, hyper=True)
 
 
-def _weight_decay(default=0, **kwargs) -> Option:
-    return Option("weight_decay", default, hyper=True, off_at_zero=True, **kwargs)
+def _weight_decay(default=0) -> Option:
+    return Option("weight_decay", default, hyper=True, off_at_zero=True)
 
 
-def _betas(**kwargs) -> Option:
-    return Option("betas", (0.9, 0.999), hyper=True, pair=True, **kwargs)
+def _betas() -> Option:
+    return Option("betas", (0.9, 0.999), hyper=True, pair=True)
 
 
-def _impl(name, default=None, keyword_only=False) -> Option:
-    return Option(name, default, impl=True, keyword_only=keyword_only)
+def _impl(name, default=None) -> Option:
+    return Option(name, default, impl=True)
 
 
-def _flag(name, default=False, keyword_only=False) -> Option:
-    return Option(name, default, keyword_only=keyword_only)
+def _flag(name, default=False) -> Option:
+    return Option(name, default)
 
 
-def _kw(option: Option) -> Option:
-    return dataclasses.replace(option, keyword_only=True)
+def _kw(*options: Option) -> tuple[Option, ...]:
+    """The options, keyword-only (after the ``*``)."""
+    return tuple(dataclasses.replace(option, keyword_only=True) for option in options)
 
 
 FOREACH = _impl("foreach")
@@ -381,10 +380,7 @@ _SPECS = [
             Option("dampening", 0, hyper=True),
             _weight_decay(),
             _flag("nesterov"),
-            _kw(MAXIMIZE),
-            _kw(FOREACH),
-            _kw(DIFFERENTIABLE),
-            _kw(FUSED_FLAG),
+            *_kw(MAXIMIZE, FOREACH, DIFFERENTIABLE, FUSED_FLAG),
         ),
         constraints=(
             TENSOR_LR,
@@ -438,10 +434,7 @@ _SPECS = [
             _lr(1e-2),
             Option("etas", (0.5, 1.2), hyper=True, pair=True),
             Option("step_sizes", (1e-6, 50), hyper=True, pair=True),
-            _kw(CAPTURABLE),
-            _kw(FOREACH),
-            _kw(MAXIMIZE),
-            _kw(DIFFERENTIABLE),
+            *_kw(CAPTURABLE, FOREACH, MAXIMIZE, DIFFERENTIABLE),
         ),
         constraints=(
             TENSOR_LR,
@@ -464,9 +457,7 @@ _SPECS = [
             Option("initial_accumulator_value", 0),
             Option("eps", 1e-10, hyper=True),
             FOREACH,
-            _kw(MAXIMIZE),
-            _kw(DIFFERENTIABLE),
-            _kw(FUSED_FLAG),
+            *_kw(MAXIMIZE, DIFFERENTIABLE, FUSED_FLAG),
         ),
         constraints=(
             TENSOR_LR,
@@ -497,9 +488,7 @@ _SPECS = [
             Option("eps", 1e-6, hyper=True),
             _weight_decay(),
             FOREACH,
-            _kw(CAPTURABLE),
-            _kw(MAXIMIZE),
-            _kw(DIFFERENTIABLE),
+            *_kw(CAPTURABLE, MAXIMIZE, DIFFERENTIABLE),
         ),
         constraints=(
             TENSOR_LR,
@@ -557,12 +546,7 @@ _SPECS = [
             Option("eps", 1e-8, hyper=True),
             _weight_decay(),
             _flag("amsgrad"),
-            _kw(FOREACH),
-            _kw(MAXIMIZE),
-            _kw(CAPTURABLE),
-            _kw(DIFFERENTIABLE),
-            _kw(FUSED_FLAG),
-            _flag("decoupled_weight_decay", keyword_only=True),
+            *_kw(FOREACH, MAXIMIZE, CAPTURABLE, DIFFERENTIABLE, FUSED_FLAG, _flag("decoupled_weight_decay")),
         ),
         constraints=ADAM_CONSTRAINTS,
         state_keys=("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
@@ -586,11 +570,7 @@ _SPECS = [
             Option("eps", 1e-8, hyper=True),
             _weight_decay(1e-2),
             _flag("amsgrad"),
-            _kw(MAXIMIZE),
-            _kw(FOREACH),
-            _kw(CAPTURABLE),
-            _kw(DIFFERENTIABLE),
-            _kw(FUSED_FLAG),
+            *_kw(MAXIMIZE, FOREACH, CAPTURABLE, DIFFERENTIABLE, FUSED_FLAG),
         ),
         constraints=ADAM_CONSTRAINTS,
         state_keys=("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
@@ -611,11 +591,9 @@ _SPECS = [
             Option("eps", 1e-8, hyper=True),
             _weight_decay(),
             FOREACH,
-            _kw(MAXIMIZE),
-            _kw(DIFFERENTIABLE),
-            _kw(CAPTURABLE),
+            *_kw(MAXIMIZE, DIFFERENTIABLE, CAPTURABLE),
         ),
-        constraints=(TENSOR_LR, LR, EPS, BETA0, BETA1, WEIGHT_DECAY),
+        constraints=BETAS_FAMILY,
         state_keys=("step", "exp_avg", "exp_inf"),
         state_class="ScaleByAdamaxState",
         load_defaults=dict(foreach=None, maximize=False, differentiable=False, capturable=False),
@@ -646,18 +624,10 @@ _SPECS = [
             _weight_decay(),
             Option("momentum_decay", 4e-3, hyper=True),
             _flag("decoupled_weight_decay"),
-            _kw(FOREACH),
-            _kw(MAXIMIZE),
-            _kw(CAPTURABLE),
-            _kw(DIFFERENTIABLE),
+            *_kw(FOREACH, MAXIMIZE, CAPTURABLE, DIFFERENTIABLE),
         ),
         constraints=(
-            TENSOR_LR,
-            LR,
-            EPS,
-            BETA0,
-            BETA1,
-            WEIGHT_DECAY,
+            *BETAS_FAMILY,
             Constraint(lambda momentum_decay: not 0.0 <= momentum_decay, "Invalid momentum_decay value: {momentum_decay}"),
         ),
         state_keys=("step", "mu_product", "exp_avg", "exp_avg_sq"),
@@ -680,12 +650,9 @@ _SPECS = [
             Option("eps", 1e-8, hyper=True),
             _weight_decay(),
             _flag("decoupled_weight_decay"),
-            _kw(FOREACH),
-            _kw(MAXIMIZE),
-            _kw(CAPTURABLE),
-            _kw(DIFFERENTIABLE),
+            *_kw(FOREACH, MAXIMIZE, CAPTURABLE, DIFFERENTIABLE),
         ),
-        constraints=(TENSOR_LR, LR, EPS, BETA0, BETA1, WEIGHT_DECAY),
+        constraints=BETAS_FAMILY,
         state_keys=("step", "exp_avg", "exp_avg_sq"),
         state_class="ScaleByRadamState",
         defaults_order=(
@@ -707,8 +674,7 @@ _SPECS = [
             Option("d", 1.0, hyper=True),
             # The update reads it always (0 skips the decay inside the rule).
             Option("weight_decay", 0.0, hyper=True),
-            _kw(FOREACH),
-            _kw(MAXIMIZE),
+            *_kw(FOREACH, MAXIMIZE),
         ),
         constraints=(
             TENSOR_LR,
