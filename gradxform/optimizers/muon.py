@@ -14,7 +14,7 @@ from gradxform.optimizers import _common
 from gradxform import registry
 from gradxform.registry import SPECS
 
-DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+DEFAULT_NS_COEFFICIENTS = SPECS["muon"].option("ns_coefficients").default  # torch's (3.4445, -4.775, 2.0315)
 
 
 class ScaleByMuonState(NamedTuple):
