@@ -58,22 +58,8 @@ def public_modules() -> dict[str, list[str]]:
     return found
 
 
-def shadowed(module: str, name: str) -> str | None:
-    """Where ``module.name`` really lives, when a submodule of the same name hides it.
-
-    ``gradxform.lbfgs`` is a function at runtime but, read statically as mkdocstrings
-    reads it, the submodule ``gradxform/lbfgs.py``; such a name is documented from the
-    module that defines it.
-    """
-    value = getattr(importlib.import_module(module), name)
-    if f"{module}.{name}" in sys.modules and not isinstance(value, types.ModuleType):
-        return f"{value.__module__}.{value.__qualname__}"
-    return None
-
-
 def api_page(module: str, members: list[str]) -> str:
-    plain = [name for name in members if shadowed(module, name) is None]
-    listed = "\n".join(f"        - {name}" for name in plain)
+    listed = "\n".join(f"        - {name}" for name in members)
     page = (
         f"# `{module}`\n\n"
         f"::: {module}\n"
@@ -82,9 +68,6 @@ def api_page(module: str, members: list[str]) -> str:
         "      members:\n"
         f"{listed}\n"
     )
-    for name in members:
-        if name not in plain:
-            page += f"\n::: {shadowed(module, name)}\n    options:\n      show_root_full_path: false\n"
     return page
 
 

@@ -19,7 +19,7 @@ from gradxform.hyperparams import (
     set_hyperparams,
 )
 from gradxform.layout import FlattenState, flatten
-from gradxform.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
+from gradxform.optimizers.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
 from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from gradxform.optimizers.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
 from gradxform.optimizers.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad

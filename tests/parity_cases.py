@@ -4,7 +4,7 @@ A *case* is everything needed to run one optimizer for :data:`STEPS` steps on bo
 sides: hyperparameters (in torch's spelling and in gradxform's), parameter shapes, the
 dtype, and the gradient recipe. Everything is drawn from ``numpy.random.default_rng``
 seeded by ``(crc32(name), seed, stream)``, so a ``(name, seed)`` pair always means the
-same case. numpy only: this module imports neither torch nor jax.
+same case. numpy only (and the names from ``gradxform.registry``): this module imports no torch.
 
 Gradient recipe (the same formula on both sides, each side applying it to its *own*
 current parameters, in the parameter dtype, so any divergence shows and compounds)::
@@ -31,23 +31,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gradxform.registry import FIRST_ORDER, SPECS
+
 STEPS = 30
 """Steps per trajectory."""
 
-OPTIMIZERS = (
-    "sgd asgd rprop adagrad adadelta rmsprop adam adamw adamax sparse_adam nadam radam "
-    "adafactor muon"
-).split()
+OPTIMIZERS = list(FIRST_ORDER)
 
-TORCH_NAMES = dict(
-    zip(
-        OPTIMIZERS,
-        "SGD ASGD Rprop Adagrad Adadelta RMSprop Adam AdamW Adamax SparseAdam NAdam RAdam "
-        "Adafactor Muon".split(),
-    )
-)
+TORCH_NAMES = {name: SPECS[name].torch_name for name in OPTIMIZERS}
 
-NO_COMPLEX = frozenset({"sparse_adam", "adafactor", "muon"})
+NO_COMPLEX = frozenset(name for name in OPTIMIZERS if SPECS[name].complex_message)
 """Optimizers for which torch 2.13 refuses complex parameters."""
 
 REAL_DTYPES = ("float64", "float32")
@@ -55,7 +48,7 @@ COMPLEX_DTYPES = ("complex128", "complex64")
 
 # torch's implementation flags with no gradxform meaning; the torch side passes
 # ``foreach=False`` where the constructor has it, to pin the single-tensor reference.
-TORCH_HAS_FOREACH = frozenset(OPTIMIZERS) - {"sparse_adam", "muon"}
+TORCH_HAS_FOREACH = frozenset(name for name in OPTIMIZERS if "foreach" in (o.name for o in SPECS[name].options))
 
 
 def dtypes_for(name: str) -> tuple[str, ...]:

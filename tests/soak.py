@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from gradxform.registry import FIRST_ORDER, SPECS
+
 STEPS = 100_000
 SHAPE = (4, 4)
 COEF = 0.5
@@ -58,12 +60,8 @@ CONFIGS: dict[str, dict] = {
     "adafactor:diverging": dict(lr=10.0, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=1000.0),
 }
 
-TORCH_NAMES = dict(
-    sgd="SGD", asgd="ASGD", rprop="Rprop", adagrad="Adagrad", adadelta="Adadelta", rmsprop="RMSprop",
-    adam="Adam", adamw="AdamW", adamax="Adamax", sparse_adam="SparseAdam", nadam="NAdam",
-    radam="RAdam", adafactor="Adafactor", muon="Muon",
-)
-NO_FOREACH = {"sparse_adam", "muon"}
+TORCH_NAMES = {alias: SPECS[alias].torch_name for alias in FIRST_ORDER}
+NO_FOREACH = {alias for alias in FIRST_ORDER if "foreach" not in (o.name for o in SPECS[alias].options)}
 # torch's SparseAdam (sparse tensors) and Muon (bfloat16 matmuls) take milliseconds a
 # step on a CPU: their torch side runs at most this many steps by default.
 TORCH_STEP_CAP = {"sparse_adam": 20_000, "muon": 20_000}

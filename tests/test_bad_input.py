@@ -1,14 +1,19 @@
-"""Bad input, both faces (docs/reliability.md, "Bad input").
+"""Bad input, both faces (docs/reliability.md, "Bad input"): the one table of
+``bad_input_cases``, run on torch_compat, on the core aliases and, live, on torch.
 
-1. A table of bad options for all 15 classes (``bad_input_cases``): torch_compat does
-   what torch 2.13 does (golden ``golden/bad_input.json``, made by torch; checked live
-   against torch when it is importable), and the core alias refuses with ``ValueError``.
-2. Nothing is lost: every refused call after construction (a step whose closure
+1. The grid of bad options for all 15 classes: torch_compat does what torch 2.13 does
+   (golden ``golden/bad_input.json``, made by torch; checked live against torch when it
+   is importable), and the core alias refuses with ``ValueError``.
+2. The written cases: torch_compat and torch raise the type and text written in the
+   table (a refused call after construction changes nothing, and the next step is the one
+   a twin that never saw it takes); the core alias refuses the same numbers with the same
+   text; values on the edge of what torch accepts are accepted by every face.
+3. Nothing is lost: every refused call after construction (a step whose closure
    raises, a gradient set behind the checks, a bad ``load_state_dict`` or
    ``add_param_group``) leaves ``.data``, ``state`` (step counts included) and
    ``param_groups`` bit for bit as they were, and the next step is the one a twin that
    never saw the bad call takes.
-3. Hypothesis fuzzes the constructors of both faces.
+4. Hypothesis fuzzes the constructors of both faces.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ GOLDEN = _GOLDEN_FILE["cases"]
 GOLDEN_SCHEDULERS = _GOLDEN_FILE["schedulers"]
 CASES = cases.cases()
 BY_ID = {case_id: (cls, kwargs) for case_id, cls, kwargs in CASES}
+WRITTEN = cases.CASES
 
 # Options torch never checks (SGD's dampening, ASGD's lambd/alpha/t0, Rprop's
 # step_sizes, Muon's eps and ns_coefficients) given a non-number: torch fails inside its
@@ -71,6 +77,15 @@ def test_golden_covers_the_table():
     assert {cls for _, cls, _ in CASES} == set(cases.CLASSES)
     # The table is not all "ok": torch refuses most of it.
     assert sum(v != "ok" for v in GOLDEN.values()) > 400
+
+
+@pytest.mark.parametrize("cls", list(cases.CORE))
+def test_grid_covers_every_float_option(cls):
+    """Each float option of the class's spec (and Adagrad's initial_accumulator_value)
+    gets bad values in the grid: an option added to the registry must be added here."""
+    spec = cases.SPECS[cases.CORE[cls]]
+    numeric = {o.name for o in spec.options if o.hyper or o.name == "initial_accumulator_value"}
+    assert set(cases.SCALARS[cls]) | set(cases.SEQUENCES.get(cls, {})) == numeric
 
 
 @pytest.mark.parametrize("cls", cases.CLASSES)
@@ -186,6 +201,92 @@ def test_core_refuses_tensor_learning_rate_of_two_elements():
             getattr(gradxform, alias)(jnp.asarray([0.1, 0.2]))
     with pytest.raises(ValueError, match="^Tensor lr must be 1-element$"):
         gradxform.lbfgs(jnp.asarray([0.1, 0.2]))
+
+
+# --------------------------------------------------------------------------- written cases
+
+
+def _libs():
+    libs = [pytest.param(cases.OurLib(), id="ours")]
+    if torch is not None:
+        libs.append(pytest.param(cases.TorchLib(), id="torch"))
+    return libs
+
+
+def _expected(case: cases.Case, lib) -> str:
+    return cases.expected_message(case.message, lib.name)
+
+
+def _run_case(case: cases.Case, lib):
+    if not case.after_construction:
+        with pytest.raises(case.exc) as info:
+            case.make(lib)
+        return info, None
+    opt, params, bad = case.make(lib)
+    before = _snapshot(opt, params) if lib.name == "ours" else None
+    with pytest.raises(case.exc) as info:
+        bad()
+    return info, (opt, params, before)
+
+
+@pytest.mark.parametrize("lib", _libs())
+@pytest.mark.parametrize("case", WRITTEN, ids=[c.id for c in WRITTEN])
+def test_error(case, lib):
+    """torch_compat (and torch) raise the written type and text; a refused call after
+    construction changes nothing, and the next step is a twin's that never saw it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info, post = _run_case(case, lib)
+    assert type(info.value) is case.exc, f"{lib.name}: {type(info.value).__name__}: {info.value}"
+    assert str(info.value) == _expected(case, lib), f"{lib.name}: {info.value}"
+    if post is None or lib.name != "ours":
+        return
+    opt, params, before = post
+    assert _snapshot(opt, params) == before
+    twin, twin_params, _ = case.make(cases.OurLib())  # the same, minus the refused call
+    for p, q in zip(params, twin_params):
+        grad = None if p.is_complex() else jnp.asarray(np.full(p.shape, 0.25, dtype=p.dtype))
+        p.grad = q.grad = grad
+    opt.step()
+    twin.step()
+    for p, q in zip(params, twin_params):
+        np.testing.assert_array_equal(np.asarray(p.data), np.asarray(q.data))
+
+
+CORE_WRITTEN = [c for c in WRITTEN if c.core is not None]
+
+
+@pytest.mark.parametrize("case", CORE_WRITTEN, ids=[c.id for c in CORE_WRITTEN])
+def test_core_error(case):
+    """The core alias refuses the same options with ``ValueError`` and torch's text, when
+    it is built (also where torch checks only at the first step)."""
+    options = {k: (v(cases.OurLib()) if callable(v) else v) for k, v in case.core.items()}
+    with pytest.raises(ValueError) as info:
+        getattr(gradxform, cases.CORE[case.cls])(**cases.core_kwargs(options))
+    assert type(info.value) is ValueError
+    assert str(info.value) == case.message
+
+
+def test_written_cases_cover_every_core_alias():
+    assert {c.cls for c in CORE_WRITTEN} == set(cases.CORE)
+
+
+@pytest.mark.parametrize("cls,options", cases.EDGES, ids=[cases.edge_id(c, o) for c, o in cases.EDGES])
+def test_values_on_the_edge_are_accepted(cls, options):
+    tx = getattr(gradxform, cases.CORE[cls])(**cases.core_kwargs(options))
+    assert isinstance(tx, gradxform.GradientTransformation)
+    for lib in [p.values[0] for p in _libs()]:
+        opt = getattr(lib.optim, cls)([lib.P(np.ones((3, 2)))], **options)
+        assert opt.defaults["lr"] == options.get("lr", cases.SPECS[cases.CORE[cls]].option("lr").default)
+
+
+@pytest.mark.parametrize("lib", _libs())
+def test_top_level_set_of_params_is_accepted(lib):
+    """A set given as ``params`` itself is turned into a list (torch's ``list(params)``):
+    only a set inside a param group is refused."""
+    p = lib.P(np.ones(3))
+    opt = lib.optim.SGD({p}, lr=0.1)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["params"] == [p]
 
 
 # --------------------------------------------------------------------------- nothing is lost

@@ -40,7 +40,7 @@ import pytest
 
 import gradxform
 import resume_cases as rc
-from gradxform import checkpoint
+from gradxform import checkpoint, registry
 from torch_compat import optim
 from torch_compat.optim import lr_scheduler
 
@@ -49,8 +49,7 @@ HAS_ORBAX = importlib.util.find_spec("orbax") is not None and importlib.util.fin
 FORMATS = ("pickle", "npz", "npz_target") + (("orbax",) if HAS_ORBAX else ())
 FUNCTIONAL_ONLY = ("npz_target", "orbax")  # formats that restore the functional states only
 
-ALIASES = ("sgd", "asgd", "rprop", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax",
-           "sparse_adam", "nadam", "radam", "adafactor", "muon", "lbfgs")
+ALIASES = registry.ALIASES
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import torch_compat as tc
+from gradxform.registry import FIRST_ORDER, SPECS
 from torch_compat import optim as tco
 from torch_compat.optim.optimizer import GradxformOptimizer
 
@@ -351,8 +352,7 @@ def test_state_dict_hooks_order_prepend_and_results():
 # repr, defaults, pickling
 # ---------------------------------------------------------------------------------------
 
-ALL = ["SGD", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "SparseAdam",
-       "NAdam", "RAdam", "Adafactor", "Muon"]
+ALL = [SPECS[alias].torch_name for alias in FIRST_ORDER]
 
 
 @needs_torch
@@ -736,3 +736,64 @@ def test_buffers_donated_user_arrays_kept():
     other.step()
     for value in saved["state"][0].values():
         assert not value.is_deleted()
+
+
+# ---------------------------------------------------------------------------------------
+# Where the per-parameter state comes from
+# ---------------------------------------------------------------------------------------
+
+
+def _states_of(tree, kind):
+    """Every NamedTuple of type ``kind`` inside a (nested) optimizer state."""
+    if isinstance(tree, kind):
+        return [tree]
+    if isinstance(tree, (tuple, list)):
+        return [s for sub in tree for s in _states_of(sub, kind)]
+    return []
+
+
+def _with_state(tree, new):
+    """``tree`` with its NamedTuple of ``type(new)`` replaced by ``new``."""
+    if isinstance(tree, type(new)):
+        return new
+    if hasattr(tree, "_fields"):
+        return type(tree)(*[_with_state(v, new) for v in tree])
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_with_state(v, new) for v in tree)
+    return tree
+
+
+def test_state_is_read_from_the_spec_state_class_only():
+    """torch_compat's Adam reads and writes ``step``, ``exp_avg`` and ``exp_avg_sq`` in the
+    Adam state only, even when another state earlier in the transformation has fields of
+    those names (the first field of a name anywhere used to win). The reference runs the
+    same transformation functionally, keeping only the Adam state between steps, as
+    torch_compat keeps only torch's keys."""
+    import gradxform
+
+    class AdamAfterNadam(tco.Adam):
+        @classmethod
+        def _make_transform(cls, options):
+            adam = super()._make_transform(options)
+            return gradxform.inject_hyperparams(lambda: gradxform.chain(gradxform.scale_by_nadam(0.5, 0.9), adam))
+
+    w = tc.Parameter(jnp.array([1.0, -2.0, 0.5]))
+    opt = AdamAfterNadam([w], lr=0.1)
+    reference = AdamAfterNadam._make_transform({**opt.param_groups[0], "zero_options": ("weight_decay",)})
+    params, adam_state = jnp.array([1.0, -2.0, 0.5]), None
+    for t in range(3):
+        grad = jnp.cos(params + t)
+        w.grad = grad
+        opt.step()
+        state = reference.init(params)
+        if adam_state is not None:
+            state = _with_state(state, adam_state)
+        updates, state = reference.update(grad, state, params)
+        params = gradxform.apply_updates(params, updates)
+        (adam_state,) = _states_of(state, gradxform.ScaleByAdamState)
+        (nadam_state,) = _states_of(state, gradxform.ScaleByNadamState)
+        assert not np.allclose(np.asarray(adam_state.exp_avg), np.asarray(nadam_state.exp_avg))
+        np.testing.assert_allclose(np.asarray(w.data), np.asarray(params), rtol=1e-12)
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_allclose(np.asarray(opt.state[w][key]), np.asarray(getattr(adam_state, key)), rtol=1e-12)
+        assert float(opt.state[w]["step"]) == t + 1

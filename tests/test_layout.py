@@ -16,22 +16,10 @@ import pytest
 from jax.experimental import sparse
 
 import gradxform
+from gradxform.registry import FIRST_ORDER
 from test_optimizer_table import CONFIGS
 
-ELEMENTWISE = (
-    "sgd",
-    "asgd",
-    "rprop",
-    "adagrad",
-    "adadelta",
-    "rmsprop",
-    "adam",
-    "adamw",
-    "adamax",
-    "sparse_adam",
-    "nadam",
-    "radam",
-)
+ELEMENTWISE = tuple(a for a in FIRST_ORDER if a not in ("adafactor", "muon"))  # the two work on whole matrices
 EXTRA_FLAGS = {  # flags the table's configs leave at their defaults
     "adam": dict(weight_decay=0.1, maximize=True),
     "rmsprop": dict(weight_decay=0.01),

@@ -9,10 +9,10 @@ import pytest
 
 import gradxform
 import torch_compat
+from gradxform.registry import FIRST_ORDER, SPECS
 from torch_compat import optim
 
-CORE = ["sgd", "asgd", "rprop", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax",
-        "sparse_adam", "nadam", "radam", "adafactor", "muon"]
+CORE = list(FIRST_ORDER)
 CORE_KWARGS = {"sgd": {"momentum": 0.9}}
 
 
@@ -177,8 +177,7 @@ def test_inside_scan():
 
 # -- torch_compat ------------------------------------------------------------------------
 
-COMPAT = ["SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "RMSprop", "Adamax", "NAdam", "RAdam",
-          "ASGD", "Rprop", "Adafactor", "Muon", "SparseAdam"]
+COMPAT = [SPECS[alias].torch_name for alias in FIRST_ORDER]
 COMPAT_KWARGS = {"SGD": {"momentum": 0.9}}
 
 

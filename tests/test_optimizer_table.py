@@ -30,23 +30,9 @@ import numpy as np
 import pytest
 
 import gradxform
+from gradxform.registry import FIRST_ORDER
 
-ALIASES = (
-    "sgd",
-    "asgd",
-    "rprop",
-    "adagrad",
-    "adadelta",
-    "rmsprop",
-    "adam",
-    "adamw",
-    "adamax",
-    "sparse_adam",
-    "nadam",
-    "radam",
-    "adafactor",
-    "muon",
-)
+ALIASES = FIRST_ORDER
 
 # Settings under which each alias solves the table's problems in STEPS steps. The
 # non-default flags (momentum + Nesterov, centered + momentum, AMSGrad, decoupled decay,

@@ -45,13 +45,20 @@ def test_torch_version():
 
 @pytest.mark.parametrize("name", pc.OPTIMIZERS)
 def test_generator_draws_valid_torch_hyperparams(name):
-    """torch accepts every drawn hyperparameter set (golden and live seed ranges)."""
+    """torch accepts every drawn hyperparameter set (golden and live seed ranges), and so
+    do the gradxform alias and the torch_compat class."""
+    import gradxform
+    import torch_compat
+    from torch_compat import optim
+
     cls = getattr(torch.optim, pc.TORCH_NAMES[name])
     param = torch.zeros((2, 2), requires_grad=True)
+    ours = torch_compat.Parameter(np.zeros((2, 2)))
     for seed in list(range(20)) + list(range(LIVE_SEED_BASE, LIVE_SEED_BASE + 20)) + [2000, 3000]:
         torch_kwargs, gx_kwargs = pc.HYPERPARAMS[name](seed)
-        cls([param], **torch_kwargs)
-        assert gx_kwargs == pc.to_gradxform_kwargs(torch_kwargs)
+        assert cls([param], **torch_kwargs).defaults["lr"] == torch_kwargs["lr"]
+        assert isinstance(getattr(gradxform, name)(**gx_kwargs), gradxform.GradientTransformation)
+        assert getattr(optim, pc.TORCH_NAMES[name])([ours], **torch_kwargs).defaults["lr"] == torch_kwargs["lr"]
 
 
 def _live_params():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,28 +30,6 @@ def concrete(value: Any) -> float | None:
         return float(array.reshape(()))
     except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None
-
-
-def check(value: Any, is_valid: Callable[[float], bool], message: str) -> None:
-    """Raises ``ValueError(message.format(value))`` when a concrete value is invalid.
-
-    ``message`` uses ``{}`` for the value, printed as torch prints a Python number.
-    """
-    number = concrete(value)
-    if number is not None and not is_valid(number):
-        raise ValueError(message.format(value if isinstance(value, numbers.Real) else number))
-
-
-def check_learning_rate(
-    value: Any, message: str = "Invalid learning rate: {}", *, strictly_positive: bool = False
-) -> None:
-    """torch's learning-rate checks: a 1-element array, and ``>= 0`` (or ``> 0``)."""
-    if callable(value):
-        return
-    if hasattr(value, "shape") and hasattr(value, "dtype") and int(np.prod(np.shape(value))) != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    check(value, (lambda v: v > 0.0) if strictly_positive else (lambda v: v >= 0.0), message)
-    _checked_value("learning_rate", value)
 
 
 def is_zero(value: Any) -> bool:
@@ -159,4 +137,4 @@ def standard_chain(
     return chain(*parts)
 
 
-__all__ = ["check_hyperparams", "check_sequence", "inject", "without_zeros", "check", "check_learning_rate", "concrete", "inject_hyperparams", "is_zero", "standard_chain"]
+__all__ = ["check_hyperparams", "check_sequence", "inject", "without_zeros", "concrete", "inject_hyperparams", "is_zero", "standard_chain"]

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -96,10 +97,7 @@ def adadelta(
 
     Reference: Zeiler, 2012; ``torch.optim.Adadelta``.
     """
-    _common.check_learning_rate(learning_rate)
-    _common.check(rho, lambda v: 0.0 <= v <= 1.0, "Invalid rho value: {}")
-    _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
-    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+    SPECS["adadelta"].check_core(learning_rate=learning_rate, rho=rho, eps=eps, weight_decay=weight_decay)
 
     def build(learning_rate, rho, eps, weight_decay=None):
         return _common.standard_chain(

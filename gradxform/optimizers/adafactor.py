@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from gradxform import _numerics, transforms
 from gradxform.base import GradientTransformation, chain
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 
 
 class ScaleByAdafactorState(NamedTuple):
@@ -73,7 +74,7 @@ def scale_by_adafactor(
 
     def init(params):
         if any(jnp.iscomplexobj(p) for p in jax.tree.leaves(params)):
-            raise ValueError("Adafactor does not support complex parameters")
+            raise ValueError(SPECS["adafactor"].complex_message)
 
         def buffers(p):
             shape, dtype = jnp.shape(p), _numerics.buffer_dtype(jnp.result_type(p), state_dtype)
@@ -96,7 +97,7 @@ def scale_by_adafactor(
 
     def leaf(g, p, row, col, var, step):
         if jnp.iscomplexobj(g) or jnp.iscomplexobj(p):
-            raise ValueError("Adafactor does not support complex parameters")
+            raise ValueError(SPECS["adafactor"].complex_message)
         param_dtype = p.dtype
         dtype = _numerics.compute_dtype(g.dtype)
         g, p = g.astype(dtype), p.astype(dtype)
@@ -181,14 +182,9 @@ def adafactor(
 
     Reference: Shazeer & Stern, 2018; ``torch.optim.Adafactor``.
     """
-    _common.check_sequence(eps, "eps", 2)
-    _common.check_learning_rate(learning_rate, "Learning rate should be >= 0 but is: {}")
-    _common.check(beta2_decay, lambda v: v <= 0.0, "beta2_decay should be <= 0 but is: {}")
-    if eps[0] is not None:
-        _common.check(eps[0], lambda v: v >= 0.0, "epsilon1 should be >= 0 but is: {}")
-    _common.check(eps[1], lambda v: v >= 0.0, "epsilon2 should be >= 0 but is: {}")
-    _common.check(d, lambda v: v >= 1.0, "Clipping threshold d should be >= 1 but is: {}")
-    _common.check(weight_decay, lambda v: v >= 0.0, "weight_decay should be >= 0 but is: {}")
+    SPECS["adafactor"].check_core(
+        learning_rate=learning_rate, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay
+    )
 
     def build(learning_rate, beta2_decay, eps, d, weight_decay):
         parts = [transforms.negate()] if maximize else []

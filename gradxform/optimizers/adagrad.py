@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -103,13 +104,13 @@ def adagrad(
 
     Reference: Duchi et al., 2011; ``torch.optim.Adagrad``.
     """
-    _common.check_learning_rate(learning_rate)
-    _common.check(lr_decay, lambda v: v >= 0.0, "Invalid lr_decay value: {}")
-    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
-    _common.check(
-        initial_accumulator_value, lambda v: v >= 0.0, "Invalid initial_accumulator_value value: {}"
+    SPECS["adagrad"].check_core(
+        learning_rate=learning_rate,
+        lr_decay=lr_decay,
+        weight_decay=weight_decay,
+        initial_accumulator_value=initial_accumulator_value,
+        eps=eps,
     )
-    _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
     _common.check_hyperparams(dict(initial_accumulator_value=initial_accumulator_value))  # used by init
 
     def build(learning_rate, lr_decay, eps, weight_decay=None):

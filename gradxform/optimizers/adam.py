@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 
 
 class ScaleByAdamState(NamedTuple):
@@ -99,16 +100,6 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
     return GradientTransformation(init, update)
 
 
-def _check_adam_family(learning_rate, betas, eps, weight_decay):
-    _common.check_sequence(betas, "betas", 2)
-    _common.check_learning_rate(learning_rate)
-    _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
-    _common.check(betas[0], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 0: {}")
-    _common.check(betas[1], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 1: {}")
-    if weight_decay is not None:
-        _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
-
-
 def adam(
     learning_rate=1e-3,
     betas=(0.9, 0.999),
@@ -148,7 +139,7 @@ def adam(
 
     Reference: Kingma & Ba, 2015; Reddi et al., 2018 (AMSGrad); ``torch.optim.Adam``.
     """
-    _check_adam_family(learning_rate, betas, eps, weight_decay)
+    SPECS["adam"].check_core(learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def build(learning_rate, betas, eps, weight_decay=None):
         return _common.standard_chain(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
-from gradxform.optimizers.adam import _check_adam_family
+from gradxform.registry import SPECS
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -97,7 +97,7 @@ def adamax(
 
     Reference: Kingma & Ba, 2015, section 7; ``torch.optim.Adamax``.
     """
-    _check_adam_family(learning_rate, betas, eps, weight_decay)
+    SPECS["adamax"].check_core(learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def build(learning_rate, betas, eps, weight_decay=None):
         return _common.standard_chain(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -11,6 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 from gradxform import transforms
 from gradxform.base import chain
 
@@ -123,10 +122,7 @@ def asgd(
 
     Reference: Polyak & Juditsky, 1992; ``torch.optim.ASGD``.
     """
-    _common.check_learning_rate(learning_rate)
-    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
-    # torch divides lr by (1 + lambd * lr * t) ** alpha in Python: alpha = -inf divides by zero.
-    _common.check(alpha, lambda v: v != -math.inf, "Invalid alpha value: {} (lr / (1 + lambd * lr * t) ** alpha divides by zero)")
+    SPECS["asgd"].check_core(learning_rate=learning_rate, weight_decay=weight_decay, alpha=alpha)
 
     def build(learning_rate, lambd, alpha, t0, weight_decay=None):
         parts = [transforms.negate()] if maximize else []

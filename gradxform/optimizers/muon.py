@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -12,8 +11,10 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
+from gradxform import registry
+from gradxform.registry import SPECS
 
-DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+DEFAULT_NS_COEFFICIENTS = SPECS["muon"].option("ns_coefficients").default  # torch's (3.4445, -4.775, 2.0315)
 
 
 class ScaleByMuonState(NamedTuple):
@@ -64,12 +65,10 @@ def orthogonalize_via_newton_schulz(matrix, ns_coefficients=DEFAULT_NS_COEFFICIE
       >>> x.dtype, [round(float(v), 1) for v in jnp.diag(x)]  # torch's _zeropower_via_newtonschulz gives the same
       (dtype(bfloat16), [0.7, 1.0])
     """
-    if ns_steps >= 100:
-        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    SPECS["muon"].check_torch({"ns_steps": ns_steps}, "step")  # torch's checks, in its order
     if jnp.ndim(matrix) != 2:
         raise ValueError("Input tensor gradient must be a 2D matrix")
-    if len(ns_coefficients) != 3:
-        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    SPECS["muon"].check_torch({"ns_coefficients": ns_coefficients}, "step")
     a, b, c = ns_coefficients
     bf16 = jnp.bfloat16
     x = jnp.asarray(matrix).astype(bf16)
@@ -100,11 +99,10 @@ def _check_2d(params):
     for path, p in jax.tree_util.tree_leaves_with_path(params):
         if jnp.ndim(p) != 2:
             raise ValueError(
-                "Muon only supports 2D parameters whereas we found a parameter with size: "
-                f"{tuple(jnp.shape(p))} at {jax.tree_util.keystr(path) or 'the root'}"
+                f"{registry.MUON_2D}{tuple(jnp.shape(p))} at {jax.tree_util.keystr(path) or 'the root'}"
             )
         if jnp.iscomplexobj(p):
-            raise ValueError("Muon does not support complex parameters")
+            raise ValueError(SPECS["muon"].complex_message)
 
 
 def scale_by_muon(
@@ -203,17 +201,14 @@ def muon(
 
     Reference: Jordan et al., 2024; ``torch.optim.Muon``.
     """
-    _common.check_learning_rate(learning_rate, "Learning rate should be >= 0 but is: {}")
-    _common.check(momentum, lambda v: v >= 0.0, "momentum should be >= 0 but is: {}")
-    _common.check(weight_decay, lambda v: v >= 0.0, "weight decay should be >= 0 but is: {}")
-    if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
-        raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
-    if not isinstance(ns_steps, numbers.Integral):
-        raise ValueError(f"ns_steps must be an integer, got {ns_steps!r}")
-    if ns_steps >= 100:
-        raise ValueError("Number of steps must be less than 100 for computational efficiency")
-    if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
-        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    SPECS["muon"].check_core(
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        adjust_lr_fn=adjust_lr_fn,
+        ns_steps=ns_steps,
+        ns_coefficients=ns_coefficients,
+    )
 
     def build(learning_rate, momentum, ns_coefficients, eps, weight_decay=None):
         return _common.standard_chain(

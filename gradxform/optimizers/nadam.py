@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
-from gradxform.optimizers.adam import _check_adam_family
+from gradxform.registry import SPECS
 
 
 class ScaleByNadamState(NamedTuple):
@@ -121,8 +121,9 @@ def nadam(
 
     Reference: Dozat, 2016; ``torch.optim.NAdam``.
     """
-    _check_adam_family(learning_rate, betas, eps, weight_decay)
-    _common.check(momentum_decay, lambda v: v >= 0.0, "Invalid momentum_decay value: {}")
+    SPECS["nadam"].check_core(
+        learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay
+    )
 
     def build(learning_rate, betas, eps, momentum_decay, weight_decay=None):
         return _common.standard_chain(

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
-from gradxform.optimizers.adam import _check_adam_family, bias_corrections
+from gradxform.registry import SPECS
+from gradxform.optimizers.adam import bias_corrections
 
 
 class ScaleByRadamState(NamedTuple):
@@ -141,7 +142,7 @@ def radam(
 
     Reference: Liu et al., 2020; ``torch.optim.RAdam``.
     """
-    _check_adam_family(learning_rate, betas, eps, weight_decay)
+    SPECS["radam"].check_core(learning_rate=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def build(learning_rate, betas, eps, weight_decay=None):
         return _common.standard_chain(

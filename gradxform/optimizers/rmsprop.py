@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 
 
 class ScaleByRmspropState(NamedTuple):
@@ -135,11 +136,9 @@ def rmsprop(
 
     Reference: Hinton, Lecture 6e; Graves, 2013 (centered); ``torch.optim.RMSprop``.
     """
-    _common.check_learning_rate(learning_rate)
-    _common.check(eps, lambda v: v >= 0.0, "Invalid epsilon value: {}")
-    _common.check(momentum, lambda v: v >= 0.0, "Invalid momentum value: {}")
-    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
-    _common.check(alpha, lambda v: v >= 0.0, "Invalid alpha value: {}")
+    SPECS["rmsprop"].check_core(
+        learning_rate=learning_rate, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum
+    )
     with_momentum = not _common.is_zero(momentum)
 
     def build(learning_rate, alpha, eps, weight_decay=None, momentum=None):

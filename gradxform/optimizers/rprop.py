@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics, transforms
 from gradxform.base import GradientTransformation, chain
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 
 
 class ScaleByRpropState(NamedTuple):
@@ -103,12 +104,7 @@ def rprop(
 
     Reference: Riedmiller & Braun, 1993; ``torch.optim.Rprop``.
     """
-    _common.check_sequence(etas, "etas", 2)
-    _common.check_sequence(step_sizes, "step_sizes", 2)
-    _common.check_learning_rate(learning_rate)
-    e_minus, e_plus = (_common.concrete(e) for e in etas)
-    if e_minus is not None and e_plus is not None and not 0.0 < e_minus < 1.0 < e_plus:
-        raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+    SPECS["rprop"].check_core(learning_rate=learning_rate, etas=etas, step_sizes=step_sizes)
 
     def build(learning_rate, etas, step_sizes):
         parts = [transforms.negate()] if maximize else []

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from gradxform import _numerics
 from gradxform.base import GradientTransformation, identity
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 
 
 class ScaleBySgdState(NamedTuple):
@@ -112,13 +113,10 @@ def sgd(
 
     Reference: ``torch.optim.SGD``; Sutskever et al., 2013.
     """
-    _common.check_learning_rate(learning_rate)
-    _common.check(momentum, lambda v: v >= 0.0, "Invalid momentum value: {}")
-    _common.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+    SPECS["sgd"].check_core(
+        learning_rate=learning_rate, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov
+    )
     with_momentum = not _common.is_zero(momentum)
-    m, d = _common.concrete(momentum), _common.concrete(dampening)
-    if nesterov and ((m is not None and m <= 0) or (d is not None and d != 0)):
-        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def build(learning_rate, weight_decay=None, momentum=None, dampening=None):
         direction = (

@@ -12,6 +12,7 @@ from gradxform import _numerics
 from gradxform.base import GradientTransformation, chain
 from gradxform import transforms
 from gradxform.optimizers import _common
+from gradxform.registry import SPECS
 from gradxform.optimizers.adam import bias_corrections
 
 
@@ -73,7 +74,7 @@ def scale_by_sparse_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, maximize: bool = F
         ]
         if complex_leaves:
             raise ValueError(
-                f"Complex params at {', '.join(complex_leaves)}: SparseAdam does not support complex parameters"
+                f"Complex params at {', '.join(complex_leaves)}: {SPECS['sparse_adam'].complex_message}"
             )
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
         return ScaleBySparseAdamState(_numerics.step_counts(params), zeros(), zeros())
@@ -151,11 +152,7 @@ def sparse_adam(
 
     Reference: ``torch.optim.SparseAdam``.
     """
-    _common.check_sequence(betas, "betas", 2)
-    _common.check_learning_rate(learning_rate, "Invalid learning rate: {}", strictly_positive=True)
-    _common.check(eps, lambda v: v > 0.0, "Invalid epsilon value: {}")
-    _common.check(betas[0], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 0: {}")
-    _common.check(betas[1], lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 1: {}")
+    SPECS["sparse_adam"].check_core(learning_rate=learning_rate, betas=betas, eps=eps)
 
     def build(learning_rate, betas, eps):
         return chain(

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from gradxform import transforms
+import gradxform
+from gradxform import _internal
 from torch_compat._parameter import Parameter
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
@@ -79,17 +80,17 @@ def _nonfinite_error(norm_type: float) -> RuntimeError:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _total_norm(arrays, norm_type):
-    return transforms.global_norm(arrays, norm_type)
+    return gradxform.global_norm(arrays, norm_type)
 
 
 @jax.jit
 def _scale(arrays, max_norm, total_norm):
-    return transforms._scale_by_coefficient(arrays, transforms._clip_scale(max_norm, total_norm))
+    return _internal.scale_by_coefficient(arrays, _internal.clip_scale(max_norm, total_norm))
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _norm_and_scale(arrays, max_norm, norm_type):
-    total = transforms.global_norm(arrays, norm_type)
+    total = gradxform.global_norm(arrays, norm_type)
     return total, _scale(arrays, max_norm, total)
 
 
@@ -261,7 +262,7 @@ def clip_grad_norm(
 
 @jax.jit
 def _clamp(arrays, clip_value):
-    return transforms.clip_by_value(clip_value).update(arrays, None)[0]
+    return gradxform.clip_by_value(clip_value).update(arrays, None)[0]
 
 
 def clip_grad_value_(

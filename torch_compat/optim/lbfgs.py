@@ -10,11 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from gradxform import _numerics
-import importlib
-
-core = importlib.import_module("gradxform.lbfgs")  # the module (gradxform.lbfgs is also the alias)
-from torch_compat.optim import _validation
+from gradxform import _internal
+from gradxform._internal import lbfgs_core as core
+from torch_compat.optim._from_spec import make_init, scalar
 from torch_compat.optim.optimizer import Optimizer
 
 
@@ -47,7 +45,7 @@ def _placed_unflatten(params):
     """``core.flatten``, whose ``unflatten`` gives each leaf its parameter's sharding
     (the flat vector's is XLA's choice: a sharded parameter must not come back gathered)."""
     x, unflatten = core.flatten(params)
-    return x, lambda v: jax.tree.map(_numerics.like_param, unflatten(v), params)
+    return x, lambda v: jax.tree.map(_internal.like_param, unflatten(v), params)
 
 
 @jax.jit
@@ -64,7 +62,7 @@ class LBFGS(Optimizer):
     ``.grad`` — for example with :func:`torch_compat.backward` — and return the loss, as a
     Python float or a JAX scalar) as many times as torch would, at the same points. The
     direction, two-loop recursion and strong-Wolfe line search are gradxform's
-    (:mod:`gradxform.lbfgs`, :mod:`gradxform.linesearch`), compiled; only the closure
+    (:mod:`gradxform.optimizers.lbfgs`, :mod:`gradxform.linesearch`), compiled; only the closure
     runs in Python. ``state`` holds torch's keys: ``func_evals``, ``n_iter``, ``d``,
     ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``,
     ``prev_loss`` and ``al``.
@@ -85,32 +83,15 @@ class LBFGS(Optimizer):
       (18.0, [3.0, 3.0])
     """
 
-    def __init__(
-        self,
-        params,
-        lr=1,
-        max_iter=20,
-        max_eval=None,
-        tolerance_grad=1e-7,
-        tolerance_change=1e-9,
-        history_size=100,
-        line_search_fn=None,
-    ):
-        _validation.check_tensor_lr(lr)
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        defaults = dict(
-            lr=lr,
-            max_iter=max_iter,
-            max_eval=max_eval,
-            tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change,
-            history_size=history_size,
-            line_search_fn=line_search_fn,
-        )
-        super().__init__(params, defaults)
+    _spec = _internal.SPECS["lbfgs"]
+    __init__ = make_init("LBFGS", __name__, _spec)
+
+    def _construct(self, params, options: dict[str, Any]) -> None:
+        """torch's constructor: checks, ``max_eval`` defaulting to ``max_iter * 5 // 4``, one group."""
+        self._spec.check_torch(options, "init")
+        if options["max_eval"] is None:
+            options = {**options, "max_eval": options["max_iter"] * 5 // 4}
+        super().__init__(params, options)
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
@@ -143,7 +124,7 @@ class LBFGS(Optimizer):
         )
         if "d" not in state:
             return fresh
-        hyper = _numerics.hyper_dtype()
+        hyper = _internal.hyper_dtype()
         as_vector = lambda v: jnp.asarray(np.asarray(v)).astype(dtype).reshape(n)  # noqa: E731
         dirs, stps = list(state["old_dirs"])[-history_size:], list(state["old_stps"])[-history_size:]
         ro = list(state["ro"])[-history_size:]
@@ -197,13 +178,12 @@ class LBFGS(Optimizer):
           The loss returned by the first call of ``closure`` (at the starting point).
         """
         group = self.param_groups[0]
-        if group["line_search_fn"] not in (None, "strong_wolfe"):
-            raise RuntimeError("only 'strong_wolfe' is supported")
+        self._spec.check_torch(group, "step")
         history_size = group["history_size"]
         advance = _compiled_advance(history_size, group["line_search_fn"])
-        hyper = _numerics.hyper_dtype()
+        hyper = _internal.hyper_dtype()
         dynamic = dict(
-            lr=jnp.asarray(_validation.scalar(group["lr"]), hyper),
+            lr=jnp.asarray(scalar(group["lr"]), hyper),
             max_iter=jnp.asarray(group["max_iter"], jnp.int32),
             max_eval=jnp.asarray(group["max_eval"], jnp.int32),
             tolerance_grad=jnp.asarray(group["tolerance_grad"], hyper),

@@ -52,8 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform import _schedule_math as formulas
-from gradxform._schedule_math import FLOATS
+from gradxform._internal import schedule_math as formulas
 from torch_compat.optim.optimizer import Optimizer
 
 __all__ = [
@@ -449,7 +448,7 @@ class StepLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         decays = self.last_epoch // self.step_size
-        return [formulas.decay(FLOATS, base, self.gamma, decays) for base in self.base_lrs]
+        return [formulas.decay(formulas.FLOATS, base, self.gamma, decays) for base in self.base_lrs]
 
 
 class MultiStepLR(LRScheduler):
@@ -487,7 +486,7 @@ class MultiStepLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         passed = bisect_right(sorted(self.milestones.elements()), self.last_epoch)
-        return [formulas.decay(FLOATS, base, self.gamma, passed) for base in self.base_lrs]
+        return [formulas.decay(formulas.FLOATS, base, self.gamma, passed) for base in self.base_lrs]
 
 
 class ConstantLR(LRScheduler):
@@ -530,7 +529,7 @@ class ConstantLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         t, factor, total_iters = self.last_epoch, self.factor, self.total_iters
-        return [formulas.constant(FLOATS, base, factor, t, total_iters) for base in self.base_lrs]
+        return [formulas.constant(formulas.FLOATS, base, factor, t, total_iters) for base in self.base_lrs]
 
 
 class LinearLR(LRScheduler):
@@ -589,7 +588,7 @@ class LinearLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         factors = (self.start_factor, self.end_factor, self.last_epoch, self.total_iters)
-        return [formulas.linear(FLOATS, base, *factors) for base in self.base_lrs]
+        return [formulas.linear(formulas.FLOATS, base, *factors) for base in self.base_lrs]
 
 
 class ExponentialLR(LRScheduler):
@@ -623,7 +622,7 @@ class ExponentialLR(LRScheduler):
         return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
-        return [formulas.decay(FLOATS, base, self.gamma, self.last_epoch) for base in self.base_lrs]
+        return [formulas.decay(formulas.FLOATS, base, self.gamma, self.last_epoch) for base in self.base_lrs]
 
 
 class PolynomialLR(LRScheduler):
@@ -663,7 +662,7 @@ class PolynomialLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         t, total_iters, power = self.last_epoch, self.total_iters, self.power
-        return [formulas.polynomial(FLOATS, base, t, total_iters, power) for base in self.base_lrs]
+        return [formulas.polynomial(formulas.FLOATS, base, t, total_iters, power) for base in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -704,7 +703,7 @@ class CosineAnnealingLR(LRScheduler):
         if self._is_initial:
             return _group_values(self.optimizer, "lr")
         if self._step_count == 1 and t > 0:
-            return [formulas.cosine(FLOATS, base, low, t, period) for base in self.base_lrs]
+            return [formulas.cosine(formulas.FLOATS, base, low, t, period) for base in self.base_lrs]
         if (t - 1 - period) % (2 * period) == 0:
             # Leaving the minimum: the ratio form would divide by 1 + cos(pi) = 0.
             return [
@@ -716,7 +715,7 @@ class CosineAnnealingLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         t, low, period = self.last_epoch, self.eta_min, self.T_max
-        return [formulas.cosine(FLOATS, base, low, t, period) for base in self.base_lrs]
+        return [formulas.cosine(formulas.FLOATS, base, low, t, period) for base in self.base_lrs]
 
 
 # -- schedulers of schedulers ----------------------------------------------------------------
@@ -974,7 +973,7 @@ class ReduceLROnPlateau(LRScheduler):
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
         self.last_epoch = epoch
         self.best, self.num_bad_epochs, self.cooldown_counter = formulas.count_bad_epochs(
-            FLOATS, self._is_better(current, self.best), current, self.best, self.num_bad_epochs, self.cooldown_counter
+            formulas.FLOATS, self._is_better(current, self.best), current, self.best, self.num_bad_epochs, self.cooldown_counter
         )
         if self.num_bad_epochs > self.patience:
             self._reduce_lr(epoch)
@@ -998,7 +997,7 @@ class ReduceLROnPlateau(LRScheduler):
             self.min_lrs = [self.default_min_lr] * len(groups)
         for group, min_lr in zip(groups, self.min_lrs):
             old = float(np.asarray(group["lr"]).reshape(())) if _is_array(group["lr"]) else float(group["lr"])
-            new, lowers = formulas.reduced(FLOATS, old, self.factor, min_lr, self.eps)
+            new, lowers = formulas.reduced(formulas.FLOATS, old, self.factor, min_lr, self.eps)
             if lowers:
                 _set_group_value(group, "lr", new)
 
@@ -1126,7 +1125,7 @@ class CyclicLR(LRScheduler):
     def get_lr(self) -> list:
         self._warn_if_called_outside_step()
         t = self.last_epoch
-        cycle, height = formulas.cyclic_position(FLOATS, t, self.total_size, self.step_ratio)
+        cycle, height = formulas.cyclic_position(formulas.FLOATS, t, self.total_size, self.step_ratio)
         scale = self.scale_fn(cycle if self.scale_mode == "cycle" else t)
         lrs = [formulas.cyclic(base, top, height, scale) for base, top in zip(self.base_lrs, self.max_lrs, strict=True)]
         if self.cycle_momentum:
@@ -1201,7 +1200,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     def get_lr(self) -> list:
         self._warn_if_called_outside_step()
         t, low, period = self.T_cur, self.eta_min, self.T_i
-        return [formulas.cosine(FLOATS, base, low, t, period) for base in self.base_lrs]
+        return [formulas.cosine(formulas.FLOATS, base, low, t, period) for base in self.base_lrs]
 
     def step(self, epoch=None) -> None:
         """Advances one epoch, or jumps to ``epoch`` (which may be fractional)."""
@@ -1322,7 +1321,7 @@ class OneCycleLR(LRScheduler):
     @staticmethod
     def _annealing_cos(start, end, pct):
         """From ``start`` (pct 0) to ``end`` (pct 1) along half a cosine."""
-        return formulas.anneal_cos(FLOATS, start, end, pct)
+        return formulas.anneal_cos(formulas.FLOATS, start, end, pct)
 
     @staticmethod
     def _annealing_linear(start, end, pct):
@@ -1351,9 +1350,9 @@ class OneCycleLR(LRScheduler):
             def value(first_key, last_key, pct, group=group):
                 return self._anneal_func(group[first_key], group[last_key], pct)
 
-            lrs.append(formulas.one_cycle(FLOATS, t, lr_phases, value))
+            lrs.append(formulas.one_cycle(formulas.FLOATS, t, lr_phases, value))
             if self.cycle_momentum:
-                _write_momentum(self, group, formulas.one_cycle(FLOATS, t, momentum_phases, value))
+                _write_momentum(self, group, formulas.one_cycle(formulas.FLOATS, t, momentum_phases, value))
         return lrs
 
 

@@ -24,7 +24,7 @@ from jax.experimental import sparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradxform
-from gradxform import _numerics, robust
+from gradxform import _internal
 from torch_compat._parameter import ARRAYS_HINT, Parameter, typename
 
 
@@ -605,8 +605,8 @@ def _named_fields(state: Any):
             yield from _named_fields(sub)
 
 
-def _replace_fields(state: Any, replace: Callable[[str, Any], Any]) -> Any:
-    """Rebuilds nested NamedTuple/tuple states with ``replace(name, value)`` on each field."""
+def _replace_fields(state: Any, replace: Callable[[Any, str, Any], Any]) -> Any:
+    """Rebuilds nested NamedTuple/tuple states with ``replace(owner, name, value)`` on each field."""
     if hasattr(state, "_fields"):
         values = []
         for name in state._fields:
@@ -614,7 +614,7 @@ def _replace_fields(state: Any, replace: Callable[[str, Any], Any]) -> Any:
             if isinstance(value, tuple) and not hasattr(value, "_fields"):
                 values.append(_replace_fields(value, replace))
             else:
-                values.append(replace(name, value))
+                values.append(replace(state, name, value))
         return type(state)(*values)
     if isinstance(state, (tuple, list)):
         return type(state)(_replace_fields(s, replace) for s in state)
@@ -633,7 +633,7 @@ def _skip_decision(control, kept):
     if decision is not None:
         return decision, (total, consecutive)
     finite = gradxform.all_finite([grads for grads, _, _ in kept])
-    skip, total, consecutive = robust._decide_skip(finite, total, consecutive, limit)
+    skip, total, consecutive = _internal.decide_skip(finite, total, consecutive, limit)
     return skip, (total, consecutive)
 
 
@@ -662,7 +662,9 @@ class GradxformOptimizer(Optimizer):
 
     A subclass declares:
 
-    * ``_state_keys``: torch's per-parameter state keys, in torch's order;
+    * ``_state_keys``: torch's per-parameter state keys, in torch's order, and
+      ``_state_class``: the gradxform state whose fields of those names carry them
+      (the classes made from a registry spec get both from it);
     * ``_hyperparams``: the group options that are float hyperparameters (passed to the
       transformation as traced arrays, so changing them never recompiles);
     * ``_make_transform(options)``: the gradxform transformation for one group's options;
@@ -706,6 +708,9 @@ class GradxformOptimizer(Optimizer):
     """
 
     _state_keys: ClassVar[tuple[str, ...]] = ()
+    # The gradxform state NamedTuple whose fields carry the state keys (None: the first
+    # field of each name anywhere in the transformation's state).
+    _state_class: ClassVar[type | None] = None
     _hyperparams: ClassVar[tuple[str, ...]] = ("lr",)
     # Float options whose feature is left out of the transformation while they are 0
     # (torch skips it too); a change to or from 0 recompiles once.
@@ -776,7 +781,7 @@ class GradxformOptimizer(Optimizer):
           >>> w.data.tolist(), optimizer.skipped_steps, len(optimizer.state)
           ([1.0, 2.0], 1, 0)
         """
-        robust._check_max_consecutive_skips(max_consecutive_skips)
+        _internal.check_max_consecutive_skips(max_consecutive_skips)
         self._skip_enabled = bool(enabled)
         self._skip_limit = max_consecutive_skips
         self._reset_skip_counters(0, 0)
@@ -870,7 +875,7 @@ class GradxformOptimizer(Optimizer):
         return step
 
     def _hyper_arrays(self, group: dict[str, Any]) -> dict[str, Any]:
-        dtype = _numerics.hyper_dtype()
+        dtype = _internal.hyper_dtype()
 
         def as_array(value):
             if value is None:
@@ -905,8 +910,8 @@ class GradxformOptimizer(Optimizer):
             :meth:`_state_shape_error`.
         """
         expected: list[dict[str, Any]] = [{} for _ in stored]
-        for name, value, _, _ in _named_fields(inner):
-            if name in cls._state_keys and isinstance(value, list):
+        for name, value, owner, _ in _named_fields(inner):
+            if name in cls._state_keys and isinstance(value, list) and cls._holds_state(owner):
                 for entry, leaf in zip(expected, value):
                     if leaf is not None:
                         entry.setdefault(name, leaf)
@@ -943,14 +948,19 @@ class GradxformOptimizer(Optimizer):
         return RuntimeError(_shape_mismatch_message(shape, expected))
 
     @classmethod
+    def _holds_state(cls, owner: Any) -> bool:
+        """Whether the NamedTuple ``owner`` is the one whose fields carry the state keys."""
+        return cls._state_class is None or isinstance(owner, cls._state_class)
+
+    @classmethod
     def _fill(cls, inner: Any, stored: list[dict[str, Any]]) -> Any:
         """Puts the stored per-parameter state into a fresh transformation state (checked
         first with :meth:`_check_stored`)."""
         cls._check_stored(inner, stored)
         keys = cls._state_keys
 
-        def replace(name, value):
-            if not isinstance(value, list):
+        def replace(owner, name, value):
+            if not isinstance(value, list) or not cls._holds_state(owner):
                 return value
             out = list(value)
             for i, saved in enumerate(stored):
@@ -970,8 +980,9 @@ class GradxformOptimizer(Optimizer):
     @classmethod
     def _extract(cls, inner: Any, count: int) -> list[dict[str, Any]]:
         fields = {}
-        for name, value, _, _ in _named_fields(inner):
-            fields.setdefault(name, value)
+        for name, value, owner, _ in _named_fields(inner):
+            if cls._holds_state(owner):
+                fields.setdefault(name, value)
         out = []
         for i in range(count):
             entry = {}

@@ -1,13 +1,11 @@
-"""``SGD``: torch.optim.SGD on gradxform.sgd."""
+"""``SGD``: torch.optim.SGD on :func:`gradxform.sgd`."""
 
 from __future__ import annotations
 
-import gradxform
-from torch_compat.optim import _validation
-from torch_compat.optim.optimizer import GradxformOptimizer
+from torch_compat.optim._from_spec import SpecOptimizer
 
 
-class SGD(GradxformOptimizer):
+class SGD(SpecOptimizer, alias="sgd"):
     """Stochastic gradient descent with momentum, as ``torch.optim.SGD`` (see :func:`gradxform.sgd`).
 
     ``foreach``, ``differentiable`` and ``fused`` are accepted and have no effect: every
@@ -25,61 +23,12 @@ class SGD(GradxformOptimizer):
       [0.95, -1.95]
     """
 
-    _state_keys = ("momentum_buffer",)
-    _recreated_state_keys = ("momentum_buffer",)  # torch: state.get("momentum_buffer"), None -> a copy of grad
-    _keys_read_on_load = ()
-    _hyperparams = ("lr", "momentum", "dampening", "weight_decay")
-    _zero_options = ("weight_decay", "momentum")
     _repeats_see_initial_state = True
 
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        momentum=0,
-        dampening=0,
-        weight_decay=0,
-        nesterov=False,
-        *,
-        maximize=False,
-        foreach=None,
-        differentiable=False,
-        fused=None,
-    ):
-        _validation.check_tensor_lr(lr)
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            foreach=foreach,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        super().__init__(params, defaults)
-        _validation.check_fused(fused, foreach, differentiable)
-
-    def _group_defaults_on_load(self):
-        return dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
-
-    @staticmethod
-    def _make_transform(o):
-        return gradxform.sgd(
-            o["lr"],
-            o["momentum"],
-            # Unused without momentum (torch never reads it then, whatever it holds).
-            o["dampening"] if "momentum" not in o["zero_options"] else 0.0,
-            o["weight_decay"],
-            o["nesterov"] and "momentum" not in o["zero_options"],
-            maximize=o["maximize"],
-        )
+    @classmethod
+    def _core_kwargs(cls, options):
+        kwargs = super()._core_kwargs(options)
+        if "momentum" in options["zero_options"]:
+            # Unused without momentum (torch never reads them then, whatever they hold).
+            kwargs.update(dampening=0.0, nesterov=False)
+        return kwargs

@@ -444,10 +444,10 @@ class MinimizeResult(NamedTuple):
 
 def _check_options(options: LbfgsOptions) -> None:
     from gradxform.optimizers import _common
+    from gradxform.registry import SPECS
 
-    _common.check_learning_rate(options.lr)
-    if options.line_search_fn not in (None, "strong_wolfe"):
-        raise RuntimeError("only 'strong_wolfe' is supported")
+    SPECS["lbfgs"].check_core(learning_rate=options.lr, line_search_fn=options.line_search_fn)
+    _common.check_hyperparams(dict(learning_rate=options.lr))
 
 
 def _run(value_and_grad, x_flat, state, options: LbfgsOptions):
