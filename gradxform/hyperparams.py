@@ -43,7 +43,10 @@ def _is_schedule(leaf) -> bool:
 def _value(leaf, count) -> jax.Array:
     if _is_schedule(leaf):
         leaf = leaf(count)
-    return jnp.asarray(leaf, dtype=_numerics.hyper_dtype())
+    # A copy: the state must not hold the caller's array (a learning rate given as an
+    # array, or one a schedule returns), which donating the state would delete, and two
+    # hyperparameters given the same array must not share a buffer.
+    return jnp.array(leaf, dtype=_numerics.hyper_dtype(), copy=True)
 
 
 def inject_hyperparams(
@@ -193,6 +196,6 @@ def set_hyperparams(state, **values) -> Any:
                 f"{name} has {len(old_leaves)} value(s), got {len(new_leaves)}: {value!r}"
             )
         hyperparams[name] = treedef.unflatten(
-            [jnp.asarray(n, dtype=o.dtype).reshape(o.shape) for n, o in zip(new_leaves, old_leaves)]
+            [jnp.array(n, dtype=o.dtype, copy=True).reshape(o.shape) for n, o in zip(new_leaves, old_leaves)]
         )
     return _replace_at(state, path, found._replace(hyperparams=hyperparams))

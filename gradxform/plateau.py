@@ -111,8 +111,8 @@ def reduce_on_plateau(
 
     def init(params):
         dtype = _numerics.hyper_dtype()
-        zero = jnp.zeros([], jnp.int32)
-        state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero, zero, zero)
+        zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one buffer per counter, for donation)
+        state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero(), zero(), zero())
         return _numerics.replicate_over_params(state, params)
 
     def improves(metric, best):
