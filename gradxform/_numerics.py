@@ -187,6 +187,16 @@ def per_leaf_scalars(params, value, dtype=TORCH_SCALAR_DTYPE):
     return jax.tree.map(lambda p: replicated_like(jnp.array(value, dtype, copy=True), p), params)
 
 
+def has_no_leaves(tree) -> bool:
+    """Whether ``tree`` holds no array at all: ``{}``, ``[]``, ``None``, ``{"a": None}``.
+
+    Such updates have nothing to compute and no per-parameter state: every transformation
+    returns them as they are (the same structure, as optax does) and its state unchanged,
+    and needs no ``params`` for them.
+    """
+    return not jax.tree.leaves(tree)
+
+
 def leafwise(fn: Callable[..., tuple], updates, *trees, num_outputs: int):
     """Maps ``fn`` over matching leaves of ``updates`` and ``trees``.
 

@@ -8,6 +8,14 @@ A gradient transformation is a pair of pure functions:
 
 The protocol is the one optax uses, so gradxform and optax transformations compose in
 either direction.
+
+Every gradxform transformation also guarantees, for the standard training step:
+
+* **Empty trees.** Updates without leaves (``{}``, ``[]``, ``None``, ``{"a": None}``)
+  come back as they are, with the state unchanged and no ``params`` needed, as in optax.
+* **Donation.** No two leaves of a state share a buffer, and none is a buffer of the
+  parameters or of an array passed in as a hyperparameter, so
+  ``jax.jit(step, donate_argnums=(0, 1))`` can donate the parameters and the state.
 """
 
 from __future__ import annotations

@@ -599,9 +599,12 @@ def lbfgs(
 
     def update(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
         del extra_args
-        if params is None or value_fn is None:
+        if value_fn is None or (params is None and not _numerics.has_no_leaves(updates)):
             raise ValueError("lbfgs needs params and the objective: update(grads, state, params, value_fn=f)")
-        _treecheck.check_updates(updates, params)
+        if params is not None:
+            _treecheck.check_updates(updates, params)
+        if _numerics.has_no_leaves(updates):  # nothing to optimize: the objective is not called
+            return updates, state
         x_flat, unflatten = flatten(params)
 
         value_and_grad_flat = _flat_value_and_grad(value_fn, unflatten)

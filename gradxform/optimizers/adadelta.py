@@ -57,6 +57,8 @@ def scale_by_adadelta(rho=0.9, eps=1e-6, *, state_dtype=None):
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         delta, v, u, step = _numerics.leafwise(
             leaf, updates, state.square_avg, state.acc_delta, state.step, num_outputs=4
         )

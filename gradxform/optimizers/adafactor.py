@@ -86,7 +86,7 @@ def scale_by_adafactor(
             return None, None, _numerics.like_param(jnp.zeros(shape, dtype), p)
 
         treedef = jax.tree.structure(params)
-        rows, cols, variances = zip(*[buffers(p) for p in jax.tree.leaves(params)]) or ((), (), ())
+        rows, cols, variances = list(zip(*[buffers(p) for p in jax.tree.leaves(params)])) or ((), (), ())
         return ScaleByAdafactorState(
             _numerics.step_counts(params),
             treedef.unflatten(rows),
@@ -131,6 +131,8 @@ def scale_by_adafactor(
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         if params is None:
             raise ValueError("scale_by_adafactor needs the params argument of update")
         treedef = jax.tree.structure(updates)

@@ -61,6 +61,8 @@ def scale_by_adagrad(lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0, *, 
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         direction, s, step = _numerics.leafwise(leaf, updates, state.sum, state.step, num_outputs=3)
         return direction, ScaleByAdagradState(step, s)
 

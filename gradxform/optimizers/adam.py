@@ -85,6 +85,8 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         direction, m, v, vmax, step = _numerics.leafwise(
             leaf,
             updates,

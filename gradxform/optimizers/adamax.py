@@ -58,6 +58,8 @@ def scale_by_adamax(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         direction, m, u, step = _numerics.leafwise(
             leaf, updates, state.exp_avg, state.exp_inf, state.step, num_outputs=4
         )

@@ -79,6 +79,8 @@ def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_d
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         if params is None:
             raise ValueError("scale_by_asgd needs the params argument of update")
         updates, eta, mu, ax, step = _numerics.leafwise(

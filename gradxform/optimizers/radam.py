@@ -100,6 +100,8 @@ def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         direction, m, v, step = _numerics.leafwise(
             leaf, updates, state.exp_avg, state.exp_avg_sq, state.step, num_outputs=4
         )

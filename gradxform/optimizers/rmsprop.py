@@ -85,6 +85,8 @@ def scale_by_rmsprop(
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         direction, v, buf, gbar, step = _numerics.leafwise(
             leaf,
             updates,

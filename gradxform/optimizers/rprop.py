@@ -66,6 +66,8 @@ def scale_by_rprop(learning_rate=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         updates, prev, size, step = _numerics.leafwise(
             leaf, updates, state.prev, state.step_size, state.step, num_outputs=4
         )

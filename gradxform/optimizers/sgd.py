@@ -62,6 +62,8 @@ def scale_by_sgd(momentum=0.9, dampening=0.0, nesterov: bool = False, *, state_d
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         direction, buf, step = _numerics.leafwise(
             leaf, updates, state.momentum_buffer, state.step, num_outputs=3
         )

@@ -103,6 +103,8 @@ def scale_by_sparse_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, maximize: bool = F
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         pairs = jax.tree.map(_dense_and_mask, updates, is_leaf=_is_bcoo)
         treedef = jax.tree.structure(state.exp_avg)
         pairs = treedef.flatten_up_to(pairs)
