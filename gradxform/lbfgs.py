@@ -146,6 +146,26 @@ def init_state(n: int, dtype, history_size: int, like=None) -> LbfgsState:
     )
 
 
+def check_state(state: LbfgsState, n: int, history_size: int) -> None:
+    """Raises ``ValueError`` unless ``state`` has the shapes :func:`init_state` gives.
+
+    Made while tracing (shapes are static), so it costs nothing at run time. A restored
+    state whose ``d`` had shape ``(1,)`` for 3 unknowns would otherwise broadcast every
+    step into the parameters.
+    """
+    expected = {name: () for name in LbfgsState._fields}
+    expected.update(d=(n,), prev_flat_grad=(n,), old_dirs=(history_size, n), old_stps=(history_size, n))
+    expected.update(ro=(history_size,), al=(history_size,))
+    for name, shape in expected.items():
+        got = tuple(jnp.shape(getattr(state, name)))
+        if got != shape:
+            raise ValueError(
+                f"the L-BFGS state does not match the parameters: its {name} has shape {got} where "
+                f"{shape} is expected ({n} real unknowns, history_size={history_size}; a state built "
+                "or restored for other parameters?)"
+            )
+
+
 def two_loop(grad, state: LbfgsState):
     """The L-BFGS two-loop recursion: ``-H grad`` and the coefficients ``al``."""
     size = state.ro.shape[0]
@@ -522,6 +542,7 @@ def minimize(
 
     if state is None:
         state = init_state(x_flat.size, x_flat.dtype, history_size, like=x_flat)
+    check_state(state, x_flat.size, history_size)
     run = _run(value_and_grad_flat, x_flat, state, options)
 
     def final_eval(run):
@@ -606,6 +627,7 @@ def lbfgs(
         if _numerics.has_no_leaves(updates):  # nothing to optimize: the objective is not called
             return updates, state
         x_flat, unflatten = flatten(params)
+        check_state(state.lbfgs, x_flat.size, history_size)
 
         value_and_grad_flat = _flat_value_and_grad(value_fn, unflatten)
 

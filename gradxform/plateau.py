@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 
 
@@ -145,6 +145,8 @@ def reduce_on_plateau(
 
     def update(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
+        # At trace time: a restored scale of shape (1,) would broadcast the updates.
+        _treecheck.check_scalars(state, "the reduce_on_plateau state")
         if value is not None:
             state = observe(state, value)
         scaled = jax.tree.map(lambda u: u * _numerics.scalar(state.scale, u), updates)
