@@ -18,6 +18,12 @@ Conventions, chosen to reproduce torch 2.13's single-tensor (for-loop) optimizer
   :func:`reduced_like`, :func:`replicated_like`). Under ``jax.jit`` this is done with
   ``jax.experimental.shard_alike``, which costs no computation: the zeros are never
   gathered on one device, and the values are those of plain ``jnp.zeros``.
+* Buffers: no two leaves of a state share a buffer, and none is a buffer of the
+  parameters or of an array the caller passed in (a hyperparameter), so that the usual
+  ``jax.jit(step, donate_argnums=(0, 1))`` can donate the parameters and the state. JAX
+  returns its input unchanged from ``jnp.asarray``, ``astype`` to the same dtype and
+  ``jnp.full`` of shape ``()``: each scalar state leaf is made with a call of its own
+  (``jnp.zeros``) or copied (``jnp.array(..., copy=True)``).
 """
 
 from __future__ import annotations
@@ -155,7 +161,9 @@ def full_like_buffer(params, value, state_dtype=None):
 
     def make(p):
         dtype = buffer_dtype(jnp.result_type(p), state_dtype)
-        fill = jnp.asarray(value).astype(real_dtype(dtype))
+        # A new array (``jnp.full`` of shape ``()`` returns its fill as it is): a 0-d leaf's
+        # buffer must not be the hyperparameter array ``value`` (see :func:`per_leaf_scalars`).
+        fill = jnp.array(jnp.asarray(value).astype(real_dtype(dtype)), copy=True)
         if jnp.issubdtype(dtype, jnp.complexfloating):
             fill = jax.lax.complex(fill, fill)
         return like_param(jnp.full(jnp.shape(p), fill, dtype), p)
@@ -170,8 +178,23 @@ def step_counts(params):
 
 
 def per_leaf_scalars(params, value, dtype=TORCH_SCALAR_DTYPE):
-    """One scalar per parameter leaf (torch's per-parameter ``eta``, ``mu``, ...)."""
-    return jax.tree.map(lambda p: replicated_like(jnp.asarray(value, dtype), p), params)
+    """One scalar per parameter leaf (torch's per-parameter ``eta``, ``mu``, ...).
+
+    Each is a new array: ``value`` may be a hyperparameter array held elsewhere in the
+    state, and no two leaves of a state may share a buffer (``jax.jit(...,
+    donate_argnums=...)`` refuses to donate one buffer twice).
+    """
+    return jax.tree.map(lambda p: replicated_like(jnp.array(value, dtype, copy=True), p), params)
+
+
+def has_no_leaves(tree) -> bool:
+    """Whether ``tree`` holds no array at all: ``{}``, ``[]``, ``None``, ``{"a": None}``.
+
+    Such updates have nothing to compute and no per-parameter state: every transformation
+    returns them as they are (the same structure, as optax does) and its state unchanged,
+    and needs no ``params`` for them.
+    """
+    return not jax.tree.leaves(tree)
 
 
 def leafwise(fn: Callable[..., tuple], updates, *trees, num_outputs: int):

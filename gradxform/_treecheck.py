@@ -48,8 +48,12 @@ def _describe(x) -> str:
     return f"a {type(x).__name__}"
 
 
-def _structure_error(updates, reference, what: str) -> str:
-    """Where two trees of different structure first differ, in words."""
+def _structure_error(updates, reference, what: str, given: tuple[str, str] = ("the updates", "have")) -> str:
+    """Where two trees of different structure first differ, in words.
+
+    ``given`` names ``updates`` in the message: its subject and verb.
+    """
+    subject, verb = given
     given = [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf)[0]]
     expected = [
         (jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(reference, is_leaf=_is_leaf)[0]
@@ -58,12 +62,12 @@ def _structure_error(updates, reference, what: str) -> str:
     expected_paths = {p for p, _ in expected}
     for path, _ in expected:
         if path not in given_paths:
-            return f"the updates have no leaf at {path or 'the root'}, which the {what} have"
+            return f"{subject} {verb} no leaf at {path or 'the root'}, which the {what} have"
     for path, _ in given:
         if path not in expected_paths:
-            return f"the updates have a leaf at {path or 'the root'}, which the {what} do not"
+            return f"{subject} {verb} a leaf at {path or 'the root'}, which the {what} do not"
     return (
-        f"the updates have the leaves of the {what} but another tree structure: "
+        f"{subject} {verb} the leaves of the {what} but another tree structure: "
         f"{jax.tree.structure(updates, is_leaf=_is_leaf)} instead of {jax.tree.structure(reference, is_leaf=_is_leaf)}"
     )
 
@@ -129,3 +133,79 @@ def check_against_state(updates: Any, inner_state: Any) -> None:
             return
     if "step" in fields:
         check_updates(updates, fields["step"], "parameters", check_dtype=False, check_shape=False)
+
+
+# -- the optimizer state --------------------------------------------------------------
+
+_STATE_PREFIX = "the optimizer state does not match the updates: "
+_STATE_HINT = " (a state built or restored for other parameters?)"
+
+
+def state_buffer_error(path, name: str, buffer, expected_shape, update) -> ValueError:
+    """The error for a state buffer ``name`` at ``path`` whose shape is not ``expected_shape``
+    (``None``: no buffer is expected there)."""
+    where = jax.tree_util.keystr(path) if isinstance(path, tuple) else path
+    given = "no buffer" if buffer is None else _describe(buffer)
+    expected = "no buffer" if expected_shape is None else f"shape {tuple(expected_shape)}"
+    return ValueError(
+        _STATE_PREFIX + f"at {where or 'the root'} the update has {_describe(update)}, the state's "
+        f"{name} has {given} where {expected} is expected" + _STATE_HINT
+    )
+
+
+def check_state(updates: Any, state: Any, *, like: tuple[str, ...] = (), scalars: tuple[str, ...] = ("step",)) -> None:
+    """Raises ``ValueError`` unless the per-parameter fields of ``state`` match ``updates``.
+
+    Made while ``update`` is traced (shapes are static), so it costs nothing at run time.
+    Without it, a buffer whose shape broadcasts against its parameter's (an ``exp_avg``
+    of shape ``(1, 3)`` for a ``(3,)`` parameter, a ``step`` of shape ``(1,)``) would
+    silently reshape the update, and then the parameter.
+
+    Args:
+      updates: the update tree (dense or sparse BCOO leaves), with the parameters' shapes.
+      state: a NamedTuple state.
+      like: the fields holding one buffer per parameter, of its shape, and complex for
+        a complex parameter. A field that is ``None`` (an option that is off) is skipped.
+      scalars: the fields holding one scalar (shape ``()``) per parameter.
+    """
+    for name in like + scalars:
+        tree = getattr(state, name)
+        if tree is None:
+            continue
+        if jax.tree.structure(tree, is_leaf=_is_leaf) != jax.tree.structure(updates, is_leaf=_is_leaf):
+            raise ValueError(
+                _STATE_PREFIX + _structure_error(tree, updates, "updates", given=(f"the state's {name}", "has"))
+                + _STATE_HINT
+            )
+        paths = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf)[0]
+        for (path, update), buffer in zip(paths, jax.tree.leaves(tree, is_leaf=_is_leaf)):
+            if not hasattr(buffer, "shape"):
+                raise ValueError(
+                    _STATE_PREFIX + f"at {jax.tree_util.keystr(path) or 'the root'} the state's {name} is "
+                    f"{_describe(buffer)}, not an array" + _STATE_HINT
+                )
+            expected = () if name in scalars else tuple(update.shape)
+            if tuple(np.shape(buffer)) != expected:
+                raise state_buffer_error(path, name, buffer, expected, update)
+            if name in like and jnp.iscomplexobj(buffer) != (_kind(update.dtype) == "complex"):
+                raise ValueError(
+                    _STATE_PREFIX + f"at {jax.tree_util.keystr(path) or 'the root'} the update has "
+                    f"{_describe(update)}, the state's {name} has {_describe(buffer)}: a complex "
+                    "parameter needs complex buffers, a real one real buffers" + _STATE_HINT
+                )
+
+
+def check_scalars(values: Any, what: str) -> None:
+    """Raises ``ValueError`` unless every leaf of ``values`` is a scalar (shape ``()``).
+
+    ``what`` names the tree in the message (``"the state's hyperparameter 'learning_rate'"``);
+    a NamedTuple's fields are named as ``.scale``.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(values)[0]:
+        shape = tuple(np.shape(leaf))
+        if shape != ():
+            where = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"{what}{where and ' at ' + where} has shape {shape} where a scalar (shape ()) is "
+                "expected; another shape would broadcast the updates, and so the parameters"
+            )

@@ -8,6 +8,18 @@ A gradient transformation is a pair of pure functions:
 
 The protocol is the one optax uses, so gradxform and optax transformations compose in
 either direction.
+
+Every gradxform transformation also guarantees, for the standard training step:
+
+* **Empty trees.** Updates without leaves (``{}``, ``[]``, ``None``, ``{"a": None}``)
+  come back as they are, with the state unchanged and no ``params`` needed, as in optax.
+* **Donation.** No two leaves of a state share a buffer, and none is a buffer of the
+  parameters or of an array passed in as a hyperparameter, so
+  ``jax.jit(step, donate_argnums=(0, 1))`` can donate the parameters and the state.
+* **Checked state.** A state buffer whose shape differs from its parameter's (a
+  restored state of another model, say) is refused with a ``ValueError`` naming the path,
+  when ``update`` is traced, instead of being broadcast into the parameter; so is a
+  hyperparameter (given, restored or returned by a schedule) that is not a scalar.
 """
 
 from __future__ import annotations

@@ -40,10 +40,26 @@ def _is_schedule(leaf) -> bool:
     return callable(leaf)
 
 
-def _value(leaf, count) -> jax.Array:
+def _check_scalar(value, what: str) -> None:
+    # Checked while tracing (shapes are static): a value of shape (1,) would broadcast a
+    # 0-d parameter's update to (1,), and apply_updates would reshape the parameter.
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"{what} has shape {tuple(jnp.shape(value))}: a hyperparameter must be a scalar "
+            "(shape ()); another shape would broadcast the updates, and so the parameters"
+        )
+
+
+def _value(leaf, count, name: str) -> jax.Array:
     if _is_schedule(leaf):
         leaf = leaf(count)
-    return jnp.asarray(leaf, dtype=_numerics.hyper_dtype())
+        _check_scalar(leaf, f"the value returned by the schedule of hyperparameter {name!r}")
+    else:
+        _check_scalar(leaf, f"hyperparameter {name!r}")
+    # A copy: the state must not hold the caller's array (a learning rate given as an
+    # array, or one a schedule returns), which donating the state would delete, and two
+    # hyperparameters given the same array must not share a buffer.
+    return jnp.array(leaf, dtype=_numerics.hyper_dtype(), copy=True)
 
 
 def inject_hyperparams(
@@ -55,8 +71,9 @@ def inject_hyperparams(
       build: a function of the hyperparameters that returns a transformation. It is
         called with scalar arrays (possibly traced), and must not depend on their
         values in Python control flow.
-      **hyperparams: each a float, a scalar array, a schedule (``count -> value``), or a
-        tuple of those (``betas=(0.9, 0.999)``). ``None`` leaves are passed through.
+      **hyperparams: each a float, a scalar array, a schedule (``count -> value``,
+        returning a scalar), or a tuple of those (``betas=(0.9, 0.999)``). ``None``
+        leaves are passed through.
 
     Returns:
       A transformation with :class:`InjectHyperparamsState`. Its ``update`` refuses,
@@ -64,6 +81,13 @@ def inject_hyperparams(
       dtype kinds differ from ``params`` (or, without ``params``, from the per-parameter
       buffers of the state); the check is made while tracing and costs nothing at run
       time.
+
+    Raises:
+      ValueError: for a hyperparameter that is not a scalar (shape ``()``): a constant
+        at once, a schedule's value when ``init`` or ``update`` is traced, a value held
+        in the state (a restored state) when ``update`` is traced. A value of shape
+        ``(1,)`` would otherwise broadcast a 0-d parameter's update, and
+        ``apply_updates`` would silently reshape the parameter.
 
     Example:
       >>> import jax, jax.numpy as jnp, gradxform
@@ -75,15 +99,20 @@ def inject_hyperparams(
       ([-0.5], -0.5)
     """
     spec = dict(hyperparams)
+    for name, leaves in spec.items():  # the constants now; the schedules' values when traced
+        for leaf in jax.tree.leaves(leaves):
+            if not _is_schedule(leaf):
+                _check_scalar(leaf, f"hyperparameter {name!r}")
 
     def current(count, stored=None):
         values = {}
         for name, leaves in spec.items():
             if stored is None:
-                values[name] = jax.tree.map(lambda leaf: _value(leaf, count), leaves)
+                values[name] = jax.tree.map(lambda leaf: _value(leaf, count, name), leaves)
             else:
+                _treecheck.check_scalars(stored[name], f"the state's hyperparameter {name!r}")
                 values[name] = jax.tree.map(
-                    lambda leaf, old: _value(leaf, count) if _is_schedule(leaf) else old,
+                    lambda leaf, old: _value(leaf, count, name) if _is_schedule(leaf) else old,
                     leaves,
                     stored[name],
                 )
@@ -98,6 +127,7 @@ def inject_hyperparams(
 
     def update(updates, state, params=None, **extra_args):
         # Checked while tracing (structures, shapes and dtypes are static): free at run time.
+        _treecheck.check_scalars(state.count, "the state's count")
         if params is not None:
             _treecheck.check_updates(updates, params)
         else:
@@ -193,6 +223,6 @@ def set_hyperparams(state, **values) -> Any:
                 f"{name} has {len(old_leaves)} value(s), got {len(new_leaves)}: {value!r}"
             )
         hyperparams[name] = treedef.unflatten(
-            [jnp.asarray(n, dtype=o.dtype).reshape(o.shape) for n, o in zip(new_leaves, old_leaves)]
+            [jnp.array(n, dtype=o.dtype, copy=True).reshape(o.shape) for n, o in zip(new_leaves, old_leaves)]
         )
     return _replace_at(state, path, found._replace(hyperparams=hyperparams))

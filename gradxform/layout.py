@@ -72,16 +72,15 @@ class _Layout(NamedTuple):
 
 
 def _layout(tree, what: str, max_leaf_size: int | None) -> _Layout:
-    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(
-        tree, is_leaf=lambda x: _is_sparse(x) or x is None
-    )
+    # ``None`` is an empty subtree, as everywhere in JAX (and optax): ``None`` and
+    # ``{"a": None}`` flatten to no buffer at all.
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_sparse)
     shapes, dtypes = [], []
     for path, leaf in leaves_with_path:
-        if leaf is None or _is_sparse(leaf):
-            kind = "None" if leaf is None else type(leaf).__name__
+        if _is_sparse(leaf):
             raise TypeError(
                 f"gradxform.flatten: {what} leaf at {jax.tree_util.keystr(path) or '<root>'} "
-                f"is {kind}; flatten needs dense arrays"
+                f"is {type(leaf).__name__}; flatten needs dense arrays"
             )
         shapes.append(tuple(np.shape(leaf)))
         dtypes.append(jnp.result_type(leaf))
@@ -199,9 +198,13 @@ def flatten(
         flat_params = None
         if params is not None:
             param_layout = _layout(params, "params", max_leaf_size)
-            if param_layout.dtypes != layout.dtypes or param_layout.shapes != layout.shapes:
+            if (
+                param_layout.treedef != layout.treedef
+                or param_layout.dtypes != layout.dtypes
+                or param_layout.shapes != layout.shapes
+            ):
                 raise ValueError(
-                    "gradxform.flatten: updates and params differ in shapes or dtypes; "
+                    "gradxform.flatten: updates and params differ in shapes or dtypes, or in tree structure; "
                     "flatten needs updates with their parameters' shapes and dtypes"
                 )
             flat_params = _ravel(params, layout)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform import _schedule_math as formulas
 from gradxform._schedule_math import ARRAYS
 from gradxform.base import GradientTransformation
@@ -117,8 +117,8 @@ def reduce_on_plateau(
 
     def init(params):
         dtype = _numerics.hyper_dtype()
-        zero = jnp.zeros([], jnp.int32)
-        state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero, zero, zero)
+        zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one buffer per counter, for donation)
+        state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero(), zero(), zero())
         return _numerics.replicate_over_params(state, params)
 
     def observe(state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
@@ -144,6 +144,8 @@ def reduce_on_plateau(
 
     def update(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
+        # At trace time: a restored scale of shape (1,) would broadcast the updates.
+        _treecheck.check_scalars(state, "the reduce_on_plateau state")
         if value is not None:
             state = observe(state, value)
         scaled = jax.tree.map(lambda u: u * _numerics.scalar(state.scale, u), updates)

@@ -87,6 +87,8 @@ def add_decayed_weights(weight_decay) -> GradientTransformation:
     """
 
     def fn(updates, params):
+        if _numerics.has_no_leaves(updates):
+            return updates
         if params is None:
             raise ValueError("add_decayed_weights needs the params argument of update")
 

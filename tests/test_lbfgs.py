@@ -325,10 +325,12 @@ def test_compat_closure_may_return_a_python_float():
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
-def test_non_finite_objective_never_reaches_the_parameters(line_search_fn):
-    # The objective is NaN beyond x[0] > 2 and its minimum (at 5) lies there.
+def test_non_finite_gradient_never_reaches_the_parameters(line_search_fn):
+    # The objective and its gradient are NaN beyond x[0] > 2, and its minimum (at 5) lies
+    # there. (A NaN value with a finite gradient is another matter: torch follows the
+    # gradient, and so does minimize; see test_lbfgs_status.py.)
     def f(x):
-        return jnp.where(x[0] > 2.0, jnp.nan, jnp.sum((x - 5.0) ** 2))
+        return jnp.sum((x - 5.0) ** 2) + jnp.where(x[0] > 2.0, jnp.sqrt(2.0 - x[0]), 0.0)
 
     result = gradxform.minimize(f, jnp.zeros(2), line_search_fn=line_search_fn, max_iter=30)
     assert np.all(np.isfinite(result.params)) and np.isfinite(float(result.value))
@@ -337,20 +339,23 @@ def test_non_finite_objective_never_reaches_the_parameters(line_search_fn):
     np.testing.assert_allclose(result.value, f(result.params))
     if line_search_fn is None:
         assert bool(result.failed)  # the unsearched step landed on NaN: stop at the last finite point
+        assert int(result.status) == 6  # NON_FINITE_GRADIENT
 
 
 def test_non_finite_start_stops_at_once():
-    result = gradxform.minimize(lambda x: jnp.sum(jnp.log(x)), jnp.array([-1.0, 2.0]))
-    assert bool(result.failed) and int(result.n_iter) == 0
+    # sqrt(-1): NaN value and gradient (a NaN value alone does not stop torch, nor minimize).
+    result = gradxform.minimize(lambda x: jnp.sum(jnp.sqrt(x)), jnp.array([-1.0, 2.0]))
+    assert bool(result.failed) and int(result.n_iter) == 0 and int(result.status) == 6
     np.testing.assert_array_equal(result.params, [-1.0, 2.0])
 
 
-def test_compat_lbfgs_survives_a_closure_returning_inf():
+def test_compat_lbfgs_survives_a_closure_with_a_non_finite_gradient():
     model = torch_compat.as_parameters({"x": jnp.array([0.0])})
     opt = optim.LBFGS(torch_compat.parameters(model), max_iter=10)
 
     def loss_fn(p):
-        return jnp.where(p["x"][0] > 1.5, jnp.inf, (p["x"][0] - 3.0) ** 2)
+        x = p["x"][0]
+        return (x - 3.0) ** 2 + jnp.where(x > 1.5, jnp.sqrt(1.5 - x), 0.0)
 
     def closure():
         opt.zero_grad()

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -58,6 +58,9 @@ def scale_by_adadelta(rho=0.9, eps=1e-6, *, state_dtype=None):
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("square_avg", "acc_delta"))
         delta, v, u, step = _numerics.leafwise(
             leaf, updates, state.square_avg, state.acc_delta, state.step, num_outputs=4
         )

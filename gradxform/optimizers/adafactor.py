@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import _numerics, transforms
+from gradxform import _numerics, _treecheck, transforms
 from gradxform.base import GradientTransformation, chain
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -38,6 +38,31 @@ def _row_shape(shape):
 
 def _col_shape(shape):
     return tuple(shape[:-2]) + (1, shape[-1])
+
+
+def check_state(updates, state: ScaleByAdafactorState) -> None:
+    """Raises ``ValueError`` (at trace time) unless the factors match the updates' shapes."""
+    _treecheck.check_state(updates, state)
+    paths = jax.tree_util.tree_flatten_with_path(updates)[0]
+    treedef = jax.tree.structure(updates)
+    for name in ("row_var", "col_var", "variance"):
+        try:
+            buffers = treedef.flatten_up_to(getattr(state, name))
+        except ValueError:
+            _treecheck.check_state(updates, state, like=(name,), scalars=())  # the structure error
+            raise
+        for (path, g), buffer in zip(paths, buffers):
+            shape = tuple(g.shape)
+            factored = len(shape) >= 2
+            expected = {
+                "row_var": _row_shape(shape) if factored else None,
+                "col_var": _col_shape(shape) if factored else None,
+                "variance": None if factored else shape,
+            }[name]
+            if (buffer is None) != (expected is None) or (
+                expected is not None and tuple(jnp.shape(buffer)) != tuple(expected)
+            ):
+                raise _treecheck.state_buffer_error(path, name, buffer, expected, g)
 
 
 def _norm_sq_mean(g, axis):
@@ -87,7 +112,7 @@ def scale_by_adafactor(
             return None, None, _numerics.like_param(jnp.zeros(shape, dtype), p)
 
         treedef = jax.tree.structure(params)
-        rows, cols, variances = zip(*[buffers(p) for p in jax.tree.leaves(params)]) or ((), (), ())
+        rows, cols, variances = list(zip(*[buffers(p) for p in jax.tree.leaves(params)])) or ((), (), ())
         return ScaleByAdafactorState(
             _numerics.step_counts(params),
             treedef.unflatten(rows),
@@ -132,8 +157,11 @@ def scale_by_adafactor(
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
         if params is None:
             raise ValueError("scale_by_adafactor needs the params argument of update")
+        check_state(updates, state)
         treedef = jax.tree.structure(updates)
         columns = [
             treedef.flatten_up_to(tree)

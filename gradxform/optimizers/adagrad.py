@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -62,6 +62,9 @@ def scale_by_adagrad(lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0, *, 
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("sum",))
         direction, s, step = _numerics.leafwise(leaf, updates, state.sum, state.step, num_outputs=3)
         return direction, ScaleByAdagradState(step, s)
 

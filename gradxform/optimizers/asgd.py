@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -78,6 +78,9 @@ def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_d
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("ax",), scalars=("step", "eta", "mu"))
         if params is None:
             raise ValueError("scale_by_asgd needs the params argument of update")
         updates, eta, mu, ax, step = _numerics.leafwise(

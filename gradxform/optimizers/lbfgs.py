@@ -21,14 +21,35 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental.shard_alike import shard_alike
 from jax.flatten_util import ravel_pytree
 
 from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
-from gradxform.linesearch import FINISHED, WolfeState, wolfe_result, wolfe_start, wolfe_tell
+from gradxform.linesearch import BRACKET, FINISHED, WolfeState, wolfe_result, wolfe_start, wolfe_tell
 
 INIT, SEARCH, EVALUATE, DONE = 0, 1, 2, 3
+
+# Why a run stopped (``MinimizeResult.status``, documented in ``minimize``). GRADIENT and
+# NO_DESCENT mean converged: both test the point itself. The step and value-change tests
+# also stop runs far from any stationary point (a tiny ``lr`` makes tiny steps and value
+# changes), so they are stalls.
+GRADIENT, MAX_ITER, MAX_EVAL, VALUE_CHANGE, STEP, NO_DESCENT, NON_FINITE_GRADIENT, NON_FINITE_VALUE = range(8)
+CONVERGED_STATUSES = (GRADIENT, NO_DESCENT)
+RUNNING = -1
+STATUS_MESSAGES = (
+    "converged: the gradient's largest absolute entry is at most tolerance_grad",
+    "stopped: max_iter iterations done",
+    "stopped: max_eval evaluations of the objective done",
+    "stalled: the value changed by less than tolerance_change in the last iteration",
+    "stalled: the last step's largest absolute entry is at most tolerance_change",
+    "converged: the directional derivative along the L-BFGS direction is above -tolerance_change "
+    "(grad·H·grad, an estimate of twice the decrease left, is below it)",
+    "failed: the gradient is not finite; params is the last point where it was",
+    "stopped at a point where the value or the gradient is not finite",
+)
+"""``STATUS_MESSAGES[status]`` describes :attr:`MinimizeResult.status` (see :func:`minimize`)."""
 
 
 class LbfgsOptions(NamedTuple):
@@ -98,10 +119,15 @@ class LbfgsRun(NamedTuple):
     current_evals: jax.Array  # int32
     n_iter: jax.Array  # int32, iterations in this step
     opt_cond: jax.Array  # bool
-    converged: jax.Array  # bool: stopped by a tolerance rather than a budget
-    failed: jax.Array  # bool: stopped by a non-finite value or gradient
+    status: jax.Array  # int32: why the run stopped (RUNNING until it does)
+    failed: jax.Array  # bool: stopped by a non-finite gradient
     x_prev: jax.Array  # [n], the point before the last unsearched step
     search: WolfeState
+    # bool: torch's _strong_wolfe would have raised IndexError at the last evaluation (a
+    # NaN value where the Wolfe conditions hold in its bracketing phase: it then indexes a
+    # one-point bracket at 1). The run goes on as torch would without that error;
+    # torch_compat's LBFGS raises torch's error.
+    torch_error: jax.Array
 
 
 def init_state(n: int, dtype, history_size: int, like=None) -> LbfgsState:
@@ -144,6 +170,26 @@ def init_state(n: int, dtype, history_size: int, like=None) -> LbfgsState:
         prev_flat_grad=vector(),
         prev_loss=small(jnp.zeros([], hyper)),
     )
+
+
+def check_state(state: LbfgsState, n: int, history_size: int) -> None:
+    """Raises ``ValueError`` unless ``state`` has the shapes :func:`init_state` gives.
+
+    Made while tracing (shapes are static), so it costs nothing at run time. A restored
+    state whose ``d`` had shape ``(1,)`` for 3 unknowns would otherwise broadcast every
+    step into the parameters.
+    """
+    expected = {name: () for name in LbfgsState._fields}
+    expected.update(d=(n,), prev_flat_grad=(n,), old_dirs=(history_size, n), old_stps=(history_size, n))
+    expected.update(ro=(history_size,), al=(history_size,))
+    for name, shape in expected.items():
+        got = tuple(jnp.shape(getattr(state, name)))
+        if got != shape:
+            raise ValueError(
+                f"the L-BFGS state does not match the parameters: its {name} has shape {got} where "
+                f"{shape} is expected ({n} real unknowns, history_size={history_size}; a state built "
+                "or restored for other parameters?)"
+            )
 
 
 def two_loop(grad, state: LbfgsState):
@@ -202,10 +248,11 @@ def lbfgs_begin(state: LbfgsState, x) -> LbfgsRun:
         current_evals=jnp.zeros([], jnp.int32),
         n_iter=jnp.zeros([], jnp.int32),
         opt_cond=jnp.asarray(False),
-        converged=jnp.asarray(False),
+        status=jnp.asarray(RUNNING, jnp.int32),
         failed=jnp.asarray(False),
         x_prev=x,
         search=wolfe_start(zero, x, zero, zero, x, 0),
+        torch_error=jnp.asarray(False),
     )
 
 
@@ -214,8 +261,8 @@ def lbfgs_trial(run: LbfgsRun):
     return jnp.where(run.phase == SEARCH, run.x + run.search.t.astype(run.x.dtype) * run.state.d, run.x)
 
 
-def _finish(run: LbfgsRun, options: LbfgsOptions, converged) -> LbfgsRun:
-    return run._replace(phase=jnp.asarray(DONE, jnp.int32), converged=jnp.asarray(converged))
+def _finish(run: LbfgsRun, status) -> LbfgsRun:
+    return run._replace(phase=jnp.asarray(DONE, jnp.int32), status=jnp.asarray(status, jnp.int32))
 
 
 _HISTORY = ("old_dirs", "old_stps")
@@ -270,7 +317,7 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
     begun = run._replace(state=state, n_iter=run.n_iter + 1)
     gtd = jnp.vdot(g, d).astype(hyper)
     no_descent = gtd > -options.tolerance_change
-    finished = _finish(begun, options, True)
+    finished = _finish(begun, NO_DESCENT)
 
     if options.line_search_fn == "strong_wolfe":
         search = wolfe_start(run.loss, g, gtd, t, d, options.max_eval - run.current_evals)
@@ -281,29 +328,30 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
         # The last iteration is not evaluated (torch skips the closure when n_iter ==
         # max_iter), so no tolerance can be checked there: the run ran out of iterations.
         last = begun.n_iter == options.max_iter
-        out_of_iterations = _finish(stepped, options, False)
+        out_of_iterations = _finish(stepped, MAX_ITER)
         evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
         next_run = _select_run(no_descent, finished, _select_run(last, out_of_iterations, evaluate))
     return _select_run(go, next_run, run._replace(state=run.state._replace(old_dirs=history.old_dirs, old_stps=history.old_stps)))
 
 
-def _tolerance_met(run: LbfgsRun, options: LbfgsOptions):
-    step = _max_abs(run.state.d * run.state.t.astype(run.state.d.dtype))
-    return (
-        run.opt_cond
-        | (step <= options.tolerance_change)
-        | (jnp.abs(run.loss - run.state.prev_loss) < options.tolerance_change)
-    )
-
-
 def _end_iteration(run: LbfgsRun, options: LbfgsOptions):
-    """torch's checks at the end of an iteration: the finished run, or whether to go on."""
-    budget_spent = (run.n_iter == options.max_iter) | (run.current_evals >= options.max_eval)
-    tolerance = _tolerance_met(run, options)  # loss and grad are fresh here
-    stop = budget_spent | tolerance
+    """torch's checks at the end of an iteration: the finished run, or whether to go on.
+
+    The decision to stop is torch's; the status says why, with a met gradient test first
+    (loss and grad are fresh here), then torch's order.
+    """
+    step_small = _max_abs(run.state.d * run.state.t.astype(run.state.d.dtype)) <= options.tolerance_change
+    value_small = jnp.abs(run.loss - run.state.prev_loss) < options.tolerance_change
+    stalled = jnp.where(step_small, STEP, VALUE_CHANGE)
+    out_of_iterations = run.n_iter == options.max_iter
+    out_of_evals = run.current_evals >= options.max_eval
+    stop = out_of_iterations | out_of_evals | run.opt_cond | step_small | value_small
+    status = jnp.select(
+        [run.opt_cond, out_of_iterations, out_of_evals], [GRADIENT, MAX_ITER, MAX_EVAL], stalled
+    ).astype(jnp.int32)
     return run._replace(
         phase=jnp.where(stop, DONE, run.phase).astype(jnp.int32),
-        converged=jnp.where(stop, tolerance, run.converged),
+        status=jnp.where(stop, status, run.status),
     ), ~stop
 
 
@@ -314,13 +362,19 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
     value = jnp.asarray(value).astype(hyper)
     grad_max = _max_abs(grad)
     run_phase = run.phase
-    finite = jnp.isfinite(value) & jnp.isfinite(grad_max)
-    evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True))
-    # Robustness (where torch would carry NaN into the parameters): a non-finite value or
-    # gradient at the start or after an unsearched step stops the run at the last finite
-    # point with failed=True; inside the line search it counts as a failed Armijo test, so
-    # the search backs off towards the start point.
-    failure = run._replace(phase=jnp.asarray(DONE, jnp.int32), failed=jnp.asarray(True), converged=jnp.asarray(False))
+    # Robustness, where torch would carry NaN into the parameters: a non-finite gradient at
+    # the start or after an unsearched step stops the run at the last point with a finite
+    # one (failed=True); inside the line search it counts as a failed Armijo test, so the
+    # search backs off towards the start point. A non-finite *value* with a finite gradient
+    # is used as torch uses it (its comparisons are false): the gradients lead on.
+    finite = jnp.isfinite(grad_max)
+    evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True), torch_error=jnp.asarray(False))
+    failure = run._replace(
+        phase=jnp.asarray(DONE, jnp.int32),
+        failed=jnp.asarray(True),
+        status=jnp.asarray(NON_FINITE_GRADIENT, jnp.int32),
+        torch_error=jnp.asarray(False),
+    )
 
     def initial(run):
         run = evaluated._replace(
@@ -329,10 +383,14 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
             current_evals=jnp.ones([], jnp.int32),
         )
         optimal = grad_max <= options.tolerance_grad
-        run = _select_run(optimal, _finish(run, options, True), run)
-        return _select_run(finite, run, failure._replace(state=run.state)), ~optimal & finite
+        # torch's loop runs while n_iter < max_iter: with max_iter <= 0 the step is this
+        # one evaluation.
+        no_iteration = jnp.asarray(options.max_iter) <= 0
+        run = _select_run(optimal, _finish(run, GRADIENT), _select_run(no_iteration, _finish(run, MAX_ITER), run))
+        return _select_run(finite, run, failure._replace(state=run.state)), ~optimal & ~no_iteration & finite
 
     def searching(run):
+        bracketing = run.search.phase == BRACKET
         search = wolfe_tell(
             run.search,
             jnp.where(finite, value, jnp.inf),
@@ -340,6 +398,8 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
             run.state.d,
             tolerance_change=options.tolerance_change,
         )
+        # torch's bracketing phase meets the Wolfe conditions at a NaN value: see torch_error.
+        torch_error = bracketing & search.done & jnp.isnan(search.f_new)
         f, g, t, evals = wolfe_result(search)
         finished = run._replace(
             state=run.state._replace(t=t, func_evals=run.state.func_evals + evals),
@@ -350,10 +410,11 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
             fresh=jnp.asarray(True),
             opt_cond=_max_abs(g) <= options.tolerance_grad,
             current_evals=run.current_evals + evals,
+            torch_error=torch_error,
         )
         finished, go_on = _end_iteration(finished, options)
         done = search.phase == FINISHED
-        return _select_run(done, finished, run._replace(search=search)), done & go_on
+        return _select_run(done, finished, run._replace(search=search, torch_error=torch_error)), done & go_on
 
     def evaluated_step(run):
         counted = run.state._replace(func_evals=run.state.func_evals + 1)
@@ -423,12 +484,17 @@ class MinimizeResult(NamedTuple):
       grad: its gradient at ``params`` (a pytree like ``x0``, as ``jax.grad`` gives it).
       n_iter: int32, iterations taken.
       n_evals: int32, evaluations of ``fun``, counted as torch counts them.
-      converged: bool, stopped by a tolerance (gradient, step, value change or no descent)
-        rather than by ``max_iter``/``max_eval``.
-      failed: bool, a non-finite value or gradient stopped the solve (where torch would
-        carry NaN into the parameters); ``params`` is then the last finite iterate.
+      converged: bool, ``status`` is 0 or 5: at ``params`` (where the value and gradient
+        are finite) the gradient's largest absolute entry is at most ``tolerance_grad``, or
+        torch's directional-derivative test holds (see :func:`minimize`).
+      failed: bool, a non-finite gradient stopped the solve (where torch would carry NaN
+        into the parameters); ``params`` is then the last point with a finite gradient
+        (``status`` 6).
       aux: ``fun``'s auxiliary output at ``params`` with ``has_aux=True``, else ``None``.
       state: the :class:`LbfgsState`, to continue with another call.
+      status: int32, why the solve stopped: an index into ``STATUS_MESSAGES`` (the table
+        is in :func:`minimize`). An array, so the result stays jittable and
+        vmappable; :attr:`message` gives its text.
     """
 
     params: Any
@@ -440,6 +506,24 @@ class MinimizeResult(NamedTuple):
     failed: jax.Array
     aux: Any
     state: LbfgsState
+    status: jax.Array
+
+    STATUS_MESSAGES = STATUS_MESSAGES  # a class attribute (not a field): the texts, by status
+
+    @property
+    def message(self):
+        """The text of :attr:`status`: a ``str``, or a numpy array of them for a batch
+        (``jax.vmap``). Needs a concrete status: outside ``jax.jit``, or on its output
+        (``MinimizeResult.STATUS_MESSAGES[int(status)]`` is the same lookup)."""
+        if isinstance(self.status, jax.core.Tracer):
+            raise TypeError(
+                "MinimizeResult.message needs a concrete status: read it outside jax.jit "
+                "(MinimizeResult.STATUS_MESSAGES[int(result.status)])"
+            )
+        codes = np.asarray(self.status)
+        if codes.ndim == 0:
+            return STATUS_MESSAGES[int(codes)]
+        return np.vectorize(STATUS_MESSAGES.__getitem__, otypes=[object])(codes)
 
 
 def _check_options(options: LbfgsOptions) -> None:
@@ -487,7 +571,9 @@ def minimize(
       *args: passed to ``fun`` (traced, so new data does not recompile).
       method: ``"lbfgs"``.
       lr: step length scale (torch's ``lr``).
-      max_iter: maximum iterations.
+      max_iter: maximum iterations. With ``max_iter <= 0`` no iteration runs, as in
+        torch: ``fun`` is evaluated once at ``x0`` (``n_evals == 1``, ``n_iter == 0``,
+        ``params`` is ``x0``, ``status`` 1, or 0 if ``x0`` passes the gradient test).
       max_eval: maximum evaluations (default ``max_iter * 5 // 4``).
       tolerance_grad: stop when ``max|grad| <= tolerance_grad``.
       tolerance_change: stop when the step or the value change falls below it.
@@ -495,12 +581,48 @@ def minimize(
       line_search_fn: ``None`` (fixed steps) or ``"strong_wolfe"``.
       has_aux: ``fun`` returns ``(value, aux)``.
       state: an :class:`LbfgsState` from a previous result, to continue as a second torch
-        ``step()`` would (default: a fresh state).
+        ``step()`` would (default: a fresh state). A state of another size is refused
+        with a ``ValueError`` (when traced).
 
     Returns:
       A :class:`MinimizeResult`. Without a line search, torch does not evaluate the last
       iterate; ``minimize`` then evaluates it once more for ``value``/``grad`` (not counted
       in ``n_evals``, which counts as torch does).
+
+      The decision to stop is torch's; ``status`` says why, judged at ``params``:
+
+      ====  ========================  =============================================================
+      0     ``GRADIENT``              converged: ``max|grad| <= tolerance_grad`` at ``params``, where
+                                      the value is finite (whatever stopped the run)
+      1     ``MAX_ITER``              ``max_iter`` iterations done (or ``max_iter <= 0``)
+      2     ``MAX_EVAL``              ``max_eval`` evaluations done
+      3     ``VALUE_CHANGE``          stalled: the value changed by less than ``tolerance_change``
+                                      in the last iteration
+      4     ``STEP``                  stalled: ``max|step| <= tolerance_change``
+      5     ``NO_DESCENT``            converged: torch's directional-derivative test at ``params``,
+                                      ``grad·d > -tolerance_change`` for the L-BFGS direction
+                                      ``d = -H grad``
+      6     ``NON_FINITE_GRADIENT``   failed (``failed`` is True): a non-finite gradient; ``params``
+                                      is the last point with a finite one
+      7     ``NON_FINITE_VALUE``      the value or the gradient at ``params`` is not finite
+      ====  ========================  =============================================================
+
+      ``converged`` is ``status in (0, 5)``: both are tests of the point ``params`` itself.
+      ``-grad·d = grad·H·grad``, with ``H`` L-BFGS's positive-definite inverse-Hessian
+      estimate, is the squared Newton decrement: about twice the decrease left to a
+      minimum, whatever ``lr``. torch's step and value-change tests (3, 4) stop the run as
+      in torch but are reported as stalls: they depend on ``lr`` and on the line search,
+      and also hold far from any stationary point (a tiny ``lr`` makes a tiny step at once;
+      a line search that finds no lower point returns a zero step). ``result.message`` is
+      the status's text (``MinimizeResult.STATUS_MESSAGES``).
+
+    Non-finite values: a value that is NaN or infinite with a finite gradient is used as
+    torch uses it (comparisons with NaN are false), so the iterates follow the
+    gradients as torch's do. A non-finite gradient, which would carry NaN into torch's
+    parameters, stops the run instead (status 6); inside the line search it counts as a
+    failed Armijo test. torch's strong-Wolfe search raises ``IndexError`` when the value is
+    NaN at a point meeting the Wolfe conditions in its bracketing phase; ``minimize``
+    takes that point and goes on (``torch_compat.optim.LBFGS`` raises torch's error).
 
     Example:
       >>> import jax.numpy as jnp, gradxform
@@ -510,6 +632,8 @@ def minimize(
       ...                             line_search_fn="strong_wolfe")
       >>> [round(float(v), 4) for v in result.params], bool(result.converged)
       ([1.0, 1.0], True)
+      >>> int(result.status), result.message  # float32: the gradient stays above 1e-7
+      (5, 'converged: the directional derivative along the L-BFGS direction is above -tolerance_change (grad·H·grad, an estimate of twice the decrease left, is below it)')
     """
     if method != "lbfgs":
         raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
@@ -522,6 +646,7 @@ def minimize(
 
     if state is None:
         state = init_state(x_flat.size, x_flat.dtype, history_size, like=x_flat)
+    check_state(state, x_flat.size, history_size)
     run = _run(value_and_grad_flat, x_flat, state, options)
 
     def final_eval(run):
@@ -529,6 +654,7 @@ def minimize(
         return run._replace(loss=jnp.asarray(value).astype(run.loss.dtype), grad=grad)
 
     run = jax.lax.cond(run.fresh, lambda r: r, final_eval, run)
+    status = final_status(run.status, run.loss, run.grad, options.tolerance_grad)
     # The solution and its gradient are placed as x0 (the flat vectors are not: see
     # init_state).
     params = jax.tree.map(_numerics.like_param, unflatten(run.x), x0)
@@ -539,11 +665,29 @@ def minimize(
         grad=jax.tree.map(_numerics.like_param, torch_gradient(unflatten(run.grad)), x0),
         n_iter=run.n_iter,
         n_evals=run.current_evals,
-        converged=run.converged,
+        converged=jnp.isin(status, jnp.asarray(CONVERGED_STATUSES)),
         failed=run.failed,
         aux=aux,
         state=run.state,
+        status=status,
     )
+
+
+def final_status(status, value, grad, tolerance_grad):
+    """The status of a finished run, judged at its final point (value and ``[n]`` gradient).
+
+    A failed run keeps ``NON_FINITE_GRADIENT``. Otherwise a non-finite value or gradient
+    there gives ``NON_FINITE_VALUE``, a gradient test met there gives ``GRADIENT``
+    (whatever stopped the run: the budget may run out at a stationary point), and else
+    the reason the run stopped stands.
+    """
+    finite = jnp.isfinite(value) & jnp.isfinite(_max_abs(grad))
+    stationary = _max_abs(grad) <= tolerance_grad
+    return jnp.where(
+        status == NON_FINITE_GRADIENT,
+        status,
+        jnp.where(~finite, NON_FINITE_VALUE, jnp.where(stationary, GRADIENT, status)),
+    ).astype(jnp.int32)
 
 
 def _with_aux(out, has_aux):
@@ -576,6 +720,13 @@ def lbfgs(
     gradient (and value) at ``params``; without ``value`` the objective is evaluated there
     once more. The state carries torch's history between updates.
 
+    As in :func:`minimize`: with ``max_iter <= 0`` the update only evaluates the
+    objective (once, or not at all when ``value`` is given) and is zero; a non-finite
+    value with a finite gradient is used as torch uses it, and a non-finite gradient
+    stops the step at the last point with a finite one. Updates without leaves (``{}``,
+    ``None``) come back as they are, without calling ``value_fn``; ``params`` may then be
+    left out. A state of another size is refused with a ``ValueError`` when traced.
+
     Example:
       >>> import jax, jax.numpy as jnp, gradxform
       >>> f = lambda p: jnp.sum((p["w"] - 3.0) ** 2)
@@ -599,10 +750,14 @@ def lbfgs(
 
     def update(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
         del extra_args
-        if params is None or value_fn is None:
+        if value_fn is None or (params is None and not _numerics.has_no_leaves(updates)):
             raise ValueError("lbfgs needs params and the objective: update(grads, state, params, value_fn=f)")
-        _treecheck.check_updates(updates, params)
+        if params is not None:
+            _treecheck.check_updates(updates, params)
+        if _numerics.has_no_leaves(updates):  # nothing to optimize: the objective is not called
+            return updates, state
         x_flat, unflatten = flatten(params)
+        check_state(state.lbfgs, x_flat.size, history_size)
 
         value_and_grad_flat = _flat_value_and_grad(value_fn, unflatten)
 

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -77,6 +77,9 @@ def scale_by_nadam(beta1=0.9, beta2=0.999, eps=1e-8, momentum_decay=4e-3, *, sta
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("exp_avg", "exp_avg_sq"), scalars=("step", "mu_product"))
         direction, m, v, mu_product, step = _numerics.leafwise(
             leaf, updates, state.exp_avg, state.exp_avg_sq, state.mu_product, state.step, num_outputs=5
         )

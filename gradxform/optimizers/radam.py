@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -101,6 +101,9 @@ def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("exp_avg", "exp_avg_sq"))
         direction, m, v, step = _numerics.leafwise(
             leaf, updates, state.exp_avg, state.exp_avg_sq, state.step, num_outputs=4
         )

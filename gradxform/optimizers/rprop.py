@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradxform import _numerics, transforms
+from gradxform import _numerics, _treecheck, transforms
 from gradxform.base import GradientTransformation, chain
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -67,6 +67,9 @@ def scale_by_rprop(learning_rate=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("prev", "step_size"))
         updates, prev, size, step = _numerics.leafwise(
             leaf, updates, state.prev, state.step_size, state.step, num_outputs=4
         )

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation, identity
 from gradxform.optimizers import _common
 from gradxform.registry import SPECS
@@ -63,6 +63,9 @@ def scale_by_sgd(momentum=0.9, dampening=0.0, nesterov: bool = False, *, state_d
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("momentum_buffer",))
         direction, buf, step = _numerics.leafwise(
             leaf, updates, state.momentum_buffer, state.step, num_outputs=3
         )

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import sparse
 
-from gradxform import _numerics
+from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation, chain
 from gradxform import transforms
 from gradxform.optimizers import _common
@@ -104,6 +104,9 @@ def scale_by_sparse_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, maximize: bool = F
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        if _numerics.has_no_leaves(updates):
+            return updates, state
+        _treecheck.check_state(updates, state, like=("exp_avg", "exp_avg_sq"))
         pairs = jax.tree.map(_dense_and_mask, updates, is_leaf=_is_bcoo)
         treedef = jax.tree.structure(state.exp_avg)
         pairs = treedef.flatten_up_to(pairs)

@@ -17,6 +17,8 @@ from torch_compat.optim.optimizer import Optimizer
 
 
 _DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
+_CACHED = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss")
+"""The state keys torch writes at the end of a step (from its cached tensors)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -66,6 +68,15 @@ class LBFGS(Optimizer):
     runs in Python. ``state`` holds torch's keys: ``func_evals``, ``n_iter``, ``d``,
     ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``,
     ``prev_loss`` and ``al``.
+
+    Edge cases are torch's: with ``max_iter <= 0`` a step calls the closure once and
+    stores ``d``, ``t``, ... as ``None``; a closure that fills the gradients but returns
+    NaN leaves the iterates as they would be (the loss only enters the tolerance tests),
+    and with ``line_search_fn="strong_wolfe"`` a NaN loss at a point that meets the Wolfe
+    conditions in the bracketing phase raises torch's ``IndexError: list index out of
+    range``, with the parameters at the line search's start and ``func_evals`` and
+    ``n_iter`` as torch leaves them. Where torch would carry a NaN *gradient* into the
+    parameters, the step stops at the last point with a finite gradient instead.
 
     For a problem written as a pure JAX function, :func:`gradxform.minimize` runs the same
     iterations in one compiled loop, with no Python in between.
@@ -122,7 +133,7 @@ class LBFGS(Optimizer):
             func_evals=jnp.asarray(state.get("func_evals", 0), jnp.int32),
             n_iter=jnp.asarray(state.get("n_iter", 0), jnp.int32),
         )
-        if "d" not in state:
+        if state.get("d") is None:  # no step yet, or only steps of max_iter <= 0 (torch's None)
             return fresh
         hyper = _internal.hyper_dtype()
         as_vector = lambda v: jnp.asarray(np.asarray(v)).astype(dtype).reshape(n)  # noqa: E731
@@ -194,17 +205,43 @@ class LBFGS(Optimizer):
         x, _ = core.flatten(params)
         run, trial = _begin(self._core_state(state, x.size, x.dtype, history_size), params)
         orig_loss, current = None, params
-        while int(run.phase) != core.DONE:
+        before, start = run, current
+        while True:
+            phase, torch_error = jax.device_get((run.phase, run.torch_error))
+            if torch_error:
+                self._raise_as_torch(before, start, state, history_size)
+            if phase == core.DONE:
+                break
             self._set_params(trial)
             loss = closure()
             if orig_loss is None:
                 orig_loss = loss
+            before, start = run, current
             run, trial, current = advance(run, jnp.asarray(loss), self._grads(), params, dynamic)
         self._set_params(current)
-        iterated = int(run.n_iter) > 0 or "d" in state
+        iterated = int(run.n_iter) > 0 or state.get("d") is not None
+        new_state = self._torch_state(run.state, history_size, iterated)
+        if not iterated and int(run.status) == core.MAX_ITER:
+            # max_iter <= 0: torch's loop did not run, and it stores its cached tensors,
+            # all None (it only skips storing them when the start point is optimal).
+            new_state.update(dict.fromkeys(_CACHED))
         state.clear()
-        state.update(self._torch_state(run.state, history_size, iterated))
+        state.update(new_state)
         return orig_loss
+
+    def _raise_as_torch(self, before, start, state, history_size):
+        """torch's ``_strong_wolfe`` raises ``IndexError`` when the closure's value is NaN at
+        a point that meets the Wolfe conditions in its bracketing phase (it indexes a
+        one-point bracket at 1). Raise it too, leaving what torch leaves: the parameters at
+        the line search's start, ``func_evals`` and ``n_iter`` counted up to it (and ``al``
+        as its two-loop recursion wrote it), the other keys as the previous step left them.
+        """
+        self._set_params(start)
+        partial = self._torch_state(before.state, history_size, True)
+        state["func_evals"], state["n_iter"] = partial["func_evals"], partial["n_iter"]
+        if "al" in partial:
+            state["al"] = partial["al"]
+        raise IndexError("list index out of range")
 
     def _load_value(self, param, key, value):
         # Everything LBFGS keeps is flat (or a scalar): no cast to the parameter's shape.
