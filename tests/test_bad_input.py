@@ -668,14 +668,17 @@ def _one_step(cls, ours, theirs):
 
 
 def test_the_docs_table_names_tests_that_exist():
-    """Each row of docs/reliability.md's "Bad input" table names tests; they must exist."""
+    """Each row of docs/reliability.md's "Bad input" and "Checkpoints and memory" tables
+    names tests; they must exist."""
     import re
 
     root = pathlib.Path(__file__).parent.parent
     text = (root / "docs" / "reliability.md").read_text()
-    section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Input")]
-    assert len(rows) >= 15
+    rows = []
+    for title in ("## Bad input", "## Checkpoints and memory"):
+        section = text.split(title, 1)[1].split("\n## ", 1)[0]
+        rows += [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Input")]
+    assert len(rows) >= 35
     named = 0
     for row in rows:
         cells = row.split(" | ")
