@@ -11,7 +11,6 @@ nothing in the iterates without a line search; with strong Wolfe torch raises
 from __future__ import annotations
 
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,7 @@ import gradxform
 import torch_compat
 from torch_compat import optim
 
-core = importlib.import_module("gradxform.lbfgs")  # the module (gradxform.lbfgs is the alias)
+from gradxform.optimizers import lbfgs as core  # the module (gradxform.lbfgs is the alias)
 
 TARGET = jnp.array([2.0, 1.0])
 X0 = jnp.array([-1.0, 2.0])
