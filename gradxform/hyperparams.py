@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradxform import _numerics, _treecheck
+from gradxform import _numerics, _paths, _treecheck
 from gradxform.base import GradientTransformation
 
 
@@ -112,32 +112,99 @@ def inject_hyperparams(
     return GradientTransformation(init, update)
 
 
-def _find(state, path=()):
-    """Yields ``(path, InjectHyperparamsState)`` pairs found in nested tuples/lists."""
-    if isinstance(state, InjectHyperparamsState):
-        yield path, state
-    elif isinstance(state, (tuple, list)):
-        for i, sub in enumerate(state):
-            yield from _find(sub, path + (i,))
+class _Found(NamedTuple):
+    """An :class:`InjectHyperparamsState` found inside a larger state."""
+
+    key_path: tuple  # jax keys from the root of the state to it
+    group: Any  # the group it belongs to (an int or a label), or None
+    state: InjectHyperparamsState
+
+    @property
+    def where(self) -> str:
+        return _paths.path_string(self.key_path)
+
+    def describe(self) -> str:
+        at = f"at {self.where!r}" if self.key_path else "at the root"
+        return at if self.group is None else f"group {self.group!r} {at}"
 
 
-def _only(state) -> tuple[tuple, InjectHyperparamsState]:
+def _is_group_container(node) -> bool:
+    """gradxform's :class:`~gradxform.ParamGroupsState` or optax's ``PartitionState``
+    (``optax.multi_transform`` / ``optax.partition``): their ``inner_states`` are groups."""
+    kind = type(node)
+    if kind.__name__ == "ParamGroupsState" and kind.__module__ == "gradxform.groups":
+        return True
+    return kind.__name__ == "PartitionState" and kind.__module__.startswith("optax")
+
+
+def _find(node, key_path=(), group=None):
+    """Yields every :class:`InjectHyperparamsState` inside ``node``, depth first.
+
+    Any pytree is searched: tuples, lists, dicts, NamedTuples, optax's wrapper states,
+    flax and equinox containers; a found state's ``inner_state`` is searched too.
+    """
+    if isinstance(node, InjectHyperparamsState):
+        yield _Found(key_path, group, node)
+        yield from _find(node.inner_state, key_path + (jax.tree_util.GetAttrKey("inner_state"),), group)
+        return
+    if _is_group_container(node):
+        base = key_path + (jax.tree_util.GetAttrKey("inner_states"),)
+        for key, child in _paths.children(node.inner_states):
+            yield from _find(child, base + (key,), _paths.key_value(key))
+        return
+    for key, child in _paths.children(node):
+        yield from _find(child, key_path + (key,), group)
+
+
+def _select(state, group, path) -> list[_Found]:
+    """The hyperparameter states of ``state``, narrowed to ``group`` and ``path``."""
     found = list(_find(state))
     if not found:
         raise ValueError(
-            "this state holds no hyperparameters: build the transformation with a "
-            "gradxform optimizer (gradxform.adam, ...) or gradxform.inject_hyperparams"
+            "this state holds no hyperparameters (none of gradxform's): build the transformation with a "
+            "gradxform optimizer (gradxform.adam, ...), gradxform.param_groups or "
+            "gradxform.inject_hyperparams (optax.inject_hyperparams keeps its own state, "
+            "read it as state.hyperparams)"
         )
-    if len(found) > 1:
+    chosen = found
+    if group is not None:
+        chosen = [f for f in chosen if f.group is not None and f.group == group and type(f.group) is type(group)]
+    if path is not None:
+        prefix = str(path).strip("/")
+        chosen = [f for f in chosen if f.where == prefix or f.where.startswith(prefix + "/") or not prefix]
+    if not chosen:
+        asked = " and ".join(
+            part for part in (
+                None if group is None else f"group={group!r}",
+                None if path is None else f"path={path!r}",
+            ) if part
+        )
         raise ValueError(
-            f"this state holds {len(found)} sets of hyperparameters (at positions "
-            f"{[p for p, _ in found]}); pass the sub-state you mean"
+            f"no hyperparameters match {asked}; this state holds: "
+            + "; ".join(f.describe() for f in found)
         )
-    return found[0]
+    return chosen
 
 
-def get_hyperparams(state) -> dict[str, Any]:
+def get_hyperparams(state, *, group=None, path=None) -> dict[str, Any]:
     """The hyperparameters of an optimizer state, as a ``dict`` of scalar arrays.
+
+    The state may be a gradxform optimizer's, or any state that holds one: gradxform's
+    ``chain``, :func:`gradxform.param_groups`, :func:`gradxform.skip_non_finite`,
+    :func:`gradxform.accumulate`, optax's ``chain``, ``multi_transform``, ``masked``,
+    ``MultiSteps``, flax's and equinox's containers.
+
+    Args:
+      state: the state.
+      group: with several sets of hyperparameters, the group to read: the index of a
+        :func:`gradxform.param_groups` group (the label, with ``labels=``), or the label of
+        an ``optax.multi_transform`` group.
+      path: the location of the state to read, as ``"a/b/c"`` (the names the error
+        message lists); a location also selects everything under it.
+
+    Raises:
+      ValueError: when the state holds no hyperparameters, or more than one set matches
+        (the message lists each set's group and path).
 
     Example:
       >>> import jax.numpy as jnp, gradxform
@@ -145,31 +212,53 @@ def get_hyperparams(state) -> dict[str, Any]:
       >>> float(gradxform.get_hyperparams(state)["learning_rate"])
       0.001
     """
-    return dict(_only(state)[1].hyperparams)
+    chosen = _select(state, group, path)
+    if len(chosen) > 1:
+        raise ValueError(
+            f"this state holds {len(chosen)} sets of hyperparameters ("
+            + "; ".join(f.describe() for f in chosen)
+            + "); pass group= or path= to choose one"
+        )
+    return dict(chosen[0].state.hyperparams)
 
 
-def _replace_at(state, path, new):
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    items = list(state)
-    items[head] = _replace_at(items[head], rest, new)
-    if isinstance(state, list):
-        return items
-    if hasattr(state, "_fields"):
-        return type(state)(*items)
-    return tuple(items)
+def _new_value(name, old, value):
+    """``value`` with the tree, dtypes, shapes and placement of the stored ``old``."""
+    old_leaves, treedef = jax.tree.flatten(old)
+    new_leaves = jax.tree.leaves(value)
+    if len(new_leaves) != len(old_leaves):
+        raise ValueError(f"{name} has {len(old_leaves)} value(s), got {len(new_leaves)}: {value!r}")
+    return treedef.unflatten(
+        [
+            _numerics.like_param(jnp.asarray(n, dtype=jnp.result_type(o)).reshape(jnp.shape(o)), o)
+            for n, o in zip(new_leaves, old_leaves)
+        ]
+    )
 
 
-def set_hyperparams(state, **values) -> Any:
+def set_hyperparams(state, *, group=None, path=None, **values) -> Any:
     """Returns ``state`` with some hyperparameters replaced.
 
     Values keep the stored dtype and structure, so a jitted update is not recompiled.
     A hyperparameter that follows a schedule is recomputed at the next update.
 
+    When the state holds several sets of hyperparameters (param groups, an
+    ``optax.multi_transform``, a chain of optimizers), every set that ``group`` and
+    ``path`` select is changed: by default all of them, as torch's
+    ``for g in optimizer.param_groups: g["lr"] = ...``. Each selected set must have each
+    name: a feature given as the number 0 (``weight_decay=0.0``) is left out of its
+    transformation, and setting it there raises rather than doing nothing.
+
+    Args:
+      state: the state (see :func:`get_hyperparams` for where it is searched).
+      group: change only this group (as in :func:`get_hyperparams`).
+      path: change only the set(s) at or under this location.
+      **values: ``name=value``; a tuple for a tuple hyperparameter (``betas``).
+
     Raises:
-      KeyError: for a name the optimizer does not have.
-      ValueError: for a value whose structure differs (``betas`` needs two values).
+      KeyError: for a name that a selected set does not have (the message says which).
+      ValueError: for a value whose structure differs (``betas`` needs two values), or
+        when ``group``/``path`` select nothing.
 
     Example:
       >>> import jax.numpy as jnp, gradxform
@@ -178,21 +267,32 @@ def set_hyperparams(state, **values) -> Any:
       >>> float(gradxform.get_hyperparams(state)["learning_rate"])
       0.01
     """
-    path, found = _only(state)
-    hyperparams = dict(found.hyperparams)
-    for name, value in values.items():
-        if name not in hyperparams:
+    chosen = _select(state, group, path)
+    for name in values:
+        lacking = [f for f in chosen if name not in f.state.hyperparams]
+        if not lacking:
+            continue
+        if len(chosen) == 1:
             raise KeyError(
-                f"unknown hyperparameter {name!r}; this optimizer has {sorted(hyperparams)}"
+                f"unknown hyperparameter {name!r}; this optimizer has {sorted(chosen[0].state.hyperparams)}"
             )
-        old = hyperparams[name]
-        old_leaves, treedef = jax.tree.flatten(old)
-        new_leaves = jax.tree.leaves(value)
-        if len(new_leaves) != len(old_leaves):
-            raise ValueError(
-                f"{name} has {len(old_leaves)} value(s), got {len(new_leaves)}: {value!r}"
-            )
-        hyperparams[name] = treedef.unflatten(
-            [jnp.asarray(n, dtype=o.dtype).reshape(o.shape) for n, o in zip(new_leaves, old_leaves)]
+        where = "; ".join(f"{f.describe()} has {sorted(f.state.hyperparams)}" for f in lacking)
+        raise KeyError(
+            f"unknown hyperparameter {name!r} in {len(lacking)} of the {len(chosen)} sets of "
+            f"hyperparameters: {where}. Pass group= or path= to change only the others (a "
+            "feature given as the number 0, such as weight_decay=0.0, is left out of its optimizer)"
         )
-    return _replace_at(state, path, found._replace(hyperparams=hyperparams))
+    for found in chosen:
+        current = _paths_get(state, found.key_path)
+        hyperparams = dict(current.hyperparams)
+        for name, value in values.items():
+            hyperparams[name] = _new_value(name, hyperparams[name], value)
+        state = _paths.replace_at(state, found.key_path, current._replace(hyperparams=hyperparams))
+    return state
+
+
+def _paths_get(tree, key_path):
+    """The node of ``tree`` at ``key_path``."""
+    for key in key_path:
+        tree = dict(_paths.children(tree))[key]
+    return tree
