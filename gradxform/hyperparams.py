@@ -5,9 +5,20 @@ hyperparameters in its state as scalar arrays, in an :class:`InjectHyperparamsSt
 Changing them between steps (by hand with :func:`set_hyperparams`, or by a schedule)
 therefore changes only array *values*: a jitted ``update`` is never recompiled.
 
-A hyperparameter given as a callable is a schedule: it is called with the number of
-updates done so far (an int32 array, 0 at the first update) and its value is written to
-the state before the update uses it.
+Who owns a value depends on how it was given when the transformation was built:
+
+* a number (``learning_rate=1e-3``) is an initial value: the state owns it from then on,
+  and :func:`set_hyperparams` changes it;
+* a callable is a schedule: it is called with the number of updates done so far (an
+  int32 array, 0 at the first update) and its value is written to the state before the
+  update uses it;
+* a JAX array (concrete or traced) is owned by whoever built the transformation: each
+  update uses the array given, and records it in the state. That is how
+  ``optax.inject_hyperparams(gradxform.adam)(learning_rate=...)`` drives a gradxform
+  optimizer: it rebuilds the transformation at each update from *its* state, so its
+  hyperparameters (and optax schedules) take effect. :func:`set_hyperparams` changes
+  optax's copy too; for a transformation you built with an array yourself, rebuild it
+  (or give a number) to change the value.
 """
 
 from __future__ import annotations
@@ -40,6 +51,11 @@ def _is_schedule(leaf) -> bool:
     return callable(leaf)
 
 
+def _given_as_array(leaf) -> bool:
+    """A value owned by the caller: a JAX array or a traced value (not a Python number)."""
+    return isinstance(leaf, (jax.Array, jax.core.Tracer))
+
+
 def _value(leaf, count) -> jax.Array:
     if _is_schedule(leaf):
         leaf = leaf(count)
@@ -56,7 +72,10 @@ def inject_hyperparams(
         called with scalar arrays (possibly traced), and must not depend on their
         values in Python control flow.
       **hyperparams: each a float, a scalar array, a schedule (``count -> value``), or a
-        tuple of those (``betas=(0.9, 0.999)``). ``None`` leaves are passed through.
+        tuple of those (``betas=(0.9, 0.999)``). ``None`` leaves are passed through. A
+        float is an initial value, then the state's (:func:`set_hyperparams`); a
+        schedule is evaluated at each update; a JAX array is used as given at each
+        update (see the module's docstring).
 
     Returns:
       A transformation with :class:`InjectHyperparamsState`. Its ``update`` refuses,
@@ -83,7 +102,7 @@ def inject_hyperparams(
                 values[name] = jax.tree.map(lambda leaf: _value(leaf, count), leaves)
             else:
                 values[name] = jax.tree.map(
-                    lambda leaf, old: _value(leaf, count) if _is_schedule(leaf) else old,
+                    lambda leaf, old: _value(leaf, count) if _is_schedule(leaf) or _given_as_array(leaf) else old,
                     leaves,
                     stored[name],
                 )
@@ -118,6 +137,7 @@ class _Found(NamedTuple):
     key_path: tuple  # jax keys from the root of the state to it
     group: Any  # the group it belongs to (an int or a label), or None
     state: InjectHyperparamsState
+    optax_owner: tuple | None  # key path of an enclosing optax.inject_hyperparams state
 
     @property
     def where(self) -> str:
@@ -137,23 +157,34 @@ def _is_group_container(node) -> bool:
     return kind.__name__ == "PartitionState" and kind.__module__.startswith("optax")
 
 
-def _find(node, key_path=(), group=None):
+def _is_optax_inject(node) -> bool:
+    """The state of ``optax.inject_hyperparams``, which owns the hyperparameters it passes."""
+    kind = type(node)
+    return kind.__module__.startswith("optax") and kind.__name__ in (
+        "InjectStatefulHyperparamsState",
+        "InjectHyperparamsState",
+    )
+
+
+def _find(node, key_path=(), group=None, owner=None):
     """Yields every :class:`InjectHyperparamsState` inside ``node``, depth first.
 
     Any pytree is searched: tuples, lists, dicts, NamedTuples, optax's wrapper states,
     flax and equinox containers; a found state's ``inner_state`` is searched too.
     """
     if isinstance(node, InjectHyperparamsState):
-        yield _Found(key_path, group, node)
-        yield from _find(node.inner_state, key_path + (jax.tree_util.GetAttrKey("inner_state"),), group)
+        yield _Found(key_path, group, node, owner)
+        yield from _find(node.inner_state, key_path + (jax.tree_util.GetAttrKey("inner_state"),), group, owner)
         return
     if _is_group_container(node):
         base = key_path + (jax.tree_util.GetAttrKey("inner_states"),)
         for key, child in _paths.children(node.inner_states):
-            yield from _find(child, base + (key,), _paths.key_value(key))
+            yield from _find(child, base + (key,), _paths.key_value(key), owner)
         return
+    if _is_optax_inject(node):
+        owner = key_path
     for key, child in _paths.children(node):
-        yield from _find(child, key_path + (key,), group)
+        yield from _find(child, key_path + (key,), group, owner)
 
 
 def _select(state, group, path) -> list[_Found]:
@@ -288,6 +319,14 @@ def set_hyperparams(state, *, group=None, path=None, **values) -> Any:
         for name, value in values.items():
             hyperparams[name] = _new_value(name, hyperparams[name], value)
         state = _paths.replace_at(state, found.key_path, current._replace(hyperparams=hyperparams))
+        if found.optax_owner is not None:
+            # optax.inject_hyperparams passes its own copy at every update: change it too.
+            owner = _paths_get(state, found.optax_owner)
+            theirs = dict(owner.hyperparams)
+            for name, value in values.items():
+                if name in theirs:
+                    theirs[name] = _new_value(name, theirs[name], value)
+            state = _paths.replace_at(state, found.optax_owner, owner._replace(hyperparams=theirs))
     return state
 
 
