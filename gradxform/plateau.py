@@ -117,8 +117,8 @@ def reduce_on_plateau(
 
     def init(params):
         dtype = _numerics.hyper_dtype()
-        zero = jnp.zeros([], jnp.int32)
-        state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero, zero, zero)
+        zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731 - one array per field (donation)
+        state = ReduceOnPlateauState(jnp.ones([], dtype), jnp.asarray(worst, dtype), zero(), zero(), zero())
         return _numerics.replicate_over_params(state, params)
 
     def observe(state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:

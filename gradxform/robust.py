@@ -143,8 +143,9 @@ def skip_non_finite(
     takes_extra = base._accepts_extra_args(inner.update)
 
     def init(params):
-        zero = _numerics.replicate_over_params(jnp.zeros([], jnp.int32), params)
-        return SkipNonFiniteState(inner.init(params), zero, zero)
+        # Two arrays, not one twice: a donated state must not hold a buffer twice.
+        total, consecutive = _numerics.replicate_over_params((jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32)), params)
+        return SkipNonFiniteState(inner.init(params), total, consecutive)
 
     def update(updates, state, params=None, **extra_args):
         finite = all_finite(updates)
