@@ -26,9 +26,14 @@ The arithmetic is torch 2.13's (``torch/optim/swa_utils.py``), each form selecta
 
 Integer leaves (buffers such as a batch norm's ``num_batches_tracked``, averaged by
 ``AveragedModel(use_buffers=True)``) are computed in float32 and truncated, as torch's
-``copy_`` into an integer tensor does. 16-bit float leaves are computed in float32 and
-rounded once: that is torch's ``lerp``; its non-lerp forms round after each operation,
-so there they can differ in the last bit.
+``copy_`` into an integer tensor does.
+
+The non-lerp forms agree with torch bit for bit (float32, float64, integer buffers).
+The lerp forms agree to the last bit or so: torch's CPU ``lerp`` fuses its multiply-add
+(one rounding) where XLA rounds twice; measured against ``AveragedModel`` (20 seeds x 20
+updates of a 40x30 layer): float64 within 1e-15 relative (norm-wise), float32 within 1e-7.
+16-bit float leaves are computed in float32 and rounded once (torch's non-lerp forms
+round after each operation).
 """
 
 from __future__ import annotations
@@ -201,7 +206,11 @@ def swa_update(state: AverageState, params, *, lerp: bool = False) -> AverageSta
             weight = jnp.float32(1) / (count + 1).astype(jnp.float32)
             out = _numerics.lerp(a, x, weight)
         else:
-            out = a + (x - a) / (count + 1).astype(_numerics.real_dtype(dtype))
+            # XLA turns a division by a broadcast scalar into a multiplication by its
+            # reciprocal (off by an ulp); dividing by a materialized array keeps torch's
+            # correctly rounded division.
+            divisor = jnp.broadcast_to((count + 1).astype(_numerics.real_dtype(dtype)), jnp.shape(a))
+            out = a + (x - a) / jax.lax.optimization_barrier(divisor)
         return out.astype(jnp.result_type(avg))
 
     return _first_copy(state, params, jax.tree.map(leaf, state.average, params))
