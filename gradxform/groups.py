@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -41,9 +42,19 @@ class ParamGroupsState(NamedTuple):
     inner_states: Any
 
 
+def _is_variable(x) -> bool:
+    """A flax ``nnx.Variable`` (a parameter wrapped in a pytree node of one array).
+
+    ``nnx.Optimizer`` calls ``init`` with the variables and ``update`` with bare arrays:
+    a variable counts as one leaf, so that a parameter has the same path in both.
+    """
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(x, nnx.Variable)
+
+
 def _leaves_with_paths(tree) -> tuple[list[tuple[str, Any]], Any]:
     """``[(path, leaf)]`` in leaf order, and the tree structure."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_variable)
     named = [(_paths.path_string(path), leaf) for path, leaf in flat]
     seen: dict[str, int] = {}
     for name, _ in named:
