@@ -111,3 +111,17 @@ def test_sharded_training(tmp_path):
     assert float(drift_mp) < 1e-5 and float(drift_z) < 1e-5
     assert abs(float(loss_mp) - float(loss_1)) < 1e-4 and abs(float(loss_z) - float(loss_1)) < 1e-4
     assert float(loss_1) < 0.5
+
+
+def test_param_groups_training(tmp_path):
+    out = run_example("param_groups_training", tmp_path)
+    assert_png(tmp_path / "param_groups_training.png")
+    match = re.search(r"60 optimizer steps of 4 micro-batches \(AdamW groups\): first loss ([\d.]+), last loss ([\d.]+), "
+                      r"test accuracy ([\d.]+)%, EMA test accuracy ([\d.]+)%, EMA updates (\d+), "
+                      r"head learning rate ([\d.e-]+), compilations of train_step: (\d+)", out)
+    assert match, out
+    first, last, accuracy, ema_accuracy, ema_updates, head_lr, compilations = (float(g) for g in match.groups())
+    assert last < first / 5 and accuracy > 85.0 and ema_accuracy > 50.0
+    assert ema_updates == 60  # once per optimizer step, not per micro-batch
+    assert head_lr == 3e-4  # set halfway with set_hyperparams(group=1, ...)
+    assert compilations == 1  # which did not recompile the step
