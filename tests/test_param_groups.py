@@ -386,3 +386,28 @@ def test_bad_groups_are_refused_when_built():
         gradxform.param_groups(gradxform.sgd, [{"params": ".*", "optimizer": gradxform.sgd(0.1), "momentum": 0.9}])
     with pytest.raises(ValueError, match="groups must be a list of dicts"):
         gradxform.param_groups(gradxform.sgd, {"x": {}})
+
+
+def test_a_param_groups_state_round_trips_through_checkpoints_and_continues():
+    """Group buffers are keyed by paths holding '/': numpy and orbax checkpoints keep them."""
+    params = nest({k: jnp.ones(s) for k, s in gc.SHAPES.items()})
+    tx = make_tx("adamw")
+    update = jax.jit(tx.update)
+    _, state = update(params, tx.init(params), params)
+    state = gradxform.set_hyperparams(state, group=1, learning_rate=0.05)
+    expected, _ = update(params, state, params)
+    restored = [gradxform.checkpoint.from_numpy_dict(gradxform.checkpoint.to_numpy_dict(state))]
+    ocp = pytest.importorskip("orbax.checkpoint")
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(), "state")
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path, state)
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored.append(checkpointer.restore(path, jax.eval_shape(lambda: state)))
+    for back in restored:
+        assert jax.tree.structure(back) == jax.tree.structure(state)
+        assert float(gradxform.get_hyperparams(back, group=1)["learning_rate"]) == pytest.approx(0.05)
+        got, _ = update(params, back, params)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
