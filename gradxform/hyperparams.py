@@ -199,7 +199,11 @@ def _select(state, group, path) -> list[_Found]:
         )
     chosen = found
     if group is not None:
-        chosen = [f for f in chosen if f.group is not None and f.group == group and type(f.group) is type(group)]
+        chosen = [
+            f
+            for f in chosen
+            if f.group is not None and f.group == group and isinstance(f.group, bool) == isinstance(group, bool)
+        ]
     if path is not None:
         prefix = str(path).strip("/")
         chosen = [f for f in chosen if f.where == prefix or f.where.startswith(prefix + "/") or not prefix]

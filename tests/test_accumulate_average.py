@@ -153,9 +153,11 @@ def test_ema_and_swa_by_hand():
     init = jax.tree.map(jnp.zeros_like, seq[0])
     for lerp in (True, False):
         ema_state = swa_state = gradxform.average_init(init)
+        ema_update = jax.jit(functools.partial(gradxform.ema_update, lerp=lerp))
+        swa_update = jax.jit(functools.partial(gradxform.swa_update, lerp=lerp))
         for p in seq:
-            ema_state = jax.jit(functools.partial(gradxform.ema_update, lerp=lerp))(ema_state, p, 0.75)
-            swa_state = jax.jit(functools.partial(gradxform.swa_update, lerp=lerp))(swa_state, p)
+            ema_state = ema_update(ema_state, p, 0.75)
+            swa_state = swa_update(swa_state, p)
         for k in ema:
             np.testing.assert_allclose(np.asarray(ema_state.average[k]), ema[k], rtol=1e-14)
             np.testing.assert_allclose(np.asarray(swa_state.average[k]), mean[k], rtol=1e-6 if lerp else 1e-14)
