@@ -278,6 +278,7 @@ def param_groups(
         named_updates, updates_def = _leaves_with_paths(updates)
         if updates_def != ref_def:
             _treecheck.check_updates(updates, reference)  # raises, naming the path
+            raise ValueError(f"param_groups: the updates' tree {updates_def} is not the parameters' {ref_def}")
         new = [None] * len(named_updates)
         new_states = []
         for g, (tx, inner, extra_ok) in enumerate(zip(transforms, unwrap(state), takes_extra)):

@@ -411,3 +411,10 @@ def test_a_param_groups_state_round_trips_through_checkpoints_and_continues():
         got, _ = update(params, back, params)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_updates_of_another_tree_are_refused_naming_the_path():
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    tx = gradxform.param_groups(gradxform.sgd, [{"params": "a"}], learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"no leaf at \['b'\]"):
+        tx.update({"a": jnp.ones(2)}, tx.init(params), params)
