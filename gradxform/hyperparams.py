@@ -13,12 +13,27 @@ Who owns a value depends on how it was given when the transformation was built:
   int32 array, 0 at the first update) and its value is written to the state before the
   update uses it;
 * a JAX array (concrete or traced) is owned by whoever built the transformation: each
-  update uses the array given, and records it in the state. That is how
-  ``optax.inject_hyperparams(gradxform.adam)(learning_rate=...)`` drives a gradxform
-  optimizer: it rebuilds the transformation at each update from *its* state, so its
-  hyperparameters (and optax schedules) take effect. :func:`set_hyperparams` changes
-  optax's copy too; for a transformation you built with an array yourself, rebuild it
-  (or give a number) to change the value.
+  update uses the array given, and records it in the state (so :func:`get_hyperparams`
+  reads it). That is how ``optax.inject_hyperparams(gradxform.adam)(learning_rate=...)``
+  drives a gradxform optimizer: it rebuilds the transformation at each update from
+  *its* state, so its hyperparameters (and optax schedules) take effect, and
+  :func:`set_hyperparams` changes optax's copy along with gradxform's. For a
+  transformation you built with an array yourself there is no such copy, so
+  :func:`set_hyperparams` refuses that name with a ``ValueError`` (the next update would
+  overwrite the value): give a Python number to let the state own the value, or change
+  the array you pass. The state records these names in
+  :attr:`InjectHyperparamsState.caller_owned`, in its tree structure only (no leaves).
+
+Example:
+  >>> import jax.numpy as jnp, gradxform
+  >>> state = gradxform.adam(jnp.asarray(1e-3)).init(jnp.zeros(3))
+  >>> state.caller_owned
+  {'learning_rate': None}
+  >>> gradxform.set_hyperparams(state, learning_rate=1e-4)  # doctest: +ELLIPSIS
+  Traceback (most recent call last):
+  ...
+  ValueError: cannot set 'learning_rate' at the root: ...
+  >>> state = gradxform.set_hyperparams(state, eps=1e-6)  # given as a number: the state's
 """
 
 from __future__ import annotations
@@ -40,11 +55,18 @@ class InjectHyperparamsState(NamedTuple):
       hyperparams: ``dict[str, pytree]`` of float scalar arrays (``[]``, default float
         dtype), the values used by the most recent update (or by ``init``).
       inner_state: the state of the transformation built from them.
+      caller_owned: ``None``, or a ``dict`` whose keys name the hyperparameters given as
+        JAX arrays when the transformation was built (each update uses that array, so
+        :func:`set_hyperparams` refuses them), with ``None`` values: it holds no arrays,
+        only tree structure, so it costs nothing under ``jit`` or donation. ``None`` when
+        every hyperparameter was given as a number or a schedule (the default, so a
+        state built from three fields is that one).
     """
 
     count: jax.Array
     hyperparams: dict[str, Any]
     inner_state: Any
+    caller_owned: dict[str, None] | None = None
 
 
 def _is_schedule(leaf) -> bool:
@@ -94,6 +116,10 @@ def inject_hyperparams(
       ([-0.5], -0.5)
     """
     spec = dict(hyperparams)
+    # Static (known when building): part of the state's tree structure, never a leaf.
+    caller_owned = {
+        name: None for name, leaves in spec.items() if any(_given_as_array(leaf) for leaf in jax.tree.leaves(leaves))
+    } or None
 
     def current(count, stored=None):
         values = {}
@@ -113,7 +139,7 @@ def inject_hyperparams(
         values = current(count)
         # Scalars live where the parameters live (replicated over their devices).
         count, values = _numerics.replicate_over_params((count, values), params)
-        return InjectHyperparamsState(count, values, build(**values).init(params))
+        return InjectHyperparamsState(count, values, build(**values).init(params), caller_owned)
 
     def update(updates, state, params=None, **extra_args):
         # Checked while tracing (structures, shapes and dtypes are static): free at run time.
@@ -126,7 +152,7 @@ def inject_hyperparams(
             updates, state.inner_state, params, **extra_args
         )
         count = state.count + jnp.ones([], state.count.dtype)
-        return updates, InjectHyperparamsState(count, values, inner_state)
+        return updates, InjectHyperparamsState(count, values, inner_state, caller_owned)
 
     return GradientTransformation(init, update)
 
@@ -275,7 +301,9 @@ def set_hyperparams(state, *, group=None, path=None, **values) -> Any:
     """Returns ``state`` with some hyperparameters replaced.
 
     Values keep the stored dtype and structure, so a jitted update is not recompiled.
-    A hyperparameter that follows a schedule is recomputed at the next update.
+    A hyperparameter that follows a schedule is recomputed at the next update. One given
+    as a JAX array when the transformation was built belongs to its builder: it is
+    refused, except inside ``optax.inject_hyperparams``, whose copy is changed as well.
 
     When the state holds several sets of hyperparameters (param groups, an
     ``optax.multi_transform``, a chain of optimizers), every set that ``group`` and
@@ -292,8 +320,11 @@ def set_hyperparams(state, *, group=None, path=None, **values) -> Any:
 
     Raises:
       KeyError: for a name that a selected set does not have (the message says which).
-      ValueError: for a value whose structure differs (``betas`` needs two values), or
-        when ``group``/``path`` select nothing.
+      ValueError: for a value whose structure differs (``betas`` needs two values), when
+        ``group``/``path`` select nothing, or for a hyperparameter the transformation was
+        built with as a JAX array (each update uses that array; see the module's
+        docstring), unless an enclosing ``optax.inject_hyperparams`` passes it, in which
+        case optax's copy is changed too. Nothing is changed when it raises.
 
     Example:
       >>> import jax.numpy as jnp, gradxform
@@ -318,6 +349,8 @@ def set_hyperparams(state, *, group=None, path=None, **values) -> Any:
             "feature given as the number 0, such as weight_decay=0.0, is left out of its optimizer)"
         )
     for found in chosen:
+        _check_not_caller_owned(state, found, values)
+    for found in chosen:
         current = _paths_get(state, found.key_path)
         hyperparams = dict(current.hyperparams)
         for name, value in values.items():
@@ -332,6 +365,23 @@ def set_hyperparams(state, *, group=None, path=None, **values) -> Any:
                     theirs[name] = _new_value(name, theirs[name], value)
             state = _paths.replace_at(state, found.optax_owner, owner._replace(hyperparams=theirs))
     return state
+
+
+def _check_not_caller_owned(state, found: _Found, values) -> None:
+    """Refuses to set a hyperparameter that the transformation was given as a JAX array
+    (each update would overwrite it), unless an enclosing ``optax.inject_hyperparams``
+    state holds the copy that it passes (which :func:`set_hyperparams` changes too)."""
+    owned = found.state.caller_owned or {}
+    theirs = {} if found.optax_owner is None else _paths_get(state, found.optax_owner).hyperparams
+    for name in values:
+        if name in owned and name not in theirs:
+            raise ValueError(
+                f"cannot set {name!r} {found.describe()}: the transformation was built with a JAX "
+                f"array for it, and each update uses that array (a value set here would be "
+                f"overwritten at the next update). Give {name} as a Python number when building "
+                "it (the state then owns the value and set_hyperparams changes it), or change "
+                "the array you pass (with optax.inject_hyperparams, its state's hyperparams)"
+            )
 
 
 def _paths_get(tree, key_path):

@@ -272,3 +272,91 @@ def test_a_state_without_gradxform_hyperparameters_says_where_optax_keeps_them()
     state = optax.inject_hyperparams(optax.adam)(learning_rate=0.1).init(PARAMS)
     with pytest.raises(ValueError, match=r"holds no hyperparameters.*optax.inject_hyperparams keeps its own"):
         gradxform.get_hyperparams(state)
+
+
+# ------------------------------------------------------- hyperparameters given as JAX arrays
+
+
+def test_set_hyperparams_refuses_a_hyperparameter_built_from_a_jax_array():
+    """The update uses the array given at build time, so a set value would be silently
+    overwritten at the next update: refused, naming it. A number-given one still sets."""
+    tx = gradxform.adam(jnp.asarray(0.1))
+    state = tx.init(PARAMS)
+    assert state.caller_owned == {"learning_rate": None}
+    with pytest.raises(ValueError, match=r"cannot set 'learning_rate' at the root: the transformation was built "
+                       r"with a JAX array.*Give learning_rate as a Python number.*or change the array you pass"):
+        gradxform.set_hyperparams(state, learning_rate=0.01)
+    # All or nothing: with a settable name beside it, nothing is changed either.
+    with pytest.raises(ValueError, match=r"cannot set 'learning_rate'"):
+        gradxform.set_hyperparams(state, eps=1e-3, learning_rate=0.01)
+    state = gradxform.set_hyperparams(state, eps=1e-3)
+    updates, state = tx.update(GRADS, state, PARAMS)
+    reference = gradxform.adam(0.1, eps=1e-3)
+    expected, _ = reference.update(GRADS, reference.init(PARAMS), PARAMS)
+    for key in PARAMS:
+        np.testing.assert_allclose(np.asarray(updates[key]), np.asarray(expected[key]), rtol=1e-6)
+    assert float(gradxform.get_hyperparams(state)["learning_rate"]) == pytest.approx(0.1)  # recorded
+    # Inside a wrapper, the message names where.
+    state = gradxform.chain(gradxform.sgd(0.1), gradxform.sgd(jnp.asarray(0.2))).init(PARAMS)
+    with pytest.raises(ValueError, match=r"cannot set 'learning_rate' at '1'"):
+        gradxform.set_hyperparams(state, learning_rate=0.5)
+    state = gradxform.set_hyperparams(state, path="0", learning_rate=0.5)
+    assert float(gradxform.get_hyperparams(state, path="0")["learning_rate"]) == 0.5
+
+
+def test_a_number_built_state_records_no_caller_owned_names():
+    """None, as in a state built from three fields: the tree structure of before."""
+    state = gradxform.adam(0.1).init(PARAMS)
+    assert state.caller_owned is None
+    assert jax.tree.structure(state) == jax.tree.structure(
+        gradxform.InjectHyperparamsState(state.count, state.hyperparams, state.inner_state)
+    )
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_set_hyperparams_still_changes_optax_inject_hyperparams_copy(jitted):
+    tx = optax.inject_hyperparams(gradxform.sgd)(learning_rate=0.1)
+    init, update = (jax.jit(tx.init), jax.jit(tx.update)) if jitted else (tx.init, tx.update)
+    state = init(PARAMS)
+    assert "learning_rate" in gradxform.get_hyperparams(state)
+    state = gradxform.set_hyperparams(state, learning_rate=0.5)
+    updates, state = update(GRADS, state, PARAMS)
+    np.testing.assert_allclose(np.asarray(updates["a"]), -0.5 * np.asarray(GRADS["a"]), rtol=1e-6)
+
+
+def test_a_state_with_caller_owned_names_jits_donates_and_round_trips(tmp_path):
+    tx = gradxform.adam(jnp.asarray(0.1), weight_decay=0.01)
+    traces = []
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, state):
+        traces.append(1)
+        updates, state = tx.update(GRADS, state, params)
+        return gradxform.apply_updates(params, updates), state
+
+    params = jax.tree.map(jnp.array, PARAMS)
+    params, state = step(params, tx.init(params))
+    assert state.caller_owned == {"learning_rate": None}
+    state = gradxform.set_hyperparams(state, weight_decay=0.5)
+    params, state = step(params, state)
+    assert len(traces) == 1 and float(gradxform.get_hyperparams(state)["weight_decay"]) == 0.5
+
+    back = gradxform.checkpoint.from_numpy_dict(gradxform.checkpoint.to_numpy_dict(state))
+    assert jax.tree.structure(back) == jax.tree.structure(state) and back.caller_owned == {"learning_rate": None}
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match=r"cannot set 'learning_rate'"):
+        gradxform.set_hyperparams(back, learning_rate=0.01)
+
+    ocp = pytest.importorskip("orbax.checkpoint")
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(tmp_path / "state", gradxform.checkpoint.to_orbax(state))
+    target = jax.eval_shape(tx.init, params)
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(tmp_path / "state", gradxform.checkpoint.to_orbax(target))
+    typed = gradxform.checkpoint.from_orbax(restored, target)
+    assert jax.tree.structure(typed) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(typed), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    params, _ = step(params, typed)
+    assert len(traces) == 1
