@@ -1,6 +1,8 @@
 """gradxform: torch.optim's algorithms as pure, jit-compiled JAX transformations."""
 
 from gradxform import checkpoint, schedules
+from gradxform.accumulation import AccumulateState, accumulate
+from gradxform.averaging import AverageState, average_init, ema_update, swa_update
 from gradxform.base import (
     EmptyState,
     GradientTransformation,
@@ -12,6 +14,7 @@ from gradxform.base import (
     chain,
     identity,
 )
+from gradxform.groups import ParamGroupsState, param_groups
 from gradxform.hyperparams import (
     InjectHyperparamsState,
     get_hyperparams,
@@ -20,6 +23,7 @@ from gradxform.hyperparams import (
 )
 from gradxform.layout import FlattenState, flatten
 from gradxform.optimizers.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
+from gradxform.matrices import as_matrices
 from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from gradxform.optimizers.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
 from gradxform.optimizers.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
@@ -49,6 +53,8 @@ from gradxform.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccumulateState",
+    "AverageState",
     "EmptyState",
     "FlattenState",
     "GradientTransformation",
@@ -56,6 +62,7 @@ __all__ = [
     "LbfgsState",
     "MinimizeResult",
     "OptState",
+    "ParamGroupsState",
     "Params",
     "ReduceOnPlateauState",
     "ScaleByAdadeltaState",
@@ -75,6 +82,7 @@ __all__ = [
     "Schedule",
     "SkipNonFiniteState",
     "Updates",
+    "accumulate",
     "adadelta",
     "adafactor",
     "adagrad",
@@ -84,11 +92,14 @@ __all__ = [
     "add_decayed_weights",
     "all_finite",
     "apply_updates",
+    "as_matrices",
     "asgd",
+    "average_init",
     "chain",
     "checkpoint",
     "clip_by_global_norm",
     "clip_by_value",
+    "ema_update",
     "flatten",
     "get_hyperparams",
     "global_norm",
@@ -100,6 +111,7 @@ __all__ = [
     "nadam",
     "negate",
     "orthogonalize_via_newton_schulz",
+    "param_groups",
     "radam",
     "reduce_on_plateau",
     "rmsprop",
@@ -125,4 +137,5 @@ __all__ = [
     "shard_state",
     "skip_non_finite",
     "sparse_adam",
+    "swa_update",
 ]

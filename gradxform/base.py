@@ -40,18 +40,40 @@ Schedule = Callable[[jax.Array], jax.Array]
 """A function from the step count (an integer array) to a value."""
 
 
-class GradientTransformation(NamedTuple):
-    """A pure ``(init, update)`` pair.
+class _InitUpdate(NamedTuple):
+    """The two fields of a transformation (the base class where optax is not installed)."""
+
+    init: Callable[[Params], OptState]
+    update: Callable[..., tuple[Updates, OptState]]
+
+
+try:  # optax is optional; where it is installed, gradxform speaks its extra-arguments protocol
+    from optax import GradientTransformationExtraArgs as _Base
+except ImportError:  # pragma: no cover - exercised in a venv without optax
+    _Base = _InitUpdate
+
+
+class GradientTransformation(_Base):
+    """A pure ``(init, update)`` pair (a NamedTuple with the fields ``init`` and ``update``).
+
+    Where optax is installed this class derives from ``optax.GradientTransformationExtraArgs``,
+    so optax's combinators (``optax.chain``, ``multi_transform``, ``masked``,
+    ``MultiSteps``, ``inject_hyperparams``) pass extra keyword arguments (``value=``,
+    ``value_fn=``) down to gradxform's transformations instead of dropping them.
 
     Attributes:
       init: ``init(params) -> state``.
       update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``.
         Extra keyword arguments (for example ``value=`` for reduce-on-plateau) are passed
         down a ``chain`` to every transformation that accepts them.
+
+    Example:
+      >>> import gradxform, optax
+      >>> isinstance(gradxform.sgd(0.1), optax.GradientTransformationExtraArgs)
+      True
     """
 
-    init: Callable[[Params], OptState]
-    update: Callable[..., tuple[Updates, OptState]]
+    __slots__ = ()
 
 
 class EmptyState(NamedTuple):

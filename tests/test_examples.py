@@ -126,3 +126,17 @@ def test_multiprocess_training(tmp_path):
     mine, total = (int(g) for g in re.search(r"optimizer state per device: (\d+) bytes of (\d+)", out).groups())
     assert 7.9 < total / mine <= 8.0
     assert "parameters identical on every process: True" in out
+
+
+def test_param_groups_training(tmp_path):
+    out = run_example("param_groups_training", tmp_path)
+    assert_png(tmp_path / "param_groups_training.png")
+    match = re.search(r"60 optimizer steps of 4 micro-batches \(AdamW groups\): first loss ([\d.]+), last loss ([\d.]+), "
+                      r"test accuracy ([\d.]+)%, EMA test accuracy ([\d.]+)%, EMA updates (\d+), "
+                      r"head learning rate ([\d.e-]+), compilations of train_step: (\d+)", out)
+    assert match, out
+    first, last, accuracy, ema_accuracy, ema_updates, head_lr, compilations = (float(g) for g in match.groups())
+    assert last < first / 5 and accuracy > 85.0 and ema_accuracy > 50.0
+    assert ema_updates == 60  # once per optimizer step, not per micro-batch
+    assert head_lr == 3e-4  # set halfway with set_hyperparams(group=1, ...)
+    assert compilations == 1  # which did not recompile the step

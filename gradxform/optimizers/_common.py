@@ -33,17 +33,25 @@ def concrete(value: Any) -> float | None:
 
 
 def is_zero(value: Any) -> bool:
-    """True when ``value`` is the concrete number 0 (so a feature can be left out)."""
-    return concrete(value) == 0.0
+    """True when ``value`` is the Python number 0 (so a feature can be left out).
+
+    Only a Python (or numpy scalar) number counts: an array is never "zero" here, even a
+    concrete one. The same hyperparameter reaches a transformation as a concrete array at
+    ``init`` and as a traced one under ``jax.jit`` (``optax.inject_hyperparams``, or
+    :func:`gradxform.set_hyperparams` then an eager ``update``), and the state's structure
+    must not depend on which.
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
 
 
 def without_zeros(hyperparams: dict[str, Any], *names: str) -> dict[str, Any]:
-    """Drops the named hyperparameters whose value is a concrete 0.
+    """Drops the named hyperparameters whose value is the Python number 0.
 
-    A feature whose coefficient is a concrete 0 (weight decay, momentum) is left out of
+    A feature whose coefficient is the number 0 (weight decay, momentum) is left out of
     the transformation, as torch skips it: ``update`` then needs no ``params`` and keeps
     no buffer for it. The hyperparameter is then not in the state, so
-    ``set_hyperparams`` refuses it loudly rather than silently changing nothing.
+    ``set_hyperparams`` refuses it loudly rather than silently changing nothing. A value
+    given as an array (a live hyperparameter, which may be traced) keeps the feature.
     """
     return {k: v for k, v in hyperparams.items() if not (k in names and is_zero(v))}
 

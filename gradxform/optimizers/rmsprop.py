@@ -124,7 +124,7 @@ def rmsprop(
       alpha: smoothing constant.
       eps: added to the denominator.
       weight_decay: :math:`\lambda`, an L2 penalty.
-      momentum: :math:`\mu`. A concrete 0 keeps no momentum buffer (torch keeps none
+      momentum: :math:`\mu`. The number 0 keeps no momentum buffer (torch keeps none
         while ``momentum == 0``); ``momentum`` is then not a state hyperparameter.
       centered: centered RMSprop.
       maximize: maximize the objective.

@@ -93,7 +93,7 @@ def sgd(
 
     Args:
       learning_rate: :math:`\gamma`; a float, a scalar array or a schedule.
-      momentum: :math:`\mu`. With a concrete 0 no buffer is kept (as torch's
+      momentum: :math:`\mu`. With the number 0 no buffer is kept (as torch's
         ``momentum_buffer`` stays ``None``) and ``momentum`` is not a state hyperparameter.
       dampening: :math:`\tau`.
       weight_decay: :math:`\lambda`, an L2 penalty added to the gradient.
