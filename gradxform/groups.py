@@ -179,7 +179,7 @@ def param_groups(
       A transformation whose state is a :class:`ParamGroupsState`.
 
     Raises:
-      ValueError: for a group without ``"params"``, a group that matches no leaf (at
+      ValueError: for a group without ``"params"``, a group that matches no leaf of a non-empty tree (at
         ``init``), a leaf without a known label, LBFGS (torch's LBFGS refuses param groups
         too), or a group that gives a built transformation and options.
       TypeError: for an option the group's optimizer does not take.
@@ -229,7 +229,7 @@ def param_groups(
             chosen = [len(specs)] * len(named)
             for position, (i, match, _) in enumerate(specs):
                 hits = match(named, tree)
-                if check_empty and not any(hits):
+                if check_empty and named and not any(hits):  # an empty tree: every group is empty
                     example = ", ".join(repr(n) for n, _ in named[:4]) or "none"
                     raise ValueError(
                         f"param_groups: group {i} matches no parameter (paths are like {example})"

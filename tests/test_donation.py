@@ -106,8 +106,10 @@ def test_hyperparameter_arrays_are_copied_into_the_state():
     step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p), donate_argnums=(0, 1))
     _, state = step(params, state)
     assert float(lr) == pytest.approx(0.1)  # still alive
-    state = gradxform.set_hyperparams(state, learning_rate=lr, lambd=lr)
-    assert_no_shared_buffer(state, lr)
+    # Set into a state that owns its values (built from numbers): copied too.
+    owned = gradxform.inject_hyperparams(gradxform.scale_by_asgd, learning_rate=0.1, lambd=0.1).init(params)
+    owned = gradxform.set_hyperparams(owned, learning_rate=lr, lambd=lr)
+    assert_no_shared_buffer(owned, lr)
 
 
 def test_schedule_returning_a_held_array_is_copied():

@@ -19,6 +19,9 @@ import gradxform
 # Public functions that are not transformation factories.
 NOT_FACTORIES = {
     "all_finite",
+    "average_init",  # parameter averages: functions of an AverageState, not transformations
+    "ema_update",
+    "swa_update",
     "apply_updates",
     "get_hyperparams",
     "global_norm",
@@ -46,6 +49,16 @@ FACTORIES = {
     "chain": [lambda: gradxform.chain(gradxform.clip_by_global_norm(1.0), gradxform.adam(0.1))],
     "clip_by_global_norm": [lambda: gradxform.clip_by_global_norm(1.0)],
     "clip_by_value": [lambda: gradxform.clip_by_value(0.5)],
+    "accumulate": [lambda: gradxform.accumulate(gradxform.adam(0.1), 2)],
+    "as_matrices": [lambda: gradxform.as_matrices(gradxform.muon(0.1))],
+    "param_groups": [
+        lambda: gradxform.param_groups(
+            gradxform.adamw, [{"params": lambda path, leaf: leaf.ndim < 2, "weight_decay": 0.0}], learning_rate=0.1
+        ),
+        lambda: gradxform.param_groups(
+            gradxform.adamw, [{"params": r"w", "optimizer": gradxform.sgd, "momentum": 0.9}], learning_rate=0.1
+        ),
+    ],
     "flatten": [lambda: gradxform.flatten(gradxform.asgd(0.1)), lambda: gradxform.flatten(gradxform.adam(0.1), max_leaf_size=2)],
     "identity": [lambda: gradxform.identity()],
     "inject_hyperparams": [
@@ -81,7 +94,7 @@ FACTORIES = {
     "sparse_adam": [lambda: gradxform.sparse_adam(0.1)],
 }
 
-MATRIX_ONLY = {"muon", "scale_by_muon"}
+MATRIX_ONLY = {"muon", "scale_by_muon", "as_matrices"}
 
 
 def loss(params):
