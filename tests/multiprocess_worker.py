@@ -67,12 +67,14 @@ def make_tx() -> gradxform.GradientTransformation:
     """The transformation every run here trains with (built in this one place).
 
     Non-finite steps are skipped, the gradients are clipped to a global norm of 1
-    (their norm is larger here, so every step clips), and AdamW updates.
+    (their norm is larger here, so every step clips), and AdamW updates in two param
+    groups: the biases without weight decay, the rest with it.
     """
     return gradxform.skip_non_finite(
         gradxform.chain(
             gradxform.clip_by_global_norm(1.0),
-            gradxform.adamw(LEARNING_RATE, weight_decay=0.1),
+            gradxform.param_groups(gradxform.adamw, [{"params": r"b\d", "weight_decay": 0.0}],
+                                   learning_rate=LEARNING_RATE, weight_decay=0.1),
         )
     )
 
