@@ -339,7 +339,7 @@ def test_non_finite_gradient_never_reaches_the_parameters(line_search_fn):
     np.testing.assert_allclose(result.value, f(result.params))
     if line_search_fn is None:
         assert bool(result.failed)  # the unsearched step landed on NaN: stop at the last finite point
-        assert int(result.status) == 6  # NON_FINITE_GRADIENT
+        assert int(result.status) == 6  # NON_FINITE
 
 
 def test_non_finite_start_stops_at_once():

@@ -43,6 +43,10 @@ def slight(x):
     return 2.5e-5 * jnp.sum((x - TARGET) ** 2)
 
 
+def linear(x):
+    return jnp.vdot(x, jnp.array([1.0, -2.0]))  # a finite gradient everywhere
+
+
 def nan_valued(x):
     return quadratic(x) + jnp.nan  # the gradient is quadratic's
 
@@ -265,6 +269,17 @@ def test_minimize_nan_value_with_finite_gradient_follows_the_gradient(line_searc
     assert int(result.status) == core.NON_FINITE_VALUE
 
 
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_an_infinite_step_stops_at_the_last_finite_point(line_search_fn):
+    """lr=inf: torch's parameters become infinite (the gradient here stays finite)."""
+    result = solve(linear, X0, lr=np.inf, line_search_fn=line_search_fn)
+    assert np.all(np.isfinite(result.params)) and np.isfinite(float(result.value))
+    assert not bool(result.converged)
+    if line_search_fn is None:  # the unsearched step is the one that overflows
+        assert bool(result.failed) and int(result.status) == core.NON_FINITE
+        np.testing.assert_array_equal(result.params, X0)
+
+
 # -- converged, status and message -------------------------------------------------------
 
 
@@ -320,7 +335,7 @@ def _status_cases():
         core.VALUE_CHANGE: lambda: solve(slight, jnp.zeros(2), lr=1e-2),
         core.STEP: lambda: solve(quadratic, X0, lr=1e-12),
         core.NO_DESCENT: lambda: solve(quadratic, X0, tolerance_change=1e3),
-        core.NON_FINITE_GRADIENT: lambda: solve(sqrt_sum, X0),
+        core.NON_FINITE: lambda: solve(sqrt_sum, X0),
         core.NON_FINITE_VALUE: lambda: solve(nan_valued, X0),
     }
 
@@ -331,7 +346,7 @@ def test_each_status_has_a_case_and_a_message(status):
     assert int(result.status) == status
     assert result.message == core.STATUS_MESSAGES[status]
     assert bool(result.converged) == (status in (core.GRADIENT, core.NO_DESCENT))
-    assert bool(result.failed) == (status == core.NON_FINITE_GRADIENT)
+    assert bool(result.failed) == (status == core.NON_FINITE)
 
 
 def test_status_messages_are_a_distinct_constant_table():

@@ -35,7 +35,7 @@ INIT, SEARCH, EVALUATE, DONE = 0, 1, 2, 3
 # NO_DESCENT mean converged: both test the point itself. The step and value-change tests
 # also stop runs far from any stationary point (a tiny ``lr`` makes tiny steps and value
 # changes), so they are stalls.
-GRADIENT, MAX_ITER, MAX_EVAL, VALUE_CHANGE, STEP, NO_DESCENT, NON_FINITE_GRADIENT, NON_FINITE_VALUE = range(8)
+GRADIENT, MAX_ITER, MAX_EVAL, VALUE_CHANGE, STEP, NO_DESCENT, NON_FINITE, NON_FINITE_VALUE = range(8)
 CONVERGED_STATUSES = (GRADIENT, NO_DESCENT)
 RUNNING = -1
 STATUS_MESSAGES = (
@@ -46,7 +46,7 @@ STATUS_MESSAGES = (
     "stalled: the last step's largest absolute entry is at most tolerance_change",
     "converged: the directional derivative along the L-BFGS direction is above -tolerance_change "
     "(grad·H·grad, an estimate of twice the decrease left, is below it)",
-    "failed: the gradient is not finite; params is the last point where it was",
+    "failed: the gradient or the point was not finite; params is the last point where both were",
     "stopped at a point where the value or the gradient is not finite",
 )
 """``STATUS_MESSAGES[status]`` describes :attr:`MinimizeResult.status` (see :func:`minimize`)."""
@@ -362,17 +362,18 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
     value = jnp.asarray(value).astype(hyper)
     grad_max = _max_abs(grad)
     run_phase = run.phase
-    # Robustness, where torch would carry NaN into the parameters: a non-finite gradient at
-    # the start or after an unsearched step stops the run at the last point with a finite
-    # one (failed=True); inside the line search it counts as a failed Armijo test, so the
-    # search backs off towards the start point. A non-finite *value* with a finite gradient
-    # is used as torch uses it (its comparisons are false): the gradients lead on.
-    finite = jnp.isfinite(grad_max)
+    # Robustness, where torch would carry NaN or infinity into the parameters: a non-finite
+    # gradient or point (lr=inf, an overflowing step) at the start or after an unsearched
+    # step stops the run at the last point where both were finite (failed=True); inside the
+    # line search it counts as a failed Armijo test, so the search backs off towards the
+    # start point. A non-finite *value* with a finite gradient at a finite point is used as
+    # torch uses it (its comparisons are false): the gradients lead on.
+    finite = jnp.isfinite(grad_max) & jnp.isfinite(_max_abs(lbfgs_trial(run)))
     evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True), torch_error=jnp.asarray(False))
     failure = run._replace(
         phase=jnp.asarray(DONE, jnp.int32),
         failed=jnp.asarray(True),
-        status=jnp.asarray(NON_FINITE_GRADIENT, jnp.int32),
+        status=jnp.asarray(NON_FINITE, jnp.int32),
         torch_error=jnp.asarray(False),
     )
 
@@ -487,9 +488,9 @@ class MinimizeResult(NamedTuple):
       converged: bool, ``status`` is 0 or 5: at ``params`` (where the value and gradient
         are finite) the gradient's largest absolute entry is at most ``tolerance_grad``, or
         torch's directional-derivative test holds (see :func:`minimize`).
-      failed: bool, a non-finite gradient stopped the solve (where torch would carry NaN
-        into the parameters); ``params`` is then the last point with a finite gradient
-        (``status`` 6).
+      failed: bool, a non-finite gradient or point stopped the solve (where torch would
+        carry NaN or infinity into the parameters); ``params`` is then the last point where
+        both were finite (``status`` 6).
       aux: ``fun``'s auxiliary output at ``params`` with ``has_aux=True``, else ``None``.
       state: the :class:`LbfgsState`, to continue with another call.
       status: int32, why the solve stopped: an index into ``STATUS_MESSAGES`` (the table
@@ -602,8 +603,9 @@ def minimize(
       5     ``NO_DESCENT``            converged: torch's directional-derivative test at ``params``,
                                       ``grad·d > -tolerance_change`` for the L-BFGS direction
                                       ``d = -H grad``
-      6     ``NON_FINITE_GRADIENT``   failed (``failed`` is True): a non-finite gradient; ``params``
-                                      is the last point with a finite one
+      6     ``NON_FINITE``            failed (``failed`` is True): a non-finite gradient or point
+                                      (``lr=inf``, an overflowing step); ``params`` is the last
+                                      point where both were finite
       7     ``NON_FINITE_VALUE``      the value or the gradient at ``params`` is not finite
       ====  ========================  =============================================================
 
@@ -618,9 +620,9 @@ def minimize(
 
     Non-finite values: a value that is NaN or infinite with a finite gradient is used as
     torch uses it (comparisons with NaN are false), so the iterates follow the
-    gradients as torch's do. A non-finite gradient, which would carry NaN into torch's
-    parameters, stops the run instead (status 6); inside the line search it counts as a
-    failed Armijo test. torch's strong-Wolfe search raises ``IndexError`` when the value is
+    gradients as torch's do. A non-finite gradient or point, which would carry NaN or
+    infinity into torch's parameters, stops the run instead (status 6); inside the line
+    search it counts as a failed Armijo test. torch's strong-Wolfe search raises ``IndexError`` when the value is
     NaN at a point meeting the Wolfe conditions in its bracketing phase; ``minimize``
     takes that point and goes on (``torch_compat.optim.LBFGS`` raises torch's error).
 
@@ -676,7 +678,7 @@ def minimize(
 def final_status(status, value, grad, tolerance_grad):
     """The status of a finished run, judged at its final point (value and ``[n]`` gradient).
 
-    A failed run keeps ``NON_FINITE_GRADIENT``. Otherwise a non-finite value or gradient
+    A failed run keeps ``NON_FINITE``. Otherwise a non-finite value or gradient
     there gives ``NON_FINITE_VALUE``, a gradient test met there gives ``GRADIENT``
     (whatever stopped the run: the budget may run out at a stationary point), and else
     the reason the run stopped stands.
@@ -684,7 +686,7 @@ def final_status(status, value, grad, tolerance_grad):
     finite = jnp.isfinite(value) & jnp.isfinite(_max_abs(grad))
     stationary = _max_abs(grad) <= tolerance_grad
     return jnp.where(
-        status == NON_FINITE_GRADIENT,
+        status == NON_FINITE,
         status,
         jnp.where(~finite, NON_FINITE_VALUE, jnp.where(stationary, GRADIENT, status)),
     ).astype(jnp.int32)
@@ -722,8 +724,8 @@ def lbfgs(
 
     As in :func:`minimize`: with ``max_iter <= 0`` the update only evaluates the
     objective (once, or not at all when ``value`` is given) and is zero; a non-finite
-    value with a finite gradient is used as torch uses it, and a non-finite gradient
-    stops the step at the last point with a finite one. Updates without leaves (``{}``,
+    value with a finite gradient is used as torch uses it, and a non-finite gradient or
+    point stops the step at the last point where both were finite. Updates without leaves (``{}``,
     ``None``) come back as they are, without calling ``value_fn``; ``params`` may then be
     left out. A state of another size is refused with a ``ValueError`` when traced.
 

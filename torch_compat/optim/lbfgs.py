@@ -75,8 +75,8 @@ class LBFGS(Optimizer):
     and with ``line_search_fn="strong_wolfe"`` a NaN loss at a point that meets the Wolfe
     conditions in the bracketing phase raises torch's ``IndexError: list index out of
     range``, with the parameters at the line search's start and ``func_evals`` and
-    ``n_iter`` as torch leaves them. Where torch would carry a NaN *gradient* into the
-    parameters, the step stops at the last point with a finite gradient instead.
+    ``n_iter`` as torch leaves them. Where torch would carry a non-finite gradient or step
+    into the parameters, the step stops at the last point where both were finite instead.
 
     For a problem written as a pure JAX function, :func:`gradxform.minimize` runs the same
     iterations in one compiled loop, with no Python in between.
