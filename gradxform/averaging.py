@@ -38,6 +38,8 @@ round after each operation).
 
 from __future__ import annotations
 
+import numbers
+
 from typing import Any, NamedTuple
 
 import jax
@@ -127,11 +129,10 @@ def ema_update(state: AverageState, params, decay=0.999, *, lerp: bool = True) -
       >>> state.average.tolist(), int(state.count)
       ([2.0], 2)
     """
-    _common.check(
-        decay,
-        lambda v: 0.0 <= v <= 1.0,
-        "Invalid decay value {} provided. Please provide a value in [0,1] range.",
-    )
+    number = _common.concrete(decay)  # None for a traced decay: not checked then
+    if number is not None and not 0.0 <= number <= 1.0:
+        shown = decay if isinstance(decay, numbers.Real) else number
+        raise ValueError(f"Invalid decay value {shown} provided. Please provide a value in [0,1] range.")
     one_minus = 1 - decay  # a Python float stays one (rounded once, as torch's)
 
     def leaf(avg, p):

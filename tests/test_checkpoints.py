@@ -630,20 +630,32 @@ def test_optax_states_load_when_optax_is_imported(tmp_path):
 
 _OPTAX_CHILD = """
 import sys
+
+
+class NoOptax:  # as if optax were not installed (gradxform imports it at import when it is)
+    def find_spec(self, name, path=None, target=None):
+        if name == "optax" or name.startswith("optax."):
+            raise ImportError("optax is blocked in this process")
+
+
+blocker = NoOptax()
+sys.meta_path.insert(0, blocker)
 from gradxform import checkpoint
 try:
     checkpoint.load(sys.argv[1])
 except ValueError as error:
     print("refused:", error)
 print("optax imported by load:", "optax" in sys.modules)
+sys.meta_path.remove(blocker)
 import optax
 print("loaded:", type(checkpoint.load(sys.argv[1])[0]).__name__)
 """
 
 
 def test_optax_states_in_a_process_without_optax(tmp_path):
-    """In a fresh process that has not imported optax, load refuses optax's classes and
-    says to import optax; it does not import it. Once imported, the file loads."""
+    """In a fresh process without optax (gradxform imports optax at import when it is
+    installed, so the child blocks it), load refuses optax's classes and says to import
+    optax; it does not import it. Once optax is imported, the file loads."""
     optax = pytest.importorskip("optax")
     tx = optax.chain(optax.clip_by_global_norm(1.0), gradxform.sgd(0.1))
     checkpoint.save(tmp_path / "state.npz", tx.init({"w": jnp.ones(3)}))

@@ -71,6 +71,7 @@ def test_torch_style_loop(tmp_path):
     assert float(re.search(r"valid accuracy ([\d.]+)%", out).group(1)) > 85.0
 
 
+@pytest.mark.slow
 def test_lbfgs_fit(tmp_path):
     out = run_example("lbfgs_fit", tmp_path)
     assert_png(tmp_path / "lbfgs_fit.png")
@@ -83,6 +84,7 @@ def test_lbfgs_fit(tmp_path):
         assert abs(float(value_f) - float(value_t)) <= 1e-9 * abs(float(value_t))
 
 
+@pytest.mark.slow
 def test_compare_optimizers(tmp_path):
     out = run_example("compare_optimizers", tmp_path)
     assert_png(tmp_path / "compare_optimizers.png")
@@ -92,6 +94,7 @@ def test_compare_optimizers(tmp_path):
         assert float(last) < float(first), name
 
 
+@pytest.mark.slow
 def test_sharded_training(tmp_path):
     out = run_example("sharded_training", tmp_path)
     assert_png(tmp_path / "sharded_training.png")
@@ -113,6 +116,7 @@ def test_sharded_training(tmp_path):
     assert float(loss_1) < 0.5
 
 
+@pytest.mark.slow
 def test_multiprocess_training(tmp_path):
     """Two processes joined by jax.distributed (4 CPU devices each), launched by the script."""
     out = run_example("multiprocess_training", tmp_path)
@@ -128,6 +132,7 @@ def test_multiprocess_training(tmp_path):
     assert "parameters identical on every process: True" in out
 
 
+@pytest.mark.slow
 def test_param_groups_training(tmp_path):
     out = run_example("param_groups_training", tmp_path)
     assert_png(tmp_path / "param_groups_training.png")

@@ -179,6 +179,7 @@ def test_live_complex_parameters_match_torch():
     assert int(result.n_evals) == topt.state[tz]["func_evals"]
 
 
+@pytest.mark.slow
 def test_minimize_is_vmappable_and_works_on_pytrees_with_aux():
     data, x0 = problems.make("logistic", 0)
     f = problems.jax_objective("logistic")
@@ -223,6 +224,7 @@ def test_minimize_converges_on_rosenbrock():
     np.testing.assert_allclose(result.params, np.ones(4), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_lbfgs_transform_equals_minimize():
     data, x0 = problems.make("curve_fit", 1)
     f = problems.jax_objective("curve_fit")

@@ -148,6 +148,7 @@ def test_smoke_two_processes_one_zero_step(tmp_path):
     assert all(same_bits(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_process_that_never_joins_is_a_clear_error(tmp_path):
     """Process 0 of 2 alone: it gives up after its 2 s initialization timeout, loudly."""
     run = launch("join", tmp_path, started=[0], extra=["--init-timeout", "2"])

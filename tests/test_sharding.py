@@ -27,6 +27,10 @@ import sys
 
 import pytest
 
+# One subprocess with 8 simulated devices runs every check (about a minute): CI runs it
+# with the slow tests (`python -m pytest -m slow`).
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ALIASES = (
     "sgd asgd rprop adagrad adadelta rmsprop adam adamw adamax sparse_adam nadam radam "
