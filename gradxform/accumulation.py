@@ -28,14 +28,6 @@ class AccumulateState(NamedTuple):
     inner_state: Any
 
 
-def _negative_zero(u):
-    # -0.0 is the additive identity of every float: apply_updates then leaves the
-    # parameters bit for bit unchanged (-0.0 parameters included).
-    dtype = jnp.dtype(u.dtype)
-    fill = complex(-0.0, -0.0) if jnp.issubdtype(dtype, jnp.complexfloating) else -0.0
-    return jnp.full(jnp.shape(u), fill, dtype)
-
-
 def accumulate(inner: base.GradientTransformation, num_micro_batches: int) -> base.GradientTransformation:
     r"""Accumulates gradients over ``num_micro_batches`` calls, then steps once on their mean.
 
@@ -89,7 +81,6 @@ def accumulate(inner: base.GradientTransformation, num_micro_batches: int) -> ba
     ):
         raise ValueError(f"num_micro_batches must be a positive int, got {num_micro_batches!r}")
     k = int(num_micro_batches)
-    takes_extra = base._accepts_extra_args(inner.update)
 
     def zero_sum(tree):
         return jax.tree.map(
@@ -105,23 +96,16 @@ def accumulate(inner: base.GradientTransformation, num_micro_batches: int) -> ba
         total = jax.tree.map(lambda s, g: s + jnp.asarray(g).astype(s.dtype), state.gradient_sum, updates)
         completes = state.micro_step == k - 1
 
-        def step(_):
-            mean = jax.tree.map(
+        def mean(updates):
+            return jax.tree.map(
                 lambda s, g: (s / jnp.asarray(k, _numerics.real_dtype(s.dtype))).astype(jnp.result_type(g)),
                 total,
                 updates,
             )
-            if takes_extra:
-                return inner.update(mean, state.inner_state, params, **extra_args)
-            return inner.update(mean, state.inner_state, params)
 
-        out_updates, out_inner = jax.eval_shape(step, None)
-
-        def wait(_):
-            kept = jax.tree.map(lambda old, new: jnp.asarray(old).astype(new.dtype), state.inner_state, out_inner)
-            return jax.tree.map(_negative_zero, out_updates), kept
-
-        new_updates, new_inner = jax.lax.cond(completes, step, wait, None)
+        new_updates, new_inner = base._update_or_hold(
+            completes, inner, updates, state.inner_state, params, extra_args, prepare=mean
+        )
         new_sum = jax.tree.map(lambda s: jnp.where(completes, jnp.zeros_like(s), s), total)
         micro_step = jnp.where(completes, 0, state.micro_step + 1).astype(state.micro_step.dtype)
         return new_updates, AccumulateState(micro_step, new_sum, new_inner)

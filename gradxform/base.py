@@ -94,6 +94,36 @@ def identity() -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+def _negative_zero(u) -> jax.Array:
+    # -0.0 is the additive identity of every float, -0.0 included (+0.0 would turn a -0.0
+    # parameter into +0.0), so apply_updates leaves the parameters bit for bit unchanged.
+    dtype = jnp.dtype(u.dtype)
+    fill = complex(-0.0, -0.0) if jnp.issubdtype(dtype, jnp.complexfloating) else -0.0
+    return jnp.full(jnp.shape(u), fill, dtype)
+
+
+def _update_or_hold(run, inner: GradientTransformation, updates, inner_state, params, extra_args: dict,
+                    prepare: Callable = lambda updates: updates):
+    """``inner.update(prepare(updates), inner_state, params, **extra_args)`` where ``run``
+    (a boolean scalar, possibly traced) holds; otherwise ``-0.0`` updates of the same
+    structure and ``inner_state`` kept, cast to the dtypes the update would give. One
+    ``lax.cond``: a held update runs neither ``prepare`` nor ``inner``.
+    (``skip_non_finite`` and ``accumulate`` hold their inner transformation this way.)"""
+
+    def apply(_):
+        if _accepts_extra_args(inner.update):
+            return inner.update(prepare(updates), inner_state, params, **extra_args)
+        return inner.update(prepare(updates), inner_state, params)
+
+    out_updates, out_inner = jax.eval_shape(apply, None)
+
+    def hold(_):
+        kept = jax.tree.map(lambda old, new: jnp.asarray(old).astype(new.dtype), inner_state, out_inner)
+        return jax.tree.map(_negative_zero, out_updates), kept
+
+    return jax.lax.cond(run, apply, hold, None)
+
+
 def _accepts_extra_args(update: Callable) -> bool:
     """Whether ``update`` takes ``**extra_args`` (gradxform and optax's ExtraArgs do)."""
     try:

@@ -77,14 +77,6 @@ def _decide_skip(finite, total, consecutive, max_consecutive_skips):
     return skip, total + one, jnp.where(finite, 0, consecutive + one)
 
 
-def _zero_update(u):
-    # -0.0 is the additive identity for every float, -0.0 included (+0.0 would turn a
-    # -0.0 parameter into +0.0), so apply_updates leaves parameters bit for bit unchanged.
-    dtype = jnp.dtype(u.dtype)
-    fill = complex(-0.0, -0.0) if jnp.issubdtype(dtype, jnp.complexfloating) else -0.0
-    return jnp.full(u.shape, fill, dtype)
-
-
 def skip_non_finite(
     inner: base.GradientTransformation, max_consecutive_skips: int | None = None
 ) -> base.GradientTransformation:
@@ -140,7 +132,6 @@ def skip_non_finite(
       ([1.0, 1.0], 1)
     """
     _check_max_consecutive_skips(max_consecutive_skips)
-    takes_extra = base._accepts_extra_args(inner.update)
 
     def init(params):
         # Two counters, two buffers (one shared buffer cannot be donated twice).
@@ -155,18 +146,9 @@ def skip_non_finite(
             finite, state.total_skipped, state.consecutive_skipped, max_consecutive_skips
         )
 
-        def apply(_):
-            if takes_extra:
-                return inner.update(updates, state.inner_state, params, **extra_args)
-            return inner.update(updates, state.inner_state, params)
-
-        out_updates, out_inner = jax.eval_shape(apply, None)
-
-        def reject(_):
-            kept = jax.tree.map(lambda old, new: jnp.asarray(old).astype(new.dtype), state.inner_state, out_inner)
-            return jax.tree.map(_zero_update, out_updates), kept
-
-        new_updates, new_inner = jax.lax.cond(skip, reject, apply, None)
+        new_updates, new_inner = base._update_or_hold(
+            jnp.logical_not(skip), inner, updates, state.inner_state, params, extra_args
+        )
         return new_updates, SkipNonFiniteState(new_inner, total, consecutive)
 
     return base.GradientTransformation(init, update)
