@@ -187,9 +187,8 @@ WRAPPERS = {
 }
 
 
-@pytest.mark.parametrize("name", list(WRAPPERS))
-def test_hyperparameters_are_reached_inside_wrappers_under_jit_and_donation(name):
-    tx = WRAPPERS[name]()
+def donating_step(tx):
+    """A jitted step donating params and state, and the list it appends to at each trace."""
     traces = []
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -197,6 +196,14 @@ def test_hyperparameters_are_reached_inside_wrappers_under_jit_and_donation(name
         traces.append(1)
         updates, state = tx.update(GRADS, state, params)
         return gradxform.apply_updates(params, updates), state
+
+    return step, traces
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
+def test_hyperparameters_are_reached_inside_wrappers_under_jit_and_donation(name):
+    tx = WRAPPERS[name]()
+    step, traces = donating_step(tx)
 
     params = jax.tree.map(jnp.array, PARAMS)
     state = tx.init(params)
@@ -326,13 +333,7 @@ def test_set_hyperparams_still_changes_optax_inject_hyperparams_copy(jitted):
 
 def test_a_state_with_caller_owned_names_jits_donates_and_round_trips(tmp_path):
     tx = gradxform.adam(jnp.asarray(0.1), weight_decay=0.01)
-    traces = []
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, state):
-        traces.append(1)
-        updates, state = tx.update(GRADS, state, params)
-        return gradxform.apply_updates(params, updates), state
+    step, traces = donating_step(tx)
 
     params = jax.tree.map(jnp.array, PARAMS)
     params, state = step(params, tx.init(params))
