@@ -83,14 +83,18 @@ def _unscale(grads, scale):
 
 
 def _split_factor(factor):
-    """A host float as two float32 numbers ``(hi, lo)`` with ``hi + lo`` within 2**-48 of it.
+    """A host float as a pair ``(hi, lo)`` for :func:`_times_factor`.
 
-    A traced or array factor is taken as float32 (``lo = 0``).
+    Under ``jax_enable_x64``: the float64 factor itself and 0. Otherwise two float32
+    numbers whose sum is within 2**-48 of it. A traced or array factor is taken as is
+    (``lo = 0``).
     """
     if isinstance(factor, (int, float, np.floating, np.integer)):
+        if _numerics.hyper_dtype() == jnp.float64:
+            return np.float64(factor), np.float64(0.0)
         hi = np.float32(factor)
         return hi, np.float32(float(factor) - float(hi))
-    return jnp.asarray(factor, jnp.float32), jnp.zeros([], jnp.float32)
+    return jnp.asarray(factor), jnp.zeros([], jnp.asarray(factor).dtype)
 
 
 def _two_product(a, b):
@@ -109,14 +113,20 @@ def _two_product(a, b):
 
 
 def _times_factor(scale, factor):
-    """``scale * factor`` rounded once to float32, as torch computes it (in double).
+    """``scale * factor`` as torch computes it: in double, rounded to float32.
 
-    ``factor`` is a host float (or a traced float32, or a ``(hi, lo)`` pair from
-    :func:`_split_factor`). Without float64 (JAX's default), the product is formed in
-    two float32 parts, exact to about 2**-48, then rounded, so factors that float32
-    cannot hold (0.3, 1.1) still give torch's scales.
+    ``factor`` is a host float, or a ``(hi, lo)`` pair from :func:`_split_factor` (which
+    may be traced). Under ``jax_enable_x64`` the product is torch's exactly. Without
+    float64 (JAX's default) it is formed in two float32 parts, exact to about 2**-48,
+    then rounded once: torch's result for every factor float32 holds (2.0, 0.5, ...)
+    and for most others; for a product within about 2**-48 of half-way between two
+    float32 numbers (a few percent of the scales for 1.1, none found for 0.3 or 0.9999)
+    it may round the other way than torch's double rounding.
     """
     hi, lo = factor if isinstance(factor, tuple) else _split_factor(factor)
+    if _numerics.hyper_dtype() == jnp.float64:
+        wide = jnp.asarray(hi, jnp.float64) + jnp.asarray(lo, jnp.float64)
+        return (scale.astype(jnp.float64) * wide).astype(jnp.float32)
     hi, lo = jnp.asarray(hi, jnp.float32), jnp.asarray(lo, jnp.float32)
     p, e = _two_product(scale, hi)
     out = p + (e + scale * lo)
@@ -165,7 +175,9 @@ def loss_scaled(
     3. updates the scale: times ``backoff_factor`` after a skipped update, times
        ``growth_factor`` after ``growth_interval`` finite updates in a row.
 
-    The sequence of scales is torch's for the same gradients. Gradients in float16 or
+    The sequence of scales is torch's for the same gradients (bit for bit; without
+    ``jax_enable_x64``, a factor that float32 cannot hold, such as 1.1, may rarely give
+    a scale one float32 step apart, see :func:`_times_factor`). Gradients in float16 or
     bfloat16 are unscaled in float32 and rounded back (torch refuses float16
     gradients; keep float32 master parameters, see ``docs/mixed-precision.md``).
 

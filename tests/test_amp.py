@@ -143,13 +143,20 @@ def double_product(scale: float, factor: float) -> np.float32:
     return np.float32(float(np.float32(scale)) * factor)  # torch: the product in double, rounded once
 
 
-@pytest.mark.parametrize("factor", [0.3, 1.5, 0.9999, 1.0001, 0.5, 2.0, 3.0])
-def test_scale_times_factor_is_rounded_once_from_double(factor):
+@pytest.mark.parametrize("x64", [True, False])
+@pytest.mark.parametrize("factor", [0.3, 1.1, 1.5, 0.9999, 1.0001, 0.5, 2.0, 3.0])
+def test_scale_times_factor_is_rounded_once_from_double(factor, x64):
     rng = np.random.default_rng(0)
     scales = (rng.random(2000) * 2.0 ** rng.integers(-20, 40, 2000)).astype(np.float32)
-    new, _ = jax.vmap(lambda s: gradxform.loss_scaling._update_scale(s, 0, True, 2.0, factor, 10))(jnp.asarray(scales))
     want = np.array([double_product(s, factor) for s in scales])
-    np.testing.assert_array_equal(np.asarray(new), want)
+    with jax.enable_x64(x64):
+        new, _ = jax.vmap(lambda s: gradxform.loss_scaling._update_scale(s, 0, True, 2.0, factor, 10))(jnp.asarray(scales))
+        differ = np.mean(np.asarray(new) != want)
+    if x64 or factor != 1.1:
+        assert differ == 0
+    else:  # float32 alone: near-ties may round the other way (documented)
+        assert differ < 0.05
+        np.testing.assert_allclose(np.asarray(new), want, rtol=2**-23)
 
 
 def test_update_rules():

@@ -90,6 +90,10 @@ class GradScaler:
       :func:`torch_compat.backward`, which compiles its loss function): the compiled
       function would keep the scale it was traced with. Pass the scale in as an
       argument instead: ``scaler.scale(jnp.ones(()))`` is the current scale as an array.
+    * The factors multiply the scale in float64 under ``jax_enable_x64``, as torch; without
+      it, in two float32 parts: the same scales for factors float32 holds (the defaults)
+      and most others, but a factor such as 1.1 may rarely give a scale one float32 step
+      apart (``docs/mixed-precision.md``).
     * ``new_scale`` in :meth:`update` may be a float or a one-element array (JAX or
       NumPy); arrays carry no device or ``requires_grad`` to check.
 
