@@ -217,6 +217,21 @@ def test_composes_with_param_groups_and_inject_hyperparams():
     assert float(gradxform.get_loss_scale(gradxform.chain(gradxform.identity()).init(params) + (state,))) == 2.0**16
 
 
+def test_wraps_optax_and_checkpoints(tmp_path):
+    optax = pytest.importorskip("optax")
+    tx = gradxform.loss_scaled(optax.chain(optax.clip_by_global_norm(10.0), optax.sgd(0.5)), init_scale=4.0,
+                               growth_interval=1)
+    params = {"w": jnp.ones(2, jnp.float32)}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.array([4.0, 8.0], jnp.float32)}, state, params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), [-0.5, -1.0])  # sgd on the unscaled [1, 2]
+    assert float(gradxform.get_loss_scale(state)) == 8.0
+    gradxform.checkpoint.save(tmp_path / "state.npz", state)
+    restored = gradxform.checkpoint.load(tmp_path / "state.npz", target=state)
+    assert isinstance(restored, gradxform.LossScaledState)
+    assert float(restored.scale) == 8.0 and int(restored.growth_tracker) == 0
+
+
 def test_get_loss_scale_needs_one_state():
     with pytest.raises(ValueError, match="found 0"):
         gradxform.get_loss_scale(gradxform.adam(0.1).init(jnp.ones(2)))
