@@ -20,6 +20,7 @@ import gradxform
 import torch_compat
 from torch_compat import optim
 from torch_compat.amp import GradScaler
+from torch_compat.amp import grad_scaler as grad_scaler_module
 from torch_compat.nn.utils import clip_grad_norm_
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -421,6 +422,36 @@ def test_bfloat16_gradients_are_unscaled_in_float32():
     w.grad = jnp.array([4.0, 12.0], jnp.bfloat16)
     scaler.unscale_(opt)
     assert w.grad.dtype == jnp.bfloat16 and np.asarray(w.grad, np.float32).tolist() == [1.0, 3.0]
+
+
+def test_sparse_gradients_are_unscaled():
+    from jax.experimental import sparse
+
+    w = torch_compat.Parameter(jnp.ones(4, jnp.float32))
+    opt, scaler = optim.SparseAdam([w], lr=0.5), GradScaler("cpu", init_scale=4.0)
+    scaler.scale(jnp.ones(()))
+    w.grad = sparse.BCOO.fromdense(jnp.array([0.0, 8.0, 0.0, -4.0], jnp.float32))
+    scaler.unscale_(opt)
+    assert isinstance(w.grad, sparse.BCOO)
+    assert np.asarray(w.grad.todense()).tolist() == [0.0, 2.0, 0.0, -1.0]
+    scaler.step(opt)
+    scaler.update()
+    assert int(opt.state[w]["step"]) == 1
+
+
+def test_changing_the_options_does_not_recompile():
+    w, opt, scaler = make()
+    scaler.scale(jnp.ones(()))
+    for factor in (2.0, 3.0, 1.5):
+        scaler.set_growth_factor(factor)
+        scaler.set_backoff_factor(factor / 4)
+        scaler.set_growth_interval(int(factor * 2))
+        w.grad = jnp.ones(2, jnp.float32)
+        scaler.step(opt)
+        scaler.update()
+        if factor == 2.0:
+            compiled = grad_scaler_module._update_scale._cache_size()
+    assert grad_scaler_module._update_scale._cache_size() == compiled
 
 
 def test_scale_outputs():
