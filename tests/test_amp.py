@@ -30,7 +30,8 @@ if HERE not in sys.path:
 import make_golden_amp  # noqa: E402
 
 CASES = sorted(make_golden_amp.CASES)
-SINGLE = [name for name in CASES if make_golden_amp.CASES[name]["optimizer"] != "two" and "clip" not in make_golden_amp.CASES[name]]
+# The cases with one optimizer and no clipping between unscale_ and step, for loss_scaled.
+SINGLE = [name for name, case in sorted(make_golden_amp.CASES.items()) if case["optimizer"] != "two" and "clip" not in case]
 
 
 @pytest.fixture(scope="module")
