@@ -22,6 +22,7 @@ from gradxform.hyperparams import (
     set_hyperparams,
 )
 from gradxform.layout import FlattenState, flatten
+from gradxform.loss_scaling import LossScaledState, get_loss_scale, loss_scaled
 from gradxform.optimizers.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
 from gradxform.matrices import as_matrices
 from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
@@ -60,6 +61,7 @@ __all__ = [
     "GradientTransformation",
     "InjectHyperparamsState",
     "LbfgsState",
+    "LossScaledState",
     "MinimizeResult",
     "OptState",
     "ParamGroupsState",
@@ -102,10 +104,12 @@ __all__ = [
     "ema_update",
     "flatten",
     "get_hyperparams",
+    "get_loss_scale",
     "global_norm",
     "identity",
     "inject_hyperparams",
     "lbfgs",
+    "loss_scaled",
     "minimize",
     "muon",
     "nadam",

@@ -72,6 +72,21 @@ def test_torch_style_loop(tmp_path):
 
 
 @pytest.mark.slow
+def test_mixed_precision(tmp_path):
+    out = run_example("mixed_precision", tmp_path)
+    assert_png(tmp_path / "mixed_precision.png")
+    rows = re.findall(r"^(torch_compat|gradxform): (\d+) steps, (\d+) skipped, final scale ([\d.e+]+), "
+                      r"loss ([\d.]+) -> ([\d.]+), test accuracy ([\d.]+)%$", out, re.M)
+    assert [r[0] for r in rows] == ["torch_compat", "gradxform"], out
+    for _, steps, skipped, scale, first, last, accuracy in rows:
+        assert int(skipped) >= 1  # float16 overflowed at a scale of 2**16: steps were skipped
+        assert int(skipped) < int(steps) // 10
+        assert float(last) < float(first) / 3 and float(accuracy) > 90.0
+    assert rows[0][1:4] == rows[1][1:4]  # the same steps skipped, the same final scale
+    assert "same scales at every step: True" in out
+
+
+@pytest.mark.slow
 def test_lbfgs_fit(tmp_path):
     out = run_example("lbfgs_fit", tmp_path)
     assert_png(tmp_path / "lbfgs_fit.png")

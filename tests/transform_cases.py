@@ -24,6 +24,7 @@ NOT_FACTORIES = {
     "swa_update",
     "apply_updates",
     "get_hyperparams",
+    "get_loss_scale",
     "global_norm",
     "minimize",
     "orthogonalize_via_newton_schulz",
@@ -64,6 +65,11 @@ FACTORIES = {
     "inject_hyperparams": [
         lambda: gradxform.inject_hyperparams(gradxform.scale_by_rprop, learning_rate=0.1),
         lambda: gradxform.inject_hyperparams(gradxform.scale, step_size=lambda n: -0.1 / (n + 1)),
+    ],
+    "loss_scaled": [
+        lambda: gradxform.loss_scaled(gradxform.adam(0.1), init_scale=4.0),
+        lambda: gradxform.loss_scaled(gradxform.chain(gradxform.clip_by_global_norm(1.0), gradxform.sgd(0.1, momentum=0.9)),
+                                      growth_interval=1),
     ],
     "lbfgs": [lambda: gradxform.lbfgs(max_iter=3), lambda: gradxform.lbfgs(max_iter=3, line_search_fn="strong_wolfe")],
     "muon": [lambda: gradxform.muon(0.1)],

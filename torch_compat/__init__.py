@@ -17,5 +17,6 @@ from torch_compat._parameter import Parameter
 from torch_compat._tree import as_parameters, backward, named_parameters, parameters, values
 from torch_compat import optim  # noqa: E402  (imports Parameter)
 from torch_compat import nn  # noqa: E402
+from torch_compat import amp  # noqa: E402  (needs optim)
 
-__all__ = ["Parameter", "as_parameters", "backward", "named_parameters", "nn", "optim", "parameters", "values"]
+__all__ = ["Parameter", "amp", "as_parameters", "backward", "named_parameters", "nn", "optim", "parameters", "values"]

@@ -738,6 +738,9 @@ class GradxformOptimizer(Optimizer):
     _skip_limit: int | None = None
     _skip_counters: Any = None  # (total, consecutive): int32 [] device arrays
     _skip_decision: Any = None  # the current step's decision, for its later passes
+    # A bool [] device array set by torch_compat.amp.GradScaler.step for one step() call:
+    # the scaler's found_inf, which decides (inside the compiled call) whether to skip.
+    _forced_skip: Any = None
 
     def set_skip_non_finite(self, enabled: bool = True, max_consecutive_skips: int | None = None) -> None:
         """Skips whole steps whose gradients hold NaN or Inf (not a torch method; off by default).
@@ -1122,17 +1125,25 @@ class GradxformOptimizer(Optimizer):
         if not work:
             return
         control = None
-        if self._skip_enabled:
-            total, consecutive = self._skip_counters
-            limit = None if self._skip_limit is None else np.asarray(self._skip_limit, np.int32)
-            control = (total, consecutive, limit, self._skip_decision)
+        if self._skip_enabled or self._forced_skip is not None:
+            if self._skip_enabled:
+                total, consecutive = self._skip_counters
+                limit = None if self._skip_limit is None else np.asarray(self._skip_limit, np.int32)
+            else:
+                total = consecutive = np.zeros((), np.int32)
+                limit = None
+            # A GradScaler's decision replaces the step's own check (and, as a made
+            # decision, leaves the skip counters alone: torch runs no step at all).
+            decision = self._skip_decision if self._skip_decision is not None else self._forced_skip
+            control = (total, consecutive, limit, decision)
         compiled = self._compiled_step(tuple(key), [statics for _, statics in work])
         results, control_out = compiled(donated, kept, control)
         skipped_fresh = False
         if control_out is not None:
             skip, total, consecutive = control_out
             self._skip_decision = skip  # later passes (repeated parameters) follow this one
-            self._skip_counters = (total, consecutive)
+            if self._skip_enabled:
+                self._skip_counters = (total, consecutive)
             if any(not s for s in itertools.chain.from_iterable(k[1] for k in key)):
                 # A parameter without state: whether to create it needs the decision.
                 skipped_fresh = bool(skip)
