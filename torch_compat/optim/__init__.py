@@ -26,6 +26,7 @@ from torch_compat.optim.rprop import Rprop
 from torch_compat.optim.sgd import SGD
 from torch_compat.optim.sparse_adam import SparseAdam
 from torch_compat.optim import lr_scheduler  # noqa: E402  (needs Optimizer and SGD)
+from torch_compat.optim import swa_utils  # noqa: E402  (needs lr_scheduler)
 
 __all__ = [
     "LBFGS",
@@ -48,4 +49,5 @@ __all__ = [
     "lr_scheduler",
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
+    "swa_utils",
 ]
