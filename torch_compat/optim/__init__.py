@@ -14,6 +14,7 @@ from torch_compat.optim.asgd import ASGD
 from torch_compat.optim.lbfgs import LBFGS
 from torch_compat.optim.muon import Muon
 from torch_compat.optim.nadam import NAdam
+from torch_compat.optim._stateless import swap_in_optimizer_params_and_state
 from torch_compat.optim.optimizer import (
     GradxformOptimizer,
     Optimizer,
@@ -50,4 +51,5 @@ __all__ = [
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
     "swa_utils",
+    "swap_in_optimizer_params_and_state",
 ]

@@ -66,6 +66,9 @@ __all__ = [
     "get_swa_avg_fn",
 ]
 
+# torch's type of the lists a multi_avg_fn receives (of arrays here).
+PARAM_LIST = tuple[jax.Array, ...] | list[jax.Array]
+
 
 # -- averaging functions -------------------------------------------------------------------
 
