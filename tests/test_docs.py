@@ -128,7 +128,8 @@ def test_the_walk_reaches_the_public_modules():
                  "torch_compat.optim", "torch_compat.optim.lr_scheduler"):
         assert name in modules
     assert "adam" in modules["gradxform"] and "StepLR" in modules["torch_compat.optim.lr_scheduler"]
-    assert set(optim.__all__) - {"lr_scheduler"} == set(modules["torch_compat.optim"])
+    assert set(optim.__all__) - {"lr_scheduler", "swa_utils"} == set(modules["torch_compat.optim"])
+    assert "AveragedModel" in modules["torch_compat.optim.swa_utils"]
 
 
 @pytest.fixture(scope="module")
