@@ -28,6 +28,9 @@ Integer leaves (buffers such as a batch norm's ``num_batches_tracked``, averaged
 ``AveragedModel(use_buffers=True)``) are computed in float32 and truncated, as torch's
 ``copy_`` into an integer tensor does.
 
+``torch_compat.optim.swa_utils`` (torch's ``AveragedModel`` and its averaging functions)
+runs the same per-leaf arithmetic, :func:`ema_leaf` and :func:`swa_leaf`.
+
 The non-lerp forms agree with torch bit for bit (float32, float64, integer buffers).
 The lerp forms agree to the last bit or so: torch's CPU ``lerp`` fuses its multiply-add
 (one rounding) where XLA rounds twice; measured against ``AveragedModel`` (20 seeds x 20

@@ -219,10 +219,10 @@ def _as_device(device):
 
 
 class AveragedModel:
-    r"""A running average of a tree of Parameters: torch's ``AveragedModel`` (SWA or EMA).
+    """A running average of a tree of Parameters: torch's ``AveragedModel`` (SWA or EMA).
 
-    ``AveragedModel(model)`` copies ``model`` (a pytree whose leaves are
-    :class:`~torch_compat.Parameter`\ s, and possibly arrays: the buffers) into
+    ``AveragedModel(model)`` copies ``model`` (a pytree whose leaves are Parameters, see
+    :class:`~torch_compat.Parameter`, and possibly arrays: the buffers) into
     ``.module``. Each :meth:`update_parameters` then folds the model's current values into
     the average: the first call copies them, later ones apply ``avg_fn`` (one array at a
     time), ``multi_avg_fn`` (one list per dtype, as torch groups them) or, by default, the
