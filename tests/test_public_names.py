@@ -153,9 +153,9 @@ def test_swap_in_matches_torch_live():
     "change, message",
     [
         (lambda s, o: None, "requires initialized optimizer state."),
-        (lambda s, o: s.__setitem__("state", []), "to be a dict mapping packed parameter ids to per-param state dicts, got list."),
-        (lambda s, o: s.__setitem__("param_groups", s["param_groups"][:1]), "has a different number of parameter groups"),
-        (lambda s, o: s["param_groups"][0].__setitem__("extra", 1), "Keys only in swap-in: ['extra']. Keys only in live: []."),
+        (lambda s, o: s.__setitem__("state", []), "to per-param state dicts, got list."),
+        (lambda s, o: s.__setitem__("param_groups", s["param_groups"][:1]), "a different number of parameter groups"),
+        (lambda s, o: s["param_groups"][0].__setitem__("extra", 1), "swap-in: ['extra']. Keys only in live: []."),
         (lambda s, o: s["state"].__setitem__(7, {}), "got extra keys [7]."),
     ],
     ids=["no_state", "state_not_dict", "groups", "keys", "extra_ids"],
@@ -194,7 +194,8 @@ def test_parameters_to_vector_and_back():
     [
         (lambda ps: parameters_to_vector([]), ValueError, "torch.cat(): expected a non-empty list of Tensors"),
         (lambda ps: vector_to_parameters([1.0], ps), TypeError, "expected torch.Tensor, but got: list"),
-        (lambda ps: vector_to_parameters(jnp.ones(3), ps), RuntimeError, "shape '[2, 3]' is invalid for input of size 3"),
+        (lambda ps: vector_to_parameters(jnp.ones(3), ps), RuntimeError,
+         "shape '[2, 3]' is invalid for input of size 3"),
     ],
     ids=["empty", "not_array", "short"],
 )

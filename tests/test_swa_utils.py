@@ -185,7 +185,8 @@ def test_device_places_the_average():
 
 def test_calling_an_averaged_model_is_refused_with_what_to_write():
     swa = swa_utils.AveragedModel(torch_compat.as_parameters({"w": jnp.ones(2)}))
-    with pytest.raises(TypeError, match=r"not a module, so it cannot be called.*torch_compat.values\(swa_model.module\)"):
+    text = r"not a module, so it cannot be called.*torch_compat.values\(swa_model.module\)"
+    with pytest.raises(TypeError, match=text):
         swa(jnp.ones(2))
     with pytest.raises(TypeError, match="cannot be called"):
         swa.forward(jnp.ones(2))

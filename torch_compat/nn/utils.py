@@ -389,6 +389,7 @@ def vector_to_parameters(vec, parameters: Iterable) -> None:
         size = param.numel()
         chunk = vec[pointer : pointer + size]
         if chunk.size != size:
-            raise RuntimeError(f"shape '[{', '.join(str(d) for d in param.shape)}]' is invalid for input of size {chunk.size}")
+            shape = ", ".join(str(d) for d in param.shape)
+            raise RuntimeError(f"shape '[{shape}]' is invalid for input of size {chunk.size}")
         param.data = chunk.reshape(param.shape)
         pointer += size

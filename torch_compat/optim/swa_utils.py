@@ -396,9 +396,8 @@ class AveragedModel:
             if _is_parameter(leaf):
                 leaf.data = value
         treedef = jax.tree.structure(self.module, is_leaf=_is_parameter)
-        self.module = jax.tree.unflatten(
-            treedef, [leaf if _is_parameter(leaf) or not _is_array(leaf) else value for leaf, value in zip(leaves, values)]
-        )
+        new_leaves = [value if _is_array(leaf) else leaf for leaf, value in zip(leaves, values)]
+        self.module = jax.tree.unflatten(treedef, new_leaves)
 
     # -- saving ---------------------------------------------------------------------------------
 
@@ -435,9 +434,7 @@ class AveragedModel:
                 parts.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
             if unexpected:
                 parts.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
-            raise RuntimeError(
-                f"Error(s) in loading state_dict for AveragedModel:\n\t" + "\n\t".join(parts)
-            )
+            raise RuntimeError("Error(s) in loading state_dict for AveragedModel:\n\t" + "\n\t".join(parts))
         device = self._device()
         values = []
         for name, leaf in named:
