@@ -221,3 +221,13 @@ def test_swalr_get_lr_outside_step_warns_as_torch():
     sched = swa_utils.SWALR(optim.SGD([torch_compat.Parameter(jnp.zeros(1))], lr=1.0), swa_lr=0.5)
     with pytest.warns(UserWarning, match=r"please use `get_last_lr\(\)`"):
         sched.get_lr()
+
+
+def test_update_from_a_tree_of_arrays():
+    """A functional loop's parameters (arrays, the same tree) update the average too."""
+    model = torch_compat.as_parameters({"w": jnp.array([1.0]), "b": jnp.array([2.0])})
+    swa = swa_utils.AveragedModel(model)
+    swa.update_parameters(torch_compat.values(model))
+    swa.update_parameters({"w": jnp.array([3.0]), "b": jnp.array([4.0])})
+    assert swa.module["w"].data.tolist() == [2.0] and swa.module["b"].data.tolist() == [3.0]
+    assert isinstance(swa.module["w"], torch_compat.Parameter) and int(swa.n_averaged) == 2

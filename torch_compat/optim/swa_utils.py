@@ -327,7 +327,8 @@ class AveragedModel:
 
         Args:
           model: a tree of Parameters with ``.module``'s structure (the model given to
-            the constructor, trained since).
+            the constructor, trained since), or the same tree of arrays (from a
+            functional loop: ``torch_compat.values(model)`` or new parameters).
 
         Raises:
           ValueError: when ``model``'s tree differs from ``.module``'s.
