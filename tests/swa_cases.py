@@ -157,6 +157,21 @@ def averaged(dtype, *, seed=0, use_buffers=False, avg=None):
     return run
 
 
+def nnx_model(nnx, seed=0):
+    """A flax nnx Linear(4, 3) -> BatchNorm(3, momentum=0.9) -> Dropout(0.0), for update_bn."""
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(4, 3, rngs=rngs)
+            self.norm = nnx.BatchNorm(3, momentum=0.9, rngs=rngs)
+            self.drop = nnx.Dropout(0.0, rngs=rngs)
+
+        def __call__(self, x):
+            return self.drop(self.norm(self.linear(x)))
+
+    return Net(nnx.Rngs(seed))
+
+
 # -- SWALR -----------------------------------------------------------------------------------------
 
 

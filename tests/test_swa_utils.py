@@ -193,8 +193,33 @@ def test_calling_an_averaged_model_is_refused_with_what_to_write():
 
 
 def test_update_bn_is_refused_saying_why():
-    with pytest.raises(NotImplementedError, match=r"BatchNorm modules.*gradxform.swa_update"):
+    """A tree of Parameters has no BatchNorm layers: refused (torch would silently do nothing)."""
+    with pytest.raises(NotImplementedError, match=r"a flax nnx Module \(nnx.BatchNorm\).*gradxform.swa_update"):
         swa_utils.update_bn([jnp.ones(2)], torch_compat.as_parameters({"w": jnp.ones(2)}))
+
+
+def test_update_bn_is_the_equal_average_of_the_batch_statistics_and_restores_the_modes():
+    nnx = pytest.importorskip("flax.nnx")
+    model = sc.nnx_model(nnx)
+    model.norm.use_running_average = True  # eval mode before: restored after
+    model.norm.mean[...] = jnp.full(3, 5.0)  # stale statistics: reset first
+    rng = np.random.default_rng(0)
+    batches = [jnp.asarray(rng.standard_normal((8, 4)), jnp.float32) for _ in range(5)]
+    loader = [(x, jnp.zeros(8)) for x in batches]  # (input, target) pairs, as torch's loaders
+    swa_utils.update_bn(loader, model)
+    hidden = [np.asarray(model.linear(x), np.float64) for x in batches]
+    np.testing.assert_allclose(np.asarray(model.norm.mean[...]), np.mean([h.mean(0) for h in hidden], 0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(model.norm.var[...]), np.mean([h.var(0) for h in hidden], 0), rtol=1e-5)
+    assert model.norm.momentum == 0.9 and model.norm.use_running_average is True
+    assert model.drop.deterministic is False  # as it was
+
+
+def test_update_bn_without_batch_norm_leaves_the_model():
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    before = np.asarray(model.kernel[...])
+    swa_utils.update_bn([jnp.ones((3, 2))], model)
+    np.testing.assert_array_equal(np.asarray(model.kernel[...]), before)
 
 
 def test_swa_multi_avg_fn_refuses_integer_arrays():

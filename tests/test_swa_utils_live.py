@@ -97,3 +97,27 @@ def test_swalr_state_dict_crosses_and_continues(torch_first):
 def _plain(state_dict):
     """An optimizer state dict with no per-parameter state (SGD before any gradient)."""
     return {"state": {}, "param_groups": [dict(g) for g in state_dict["param_groups"]]}
+
+
+def test_update_bn_matches_torchs_on_a_batch_norm_model():
+    """A flax nnx Linear -> BatchNorm and torch's Linear -> BatchNorm1d, the same weights and
+    loader: the same running means; the variances differ only by flax's biased convention
+    (torch's unbiased one times (m - 1) / m for batches of m)."""
+    nnx = pytest.importorskip("flax.nnx")
+    import jax.numpy as jnp
+
+    model = sc.nnx_model(nnx)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3, momentum=0.1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(np.asarray(model.linear.kernel[...]).T))
+        net[0].bias.copy_(torch.tensor(np.asarray(model.linear.bias[...])))
+    rng = np.random.default_rng(1)
+    m = 16
+    batches = [rng.standard_normal((m, 4)).astype(np.float32) for _ in range(6)]
+    torch.optim.swa_utils.update_bn([torch.tensor(x) for x in batches], net)
+    swa_utils.update_bn([jnp.asarray(x) for x in batches], model)
+    np.testing.assert_allclose(np.asarray(model.norm.mean[...]), net[1].running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(model.norm.var[...]), net[1].running_var.numpy() * (m - 1) / m, rtol=1e-5, atol=1e-6
+    )
+    assert net[1].momentum == 0.1 and model.norm.momentum == 0.9

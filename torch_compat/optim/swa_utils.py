@@ -6,8 +6,8 @@ r"""``torch_compat.optim.swa_utils``: torch 2.13's stochastic weight averaging, 
 * :class:`SWALR` anneals every group's learning rate to ``swa_lr``, as torch's;
 * :func:`get_ema_multi_avg_fn`, :func:`get_swa_multi_avg_fn`, :func:`get_ema_avg_fn`,
   :func:`get_swa_avg_fn` build the averaging functions;
-* :func:`update_bn` is refused: it needs BatchNorm modules, which a tree of Parameters
-  does not have (see its docstring for what to do instead).
+* :func:`update_bn` recomputes the BatchNorm statistics of a flax nnx model, as torch's
+  does for a module (a tree of Parameters has no BatchNorm layers: refused, saying so).
 
 The arithmetic is written once, in :mod:`gradxform.averaging`
 (:func:`gradxform.ema_update`, :func:`gradxform.swa_update` are the functional face of the
@@ -455,31 +455,87 @@ class AveragedModel:
         self.n_averaged = _place(jnp.asarray(int(np.asarray(state_dict["n_averaged"])), jnp.int32), device)
 
 
+def _nnx():
+    """flax's ``nnx`` module, or None where flax is not installed."""
+    try:
+        from flax import nnx
+    except ImportError:
+        return None
+    return nnx
+
+
+_NO_BATCH_NORM_MODULES = (
+    "torch_compat.optim.swa_utils.update_bn needs a model whose BatchNorm layers own their running "
+    "statistics and update them in train mode: a flax nnx Module (nnx.BatchNorm). A tree of Parameters, "
+    "or any other model, has no such layers here: recompute the statistics with your model code over the "
+    "loader, averaging the per-batch statistics with gradxform.swa_update (torch's momentum=None average)."
+)
+
+
 def update_bn(loader, model, device=None) -> None:
-    """Refused: torch's ``update_bn`` resets and re-estimates the running statistics of the
-    model's BatchNorm *modules*, and a tree of Parameters has none.
+    """Recomputes the running statistics of every ``nnx.BatchNorm`` of a flax nnx model over
+    ``loader``: torch's ``update_bn``.
 
-    torch's ``update_bn`` resets every BatchNorm's running mean and variance, sets its
-    momentum to ``None`` (a cumulative average), runs the loader through the model in
-    train mode and restores the momenta. That needs layers that own their statistics and
-    update them as a side effect of a forward pass in train mode; a JAX model's batch
-    statistics live in the user's own code (flax's ``batch_stats`` collection, for
-    instance), whose update rule this library cannot see. On a tree of Parameters torch's
-    meaning is "do nothing", which would silently leave stale statistics.
+    As torch's: every BatchNorm's running mean and variance are reset (0 and 1), the model
+    runs once over the loader in train mode (``use_running_average=False`` and, as
+    torch's ``model.train()`` does for dropout, ``deterministic=False`` on every submodule
+    that has them), each BatchNorm keeping the *equal average* of the batch statistics
+    (torch's ``momentum=None``: here its ``momentum`` is set to ``1 - 1/n`` before the
+    ``n``-th batch, flax's momentum being the weight of the old value); then the momenta
+    and modes are restored. A batch is an array or a list/tuple whose first element is
+    the input. The averaged statistics are flax's own: flax keeps the *biased* batch
+    variance where torch keeps the unbiased one (times ``m/(m-1)`` for a batch of ``m``);
+    each is what its framework's BatchNorm uses in eval mode.
 
-    What to do instead: run the averaged parameters over the loader in train mode with
-    your framework, collect each batch's statistics and take their equal average with
-    :func:`gradxform.swa_update` (the cumulative average torch's ``momentum=None`` keeps).
+    To use it after :class:`AveragedModel`, put the averaged values into the nnx model
+    (``nnx.update``) and call ``update_bn(loader, nnx_model)``.
+
+    Args:
+      loader: an iterable of batches.
+      model: a flax ``nnx.Module``; a model without BatchNorm is left as it is (torch's
+        early return).
+      device: where to put each input first (``None``, a ``jax.Device``, an index or a
+        platform name).
 
     Raises:
-      NotImplementedError: always, saying why.
+      NotImplementedError: for any other model (a tree of Parameters has no BatchNorm
+        layers), saying what to do instead.
     """
-    raise NotImplementedError(
-        "torch_compat.optim.swa_utils.update_bn is not available: it re-estimates the running statistics of "
-        "BatchNorm modules by running the loader through the model in train mode, and a tree of Parameters has "
-        "no modules nor batch statistics. Recompute them with your model code (e.g. flax's batch_stats) over the "
-        "loader, averaging the per-batch statistics with gradxform.swa_update (torch's momentum=None average)."
-    )
+    nnx = _nnx()
+    if nnx is None or not isinstance(model, nnx.Module):
+        raise NotImplementedError(_NO_BATCH_NORM_MODULES)
+    walk = getattr(nnx, "iter_modules", None)  # flax >= 0.12; before it, the method
+    modules = [module for _, module in (walk(model) if walk is not None else model.iter_modules())]
+    norms = [module for module in modules if isinstance(module, nnx.BatchNorm)]
+    if not norms:
+        return
+    modes = [
+        (module, name, getattr(module, name))
+        for module in modules
+        for name in ("use_running_average", "deterministic")
+        if hasattr(module, name)
+    ]
+    momenta = [(norm, norm.momentum) for norm in norms]
+    for norm in norms:  # torch's reset_running_stats
+        norm.mean[...] = jnp.zeros_like(norm.mean[...])
+        norm.var[...] = jnp.ones_like(norm.var[...])
+    place = _as_device(device)
+    try:
+        for module, name, _ in modes:
+            setattr(module, name, False)  # train mode
+        for count, batch in enumerate(loader, start=1):
+            if isinstance(batch, (list, tuple)):
+                batch = batch[0]
+            if place is not None:
+                batch = jax.device_put(batch, place)
+            for norm in norms:
+                norm.momentum = 1 - 1 / count
+            model(batch)
+    finally:
+        for norm, momentum in momenta:
+            norm.momentum = momentum
+        for module, name, value in modes:
+            setattr(module, name, value)
 
 
 # -- SWALR ----------------------------------------------------------------------------------
