@@ -6,6 +6,9 @@ imports. Everything here may change without notice.
 """
 
 from gradxform import _schedule_math as schedule_math
+from gradxform.averaging import _check_decay as check_average_decay
+from gradxform.averaging import _ema_leaf as ema_leaf
+from gradxform.averaging import _swa_leaf as swa_leaf
 from gradxform._numerics import full_like_buffer, hyper_dtype, like_param
 from gradxform.optimizers import lbfgs as lbfgs_core
 from gradxform.registry import MUON_2D, SPECS, OptimizerSpec, is_array
@@ -18,9 +21,11 @@ __all__ = [
     "MUON_2D",
     "SPECS",
     "OptimizerSpec",
+    "check_average_decay",
     "check_max_consecutive_skips",
     "clip_scale",
     "decide_skip",
+    "ema_leaf",
     "full_like_buffer",
     "hyper_dtype",
     "is_array",
@@ -28,4 +33,5 @@ __all__ = [
     "like_param",
     "scale_by_coefficient",
     "schedule_math",
+    "swa_leaf",
 ]

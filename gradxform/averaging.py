@@ -29,7 +29,7 @@ Integer leaves (buffers such as a batch norm's ``num_batches_tracked``, averaged
 ``copy_`` into an integer tensor does.
 
 ``torch_compat.optim.swa_utils`` (torch's ``AveragedModel`` and its averaging functions)
-runs the same per-leaf arithmetic, :func:`ema_leaf` and :func:`swa_leaf`.
+runs the same per-leaf arithmetic, ``_ema_leaf`` and ``_swa_leaf``.
 
 The non-lerp forms agree with torch bit for bit (float32, float64, integer buffers).
 The lerp forms agree to the last bit or so: torch's CPU ``lerp`` fuses its multiply-add
@@ -101,7 +101,7 @@ def _integer(value_f32, like):
     return jnp.trunc(value_f32).astype(jnp.result_type(like))
 
 
-def check_decay(decay) -> None:
+def _check_decay(decay) -> None:
     """Refuses a concrete ``decay`` outside ``[0, 1]`` with torch's ValueError (a traced
     one is not checked)."""
     number = _common.concrete(decay)  # None for a traced decay: not checked then
@@ -141,10 +141,10 @@ def ema_update(state: AverageState, params, decay=0.999, *, lerp: bool = True) -
       >>> state.average.tolist(), int(state.count)
       ([2.0], 2)
     """
-    check_decay(decay)
+    _check_decay(decay)
     one_minus = 1 - decay  # a Python float stays one (rounded once, as torch's)
     return _first_copy(
-        state, params, jax.tree.map(lambda a, p: ema_leaf(a, p, decay, one_minus, lerp), state.average, params)
+        state, params, jax.tree.map(lambda a, p: _ema_leaf(a, p, decay, one_minus, lerp), state.average, params)
     )
 
 
@@ -188,10 +188,10 @@ def swa_update(state: AverageState, params, *, lerp: bool = False) -> AverageSta
                     "(addcdiv); use lerp=False"
                 )
     count = state.count
-    return _first_copy(state, params, jax.tree.map(lambda a, p: swa_leaf(a, p, count, lerp), state.average, params))
+    return _first_copy(state, params, jax.tree.map(lambda a, p: _swa_leaf(a, p, count, lerp), state.average, params))
 
 
-def ema_leaf(avg, p, decay, one_minus, lerp: bool):
+def _ema_leaf(avg, p, decay, one_minus, lerp: bool):
     """One leaf of :func:`ema_update` after the first copy (``one_minus`` is ``1 - decay``,
     computed by the caller: a Python float stays one, rounded once, as torch's)."""
     if not _is_float(avg):
@@ -210,7 +210,7 @@ def ema_leaf(avg, p, decay, one_minus, lerp: bool):
     return out.astype(jnp.result_type(avg))
 
 
-def swa_leaf(avg, p, count, lerp: bool):
+def _swa_leaf(avg, p, count, lerp: bool):
     """One leaf of :func:`swa_update` after the first copy (``count``: the number averaged
     so far, an integer array). An integer leaf takes the non-lerp form."""
     if not _is_float(avg):

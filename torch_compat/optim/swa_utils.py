@@ -9,7 +9,7 @@ r"""``torch_compat.optim.swa_utils``: torch 2.13's stochastic weight averaging, 
 * :func:`update_bn` recomputes the BatchNorm statistics of a flax nnx model, as torch's
   does for a module (a tree of Parameters has no BatchNorm layers: refused, saying so).
 
-The arithmetic is written once, in :mod:`gradxform.averaging`
+The arithmetic is written once, in gradxform's averaging module
 (:func:`gradxform.ema_update`, :func:`gradxform.swa_update` are the functional face of the
 same averages); the numbers are torch's CPU ones (``AveragedModel`` with no ``avg_fn`` runs
 ``get_swa_avg_fn()`` on the CPU).
@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradxform import averaging
+from gradxform import _internal
 from torch_compat._parameter import Parameter
 from torch_compat._tree import _is_parameter, _name
 from torch_compat.optim.lr_scheduler import _GET_LR_WARNING, LRScheduler, _per_group
@@ -96,12 +96,12 @@ def get_ema_multi_avg_fn(decay=0.999) -> Callable:
       >>> get_ema_multi_avg_fn(0.75)([jnp.array([0.0])], [jnp.array([4.0])], 1)[0].tolist()
       [1.0]
     """
-    averaging.check_decay(decay)
+    _internal.check_average_decay(decay)
     one_minus = 1 - decay
 
     @jax.jit
     def ema_update(ema_param_list, current_param_list, _=None):
-        return [averaging.ema_leaf(a, p, decay, one_minus, True) for a, p in zip(ema_param_list, current_param_list)]
+        return [_internal.ema_leaf(a, p, decay, one_minus, True) for a, p in zip(ema_param_list, current_param_list)]
 
     return ema_update
 
@@ -136,7 +136,7 @@ def get_swa_multi_avg_fn() -> Callable:
 
 @jax.jit
 def _swa_multi(averaged, current, count):
-    return [averaging.swa_leaf(a, p, count, True) for a, p in zip(averaged, current)]
+    return [_internal.swa_leaf(a, p, count, True) for a, p in zip(averaged, current)]
 
 
 def get_ema_avg_fn(decay=0.999) -> Callable:
@@ -157,13 +157,13 @@ def get_ema_avg_fn(decay=0.999) -> Callable:
       >>> get_ema_avg_fn(0.5)(jnp.array([0.0]), jnp.array([4.0]), 1).tolist()
       [2.0]
     """
-    averaging.check_decay(decay)
+    _internal.check_average_decay(decay)
     one_minus = 1 - decay
 
     # Not jitted: XLA's CPU backend fuses the two products and the sum into one
     # multiply-add (one rounding); run op by op, the arithmetic is torch's to the bit.
     def ema_update(ema_param, current_param, num_averaged=None):
-        return averaging.ema_leaf(ema_param, current_param, decay, one_minus, False)
+        return _internal.ema_leaf(ema_param, current_param, decay, one_minus, False)
 
     return ema_update
 
@@ -186,7 +186,7 @@ def get_swa_avg_fn() -> Callable:
 
 @jax.jit
 def _swa_one(averaged_param, current_param, num_averaged):
-    return averaging.swa_leaf(averaged_param, current_param, jnp.asarray(num_averaged), False)
+    return _internal.swa_leaf(averaged_param, current_param, jnp.asarray(num_averaged), False)
 
 
 # -- AveragedModel -------------------------------------------------------------------------
