@@ -7,6 +7,9 @@ imports. Everything here may change without notice.
 
 from gradxform import _schedule_math as schedule_math
 from gradxform import loss_scaling as _loss_scaling
+from gradxform.averaging import _check_decay as check_average_decay
+from gradxform.averaging import _ema_leaf as ema_leaf
+from gradxform.averaging import _swa_leaf as swa_leaf
 from gradxform._numerics import full_like_buffer, hyper_dtype, like_param
 from gradxform.optimizers import lbfgs as lbfgs_core
 from gradxform.registry import MUON_2D, SPECS, OptimizerSpec, is_array
@@ -26,10 +29,12 @@ __all__ = [
     "MUON_2D",
     "SPECS",
     "OptimizerSpec",
+    "check_average_decay",
     "check_loss_scale_factors",
     "check_max_consecutive_skips",
     "clip_scale",
     "decide_skip",
+    "ema_leaf",
     "full_like_buffer",
     "hyper_dtype",
     "is_array",
@@ -39,6 +44,7 @@ __all__ = [
     "scale_outputs",
     "split_loss_scale_factor",
     "schedule_math",
+    "swa_leaf",
     "unscale",
     "update_loss_scale",
 ]

@@ -28,6 +28,9 @@ Integer leaves (buffers such as a batch norm's ``num_batches_tracked``, averaged
 ``AveragedModel(use_buffers=True)``) are computed in float32 and truncated, as torch's
 ``copy_`` into an integer tensor does.
 
+``torch_compat.optim.swa_utils`` (torch's ``AveragedModel`` and its averaging functions)
+runs the same per-leaf arithmetic, ``_ema_leaf`` and ``_swa_leaf``.
+
 The non-lerp forms agree with torch bit for bit (float32, float64, integer buffers).
 The lerp forms agree to the last bit or so: torch's CPU ``lerp`` fuses its multiply-add
 (one rounding) where XLA rounds twice; measured against ``AveragedModel`` (20 seeds x 20
@@ -98,6 +101,15 @@ def _integer(value_f32, like):
     return jnp.trunc(value_f32).astype(jnp.result_type(like))
 
 
+def _check_decay(decay) -> None:
+    """Refuses a concrete ``decay`` outside ``[0, 1]`` with torch's ValueError (a traced
+    one is not checked)."""
+    number = _common.concrete(decay)  # None for a traced decay: not checked then
+    if number is not None and not 0.0 <= number <= 1.0:
+        shown = decay if isinstance(decay, numbers.Real) else number
+        raise ValueError(f"Invalid decay value {shown} provided. Please provide a value in [0,1] range.")
+
+
 def ema_update(state: AverageState, params, decay=0.999, *, lerp: bool = True) -> AverageState:
     r"""One EMA update of the averaged parameters: torch's ``get_ema_multi_avg_fn``.
 
@@ -129,29 +141,11 @@ def ema_update(state: AverageState, params, decay=0.999, *, lerp: bool = True) -
       >>> state.average.tolist(), int(state.count)
       ([2.0], 2)
     """
-    number = _common.concrete(decay)  # None for a traced decay: not checked then
-    if number is not None and not 0.0 <= number <= 1.0:
-        shown = decay if isinstance(decay, numbers.Real) else number
-        raise ValueError(f"Invalid decay value {shown} provided. Please provide a value in [0,1] range.")
+    _check_decay(decay)
     one_minus = 1 - decay  # a Python float stays one (rounded once, as torch's)
-
-    def leaf(avg, p):
-        if not _is_float(avg):
-            f32 = jnp.float32
-            mixed = avg.astype(f32) * jnp.asarray(decay).astype(f32) + jnp.asarray(p).astype(f32) * jnp.asarray(
-                one_minus
-            ).astype(f32)
-            return _integer(mixed, avg)
-        dtype = _numerics.compute_dtype(jnp.result_type(avg))
-        a = avg.astype(dtype)
-        x = jnp.asarray(p).astype(dtype)
-        if lerp:
-            out = _numerics.lerp(a, x, one_minus)
-        else:
-            out = a * _numerics.scalar(decay, a) + x * _numerics.scalar(one_minus, a)
-        return out.astype(jnp.result_type(avg))
-
-    return _first_copy(state, params, jax.tree.map(leaf, state.average, params))
+    return _first_copy(
+        state, params, jax.tree.map(lambda a, p: _ema_leaf(a, p, decay, one_minus, lerp), state.average, params)
+    )
 
 
 def swa_update(state: AverageState, params, *, lerp: bool = False) -> AverageState:
@@ -194,24 +188,45 @@ def swa_update(state: AverageState, params, *, lerp: bool = False) -> AverageSta
                     "(addcdiv); use lerp=False"
                 )
     count = state.count
+    return _first_copy(state, params, jax.tree.map(lambda a, p: _swa_leaf(a, p, count, lerp), state.average, params))
 
-    def leaf(avg, p):
-        if not _is_float(avg):
-            f32 = jnp.float32
-            diff = jnp.asarray(p).astype(jnp.result_type(avg)) - avg
-            return _integer(avg.astype(f32) + diff.astype(f32) / (count + 1).astype(f32), avg)
-        dtype = _numerics.compute_dtype(jnp.result_type(avg))
-        a = avg.astype(dtype)
-        x = jnp.asarray(p).astype(dtype)
-        if lerp:
-            weight = jnp.float32(1) / (count + 1).astype(jnp.float32)
-            out = _numerics.lerp(a, x, weight)
-        else:
-            # XLA turns a division by a broadcast scalar into a multiplication by its
-            # reciprocal (off by an ulp); dividing by a materialized array keeps torch's
-            # correctly rounded division.
-            divisor = jnp.broadcast_to((count + 1).astype(_numerics.real_dtype(dtype)), jnp.shape(a))
-            out = a + (x - a) / jax.lax.optimization_barrier(divisor)
-        return out.astype(jnp.result_type(avg))
 
-    return _first_copy(state, params, jax.tree.map(leaf, state.average, params))
+def _ema_leaf(avg, p, decay, one_minus, lerp: bool):
+    """One leaf of :func:`ema_update` after the first copy (``one_minus`` is ``1 - decay``,
+    computed by the caller: a Python float stays one, rounded once, as torch's)."""
+    if not _is_float(avg):
+        f32 = jnp.float32
+        mixed = avg.astype(f32) * jnp.asarray(decay).astype(f32) + jnp.asarray(p).astype(f32) * jnp.asarray(
+            one_minus
+        ).astype(f32)
+        return _integer(mixed, avg)
+    dtype = _numerics.compute_dtype(jnp.result_type(avg))
+    a = avg.astype(dtype)
+    x = jnp.asarray(p).astype(dtype)
+    if lerp:
+        out = _numerics.lerp(a, x, one_minus)
+    else:
+        out = a * _numerics.scalar(decay, a) + x * _numerics.scalar(one_minus, a)
+    return out.astype(jnp.result_type(avg))
+
+
+def _swa_leaf(avg, p, count, lerp: bool):
+    """One leaf of :func:`swa_update` after the first copy (``count``: the number averaged
+    so far, an integer array). An integer leaf takes the non-lerp form."""
+    if not _is_float(avg):
+        f32 = jnp.float32
+        diff = jnp.asarray(p).astype(jnp.result_type(avg)) - avg
+        return _integer(avg.astype(f32) + diff.astype(f32) / (count + 1).astype(f32), avg)
+    dtype = _numerics.compute_dtype(jnp.result_type(avg))
+    a = avg.astype(dtype)
+    x = jnp.asarray(p).astype(dtype)
+    if lerp:
+        weight = jnp.float32(1) / (count + 1).astype(jnp.float32)
+        out = _numerics.lerp(a, x, weight)
+    else:
+        # XLA turns a division by a broadcast scalar into a multiplication by its
+        # reciprocal (off by an ulp); dividing by a materialized array keeps torch's
+        # correctly rounded division.
+        divisor = jnp.broadcast_to((count + 1).astype(_numerics.real_dtype(dtype)), jnp.shape(a))
+        out = a + (x - a) / jax.lax.optimization_barrier(divisor)
+    return out.astype(jnp.result_type(avg))

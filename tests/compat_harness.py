@@ -185,8 +185,10 @@ def _static_flip(name):
             out["decoupled_weight_decay"] = not group["decoupled_weight_decay"]
         if name == "SGD" and group["dampening"] == 0:
             out["nesterov"] = not group["nesterov"]
-        for flag, value in (("foreach", True), ("fused", True), ("capturable", True), ("differentiable", True)):
-            if flag in group:  # no effect here; torch's side keeps its reference implementation
+        # No effect here; torch's side keeps its reference implementation. (capturable=True
+        # is refused on CPU parameters, as torch refuses it: see test_flags.py.)
+        for flag, value in (("foreach", True), ("fused", True), ("differentiable", True)):
+            if flag in group:
                 out[flag] = value
         if name == "Muon":
             out.update(nesterov=not group["nesterov"], adjust_lr_fn="match_rms_adamw",

@@ -104,7 +104,18 @@ class Parameter:
 
     A Parameter is not an array: operators on it (``p + 1``, ``x @ p``) raise a
     ``TypeError`` pointing to ``.data`` and :func:`torch_compat.backward`, and ``jnp``
-    functions raise JAX's ``TypeError``. ``np.asarray(p)`` reads the value.
+    functions and ``jax.jit`` raise JAX's ``TypeError``, which shows the Parameter's repr
+    (ending in ``use .data for the array``). Making it work in maths was considered and
+    left out: JAX 0.10's ``__jax_array__`` hook converts it in operators and
+    ``jnp.asarray`` but is refused by ``jnp`` functions, ``jit`` and ``grad``, and a value
+    read from ``.data`` in an expression carries no gradient (gradients come from
+    :func:`torch_compat.backward`, which calls the loss on arrays). ``np.asarray(p)`` and
+    ``jnp.asarray(p)`` read the value.
+
+    torch's conveniences for a training loop: :meth:`item`, :meth:`tolist`,
+    :meth:`numpy` (torch's refusal while ``requires_grad``), :meth:`detach` (a copy that
+    does not require gradients), :meth:`numel`, :meth:`size`, :meth:`dim`, ``ndim``,
+    ``shape``, ``dtype``, ``requires_grad``.
 
     Args:
       data: the initial value (anything ``jnp.asarray`` takes).
@@ -217,6 +228,41 @@ class Parameter:
     def is_complex(self) -> bool:
         return bool(jnp.iscomplexobj(self._data))
 
+    def item(self):
+        """The value of a one-element Parameter as a Python number (torch's ``item()``).
+
+        Raises:
+          RuntimeError: torch's, for any other number of elements.
+        """
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        """The value as (nested) Python lists, as torch's ``tolist()``."""
+        return self._data.tolist()
+
+    def numpy(self) -> np.ndarray:
+        """The value as a NumPy array, for a Parameter that does not require gradients.
+
+        The array is a copy (torch's shares memory; JAX arrays cannot be written in place).
+
+        Raises:
+          RuntimeError: torch's, while ``requires_grad`` (use ``p.detach().numpy()``).
+        """
+        if self._requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        return np.array(self._data)
+
+    def detach(self) -> "Parameter":
+        """A new Parameter with the current value that does not require gradients.
+
+        Unlike torch's, it is a copy, not a view: a step replaces (and donates) the
+        parameter's array, so a view could not follow it. It holds the value at the time
+        of the call.
+        """
+        return Parameter(self._data, requires_grad=False)
+
     def __array__(self, dtype=None, copy=None):
         array = np.asarray(self._data)
         return array if dtype is None else array.astype(dtype)
@@ -239,4 +285,7 @@ class Parameter:
     del _name, _symbol
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={self.dtype.name}, grad={'set' if self._grad is not None else None})"
+        # The hint ends the repr because JAX's TypeError for a Parameter given to a jnp
+        # function or to jit shows it ("Argument '<repr>' of type ... is not a valid JAX type").
+        grad = "set" if self._grad is not None else None
+        return f"Parameter(shape={self.shape}, dtype={self.dtype.name}, grad={grad}, use .data for the array)"

@@ -1,7 +1,8 @@
 """torch.nn.utils's gradient clipping, on :class:`~torch_compat.Parameter` gradients.
 
 ``clip_grad_norm_``, ``clip_grad_value_``, ``get_total_norm`` and
-``clip_grads_with_norm_`` have torch 2.13's signatures, numbers and errors. The math is
+``clip_grads_with_norm_`` have torch 2.13's signatures, numbers and errors (as do
+``parameters_to_vector`` and ``vector_to_parameters``, at the end). The math is
 gradxform's (:func:`gradxform.global_norm`, :func:`gradxform.clip_by_global_norm`,
 :func:`gradxform.clip_by_value`), run as one jit-compiled call; the gradients are
 replaced by their clipped values (``Parameter.grad`` is rebound: JAX arrays are
@@ -27,7 +28,15 @@ import gradxform
 from gradxform import _internal
 from torch_compat._parameter import Parameter
 
-__all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
+__all__ = [
+    "clip_grad_norm",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "clip_grads_with_norm_",
+    "get_total_norm",
+    "parameters_to_vector",
+    "vector_to_parameters",
+]
 
 
 def _as_list(parameters, warn_on_empty_generator: bool = False) -> list:
@@ -303,3 +312,84 @@ def clip_grad_value_(
     clipped = _clamp(grads, clip_value)
     for p, g in zip(with_grad, clipped):
         p._grad = g
+
+
+# -- parameters as one vector ----------------------------------------------------------------
+
+
+def _value(param):
+    return param.data if isinstance(param, Parameter) else jnp.asarray(param)
+
+
+def _check_same_device(arrays) -> None:
+    """torch's ``_check_param_device``: every array on one device."""
+    devices = {frozenset(a.devices()) for a in arrays if isinstance(a, jax.Array)}
+    if len(devices) > 1:
+        raise TypeError("Found two parameters on different devices, this is currently not supported.")
+
+
+def parameters_to_vector(parameters: Iterable) -> jax.Array:
+    """The parameters' values flattened and joined into one vector (torch's function).
+
+    Args:
+      parameters: Parameters (or arrays), in order.
+
+    Returns:
+      A 1-D array; mixed dtypes are promoted, as ``torch.cat`` promotes them.
+
+    Raises:
+      ValueError: torch's, for no parameters.
+      TypeError: torch's, for arrays on different devices.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat.nn.utils import parameters_to_vector
+      >>> model = torch_compat.as_parameters({"b": jnp.zeros(2), "w": jnp.ones((2, 2))})
+      >>> parameters_to_vector(torch_compat.parameters(model)).tolist()
+      [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    arrays = [_value(p) for p in parameters]
+    if not arrays:
+        raise ValueError("torch.cat(): expected a non-empty list of Tensors")
+    _check_same_device(arrays)
+    return jnp.concatenate([jnp.ravel(a) for a in arrays])
+
+
+def vector_to_parameters(vec, parameters: Iterable) -> None:
+    """Copies consecutive slices of ``vec`` into the parameters' ``.data`` (torch's function).
+
+    Each Parameter takes the next ``numel`` entries, reshaped to its shape, with ``vec``'s
+    dtype (as torch's ``param.data = ...`` gives). A longer ``vec`` leaves its tail unused.
+
+    Args:
+      vec: a 1-D array (JAX or NumPy).
+      parameters: the Parameters to fill, in order.
+
+    Raises:
+      TypeError: torch's, when ``vec`` is not an array, or for arrays on different devices.
+      RuntimeError: torch's, when ``vec`` is too short for a parameter.
+
+    Example:
+      >>> import jax.numpy as jnp, torch_compat
+      >>> from torch_compat.nn.utils import vector_to_parameters
+      >>> params = [torch_compat.Parameter(jnp.zeros(2)), torch_compat.Parameter(jnp.zeros((1, 2)))]
+      >>> vector_to_parameters(jnp.arange(4.0), params)
+      >>> params[1].data.tolist()
+      [[2.0, 3.0]]
+    """
+    if not isinstance(vec, (jax.Array, np.ndarray)):
+        from torch_compat._parameter import typename
+
+        raise TypeError(f"expected torch.Tensor, but got: {typename(vec)}")
+    vec = jnp.asarray(vec)
+    params = list(parameters)
+    _check_same_device([vec] + [p.data for p in params])
+    pointer = 0
+    for param in params:
+        size = param.numel()
+        chunk = vec[pointer : pointer + size]
+        if chunk.size != size:
+            shape = ", ".join(str(d) for d in param.shape)
+            raise RuntimeError(f"shape '[{shape}]' is invalid for input of size {chunk.size}")
+        param.data = chunk.reshape(param.shape)
+        pointer += size

@@ -14,6 +14,7 @@ from torch_compat.optim.asgd import ASGD
 from torch_compat.optim.lbfgs import LBFGS
 from torch_compat.optim.muon import Muon
 from torch_compat.optim.nadam import NAdam
+from torch_compat.optim._stateless import swap_in_optimizer_params_and_state
 from torch_compat.optim.optimizer import (
     GradxformOptimizer,
     Optimizer,
@@ -26,6 +27,7 @@ from torch_compat.optim.rprop import Rprop
 from torch_compat.optim.sgd import SGD
 from torch_compat.optim.sparse_adam import SparseAdam
 from torch_compat.optim import lr_scheduler  # noqa: E402  (needs Optimizer and SGD)
+from torch_compat.optim import swa_utils  # noqa: E402  (needs lr_scheduler)
 
 __all__ = [
     "LBFGS",
@@ -48,4 +50,6 @@ __all__ = [
     "lr_scheduler",
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
+    "swa_utils",
+    "swap_in_optimizer_params_and_state",
 ]

@@ -10,8 +10,10 @@ What is left in a class's own file is its docstring and torch's quirks, as small
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
+import jax
 import numpy as np
 
 import gradxform
@@ -47,6 +49,47 @@ def make_init(class_name: str, module: str, spec: _internal.OptimizerSpec):
     init.__qualname__ = f"{class_name}.__init__"
     init.__module__ = module
     return init
+
+
+# -- capturable and differentiable ------------------------------------------------------------
+#
+# ``capturable=True`` asks torch to keep the step count on the device and never sync with
+# the host, so that a step can be captured in a CUDA graph. Every torch_compat step is
+# already one compiled XLA call whose state stays on the device, so it changes nothing
+# here (the numbers are those of capturable=False, torch's reference). torch refuses it for
+# parameters on the CPU (outside its fused path); so does torch_compat, with torch's text.
+#
+# ``differentiable=True`` asks torch to record the step for autograd. torch_compat's step
+# writes Parameters in place and records nothing: it warns, once per class, and points to
+# the gradxform transformations, which jax.grad differentiates through.
+
+_CAPTURABLE_TENSORS = {"ASGD": "params, mus, etas, and", "NAdam": "params, mu_products and"}
+_CAPTURABLE_DEVICES = {"Adadelta": ["cuda", "xpu", "hpu", "privateuseone"]}
+_DEFAULT_CAPTURABLE_DEVICES = ["cuda", "xpu", "hpu", "privateuseone", "xla"]
+
+#: ``(class name, option)`` pairs already warned about (a warning is given once per pair).
+WARNED: set[tuple[str, str]] = set()
+
+
+def capturable_message(class_name: str) -> str:
+    """torch's AssertionError text for ``capturable=True`` on CPU parameters."""
+    tensors = _CAPTURABLE_TENSORS.get(class_name, "params and")
+    devices = _CAPTURABLE_DEVICES.get(class_name, _DEFAULT_CAPTURABLE_DEVICES)
+    return f"If capturable=True, {tensors} state_steps must be on supported devices: {devices}."
+
+
+def differentiable_message(class_name: str, alias: str) -> str:
+    return (
+        f"{class_name}(differentiable=True) has no effect in torch_compat: step() writes the parameters in "
+        "place and is not recorded for differentiation. To differentiate through optimizer steps, run the "
+        f"functional transformation gradxform.{alias} inside jax.grad: its init and update are differentiable "
+        "(with respect to the parameters, gradients and hyperparameters such as the learning rate)."
+    )
+
+
+def _on_cpu(param) -> bool:
+    data = param.data
+    return isinstance(data, jax.Array) and any(d.platform == "cpu" for d in data.devices())
 
 
 class SpecOptimizer(GradxformOptimizer):
@@ -85,6 +128,16 @@ class SpecOptimizer(GradxformOptimizer):
         Optimizer.__init__(self, params, {name: defaults[name] for name in self._spec.defaults})
         self._spec.check_torch(options, "groups")
         self._after_groups()
+        self._warn_differentiable()
+
+    def _warn_differentiable(self) -> None:
+        """Warns (once per class) that ``differentiable=True`` has no effect here."""
+        name = type(self).__name__
+        if (name, "differentiable") in WARNED:
+            return
+        if any(group.get("differentiable") for group in self.param_groups):
+            WARNED.add((name, "differentiable"))
+            warnings.warn(differentiable_message(name, self._spec.alias), UserWarning, stacklevel=4)
 
     def _prepare(self, options: dict[str, Any]) -> dict[str, Any]:
         """The options as torch stores them, after its checks (unchanged by default)."""
@@ -98,6 +151,9 @@ class SpecOptimizer(GradxformOptimizer):
 
     def _check_group_with_grads(self, group: dict[str, Any]) -> None:
         self._spec.check_torch(group, "step")
+        if group.get("capturable") and not group.get("fused"):
+            if any(_on_cpu(p) for p in group["params"] if p.grad is not None):
+                raise AssertionError(capturable_message(type(self).__name__))
 
     @classmethod
     def _core_kwargs(cls, options: dict[str, Any]) -> dict[str, Any]:

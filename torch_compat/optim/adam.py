@@ -8,8 +8,10 @@ from torch_compat.optim._from_spec import SpecOptimizer, scalar
 class Adam(SpecOptimizer, alias="adam"):
     """Adam, as ``torch.optim.Adam`` (see :func:`gradxform.adam`).
 
-    ``foreach``, ``capturable``, ``differentiable`` and ``fused`` are accepted and have no
-    effect here.
+    ``foreach`` and ``fused`` are accepted and select nothing. ``capturable=True`` changes
+    nothing (the state stays on the device) but is refused for CPU parameters without
+    ``fused=True``, as torch refuses it; ``differentiable=True`` has no effect and warns once
+    (differentiate through :func:`gradxform.adam` with ``jax.grad`` instead).
 
     Example:
       >>> import jax.numpy as jnp, torch_compat

@@ -15,7 +15,7 @@ import math
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Mapping
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,20 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import gradxform
 from gradxform import _internal
 from torch_compat._parameter import ARRAYS_HINT, Parameter, typename
+from torch_compat.optim._types import (  # noqa: F401  (torch.optim.optimizer's public aliases)
+    Args,
+    DeviceDict,
+    DeviceDtypeDict,
+    GlobalOptimizerPostHook,
+    GlobalOptimizerPreHook,
+    Indices,
+    Kwargs,
+    ParamsT,
+    R,
+    StateDict,
+    T,
+    TensorListList,
+)
 
 
 class _RequiredParameter:
@@ -118,6 +132,29 @@ class Optimizer:
     # Keys torch's ``__setstate__`` reads from every non-empty loaded per-parameter state
     # (a missing one is its KeyError at load_state_dict).
     _keys_read_on_load: ClassVar[tuple[str, ...]] = ()
+
+    # torch's hook type aliases (the hook receives the optimizer, args and kwargs).
+    OptimizerPreHook = Callable[[Any, Args, Kwargs], Optional[tuple[Args, Kwargs]]]
+    OptimizerPostHook = Callable[[Any, Args, Kwargs], None]
+
+    @staticmethod
+    def profile_hook_step(func: Callable) -> Callable:
+        """Wraps a ``step`` function with the step hooks, in a profiler range named as torch's.
+
+        torch wraps every subclass's ``step`` with it (so do we, without the range, when a
+        subclass is defined). The wrapper runs the global and per-optimizer pre-hooks,
+        ``func``, then the post-hooks, inside ``jax.profiler.TraceAnnotation(
+        "Optimizer.step#<Class>.step")``, which a JAX profiler trace shows.
+        """
+        hooked = _with_step_hooks(func)
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with jax.profiler.TraceAnnotation(f"Optimizer.step#{type(args[0]).__name__}.step"):
+                return hooked(*args, **kwargs)
+
+        wrapper._hooked = True  # type: ignore[attr-defined]
+        return wrapper
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

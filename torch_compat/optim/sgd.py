@@ -8,8 +8,9 @@ from torch_compat.optim._from_spec import SpecOptimizer
 class SGD(SpecOptimizer, alias="sgd"):
     """Stochastic gradient descent with momentum, as ``torch.optim.SGD`` (see :func:`gradxform.sgd`).
 
-    ``foreach``, ``differentiable`` and ``fused`` are accepted and have no effect: every
-    step is one compiled call. Sparse (BCOO) gradients are accepted, as torch accepts
+    ``foreach`` and ``fused`` are accepted and select nothing: every step is one compiled
+    call. ``differentiable=True`` has no effect and warns once (differentiate through
+    :func:`gradxform.sgd` with ``jax.grad`` instead). Sparse (BCOO) gradients are accepted, as torch accepts
     sparse gradients, and give the same numbers as their dense form.
 
     Example:
