@@ -104,9 +104,18 @@ def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int) 
         "compile_s": init_s + (t4 - t0),
         "step_ms": 1e3 * statistics.median(samples),
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
-        "fusions": hlo.count(" fusion("),
+        # Deterministic measures of the work per leaf (the times above are noisy):
         "jaxpr_eqns": len(traced.jaxpr.eqns),
+        "hlo_instructions": entry_instructions(hlo),
+        "hlo_fusions": hlo.count(" fusion("),
     }
+
+
+def entry_instructions(hlo: str) -> int:
+    """The number of instructions of the compiled step's entry computation (its kernels,
+    copies and parameters: what XLA schedules, assigns buffers to and runs)."""
+    entry = hlo[hlo.index("\nENTRY"):]
+    return sum(1 for line in entry.splitlines()[1:] if " = " in line)
 
 
 def run_child(contender, optimizer, leaves, size, repeats, timeout):
@@ -152,8 +161,8 @@ def main(argv=None):
           "one fresh process per contender")
     print()
     print("| leaves | contender | compile (s) | trace / lower / compile / 1st run (s) | peak RSS (MB) "
-          "| step (ms) | compile / optax | RSS / optax | step / optax |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| step (ms) | compile / optax | RSS / optax | step / optax | jaxpr eqns / HLO instructions / fusions |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for leaves in [int(n) for n in args.leaves.split(",")]:
         rows = {}
         for contender in args.contenders.split(","):
@@ -161,7 +170,7 @@ def main(argv=None):
         base = rows.get("optax", {})
         for contender, r in rows.items():
             if "error" in r:
-                print(f"| {leaves} | {contender} | {r['error']} | | | | | | |", flush=True)
+                print(f"| {leaves} | {contender} | {r['error']} | | | | | | | |", flush=True)
                 continue
 
             def ratio(key):
@@ -169,7 +178,8 @@ def main(argv=None):
 
             split = f"{r['trace_s']:.1f} / {r['lower_s']:.1f} / {r['compile_only_s']:.1f} / {r['first_run_s']:.1f}"
             print(f"| {leaves} | {contender} | {r['compile_s']:.1f} | {split} | {r['maxrss_mb']:.0f} "
-                  f"| {r['step_ms']:.2f} | {ratio('compile_s')} | {ratio('maxrss_mb')} | {ratio('step_ms')} |",
+                  f"| {r['step_ms']:.2f} | {ratio('compile_s')} | {ratio('maxrss_mb')} | {ratio('step_ms')} "
+                  f"| {r['jaxpr_eqns']} / {r['hlo_instructions']} / {r['hlo_fusions']} |",
                   flush=True)
 
 
