@@ -119,8 +119,9 @@ def lerp(start, end, weight):
     ``end - (end - start) * (1 - weight)``. Both are ``base + coefficient * (end -
     start)``, with ``(start, weight)`` or ``(end, -(1 - weight))``: negating is exact
     and ``a - b`` is ``a + (-b)`` in IEEE arithmetic, so choosing the base and the
-    coefficient first gives torch's numbers bit for bit, with one formula computed
-    instead of both (a scalar ``weight`` chooses them once for the whole array).
+    coefficient first gives the numbers of the two formulas bit for bit (as XLA compiles
+    them: ``tests/test_numerics.py``), with one formula computed instead of both (a
+    scalar ``weight`` chooses them once for the whole array).
 
     >>> import jax.numpy as jnp
     >>> lerp(jnp.array([0.0, 1.0]), jnp.array([1.0, 3.0]), 0.25).tolist()
