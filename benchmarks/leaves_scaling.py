@@ -17,7 +17,10 @@ count for another. Each child:
    ``compile()``), each timed on its own, then runs it once;
 3. runs ``--repeats`` more steps and takes the median;
 4. reports its peak resident memory, ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
-   (the whole process: Python, JAX, XLA's compiler and the buffers).
+   (the whole process: Python, JAX, XLA's compiler and the buffers), and three counts
+   that, unlike the times, do not depend on the machine's load: the equations of the
+   traced step's jaxpr, the instructions of the compiled step's entry computation, and
+   its kernels (fusions).
 
 "compile" in the table is everything before the first step's result: the jitted init
 plus trace + lower + compile + the first run, as a user's first call pays it. Ratios are
