@@ -20,6 +20,13 @@ operations on the same numbers; results agree to the last bit or two (XLA may ro
 operation differently in a vectorized loop body and in its scalar tail). Global
 reductions (a global norm) see the same values, summed in another order.
 
+When it wins (measured in ``benchmarks/RESULTS.md``; see the "Performance" guide): the
+step time of many small leaves, and the compile time of leaves of many different shapes.
+When it loses: the compile time and compile memory of thousands of leaves of a few
+shapes, since splitting the flat updates back into the leaves gives one distinct slice
+kernel per leaf, whereas a leaf-by-leaf step compiles one kernel for all the leaves of a
+shape.
+
 To also remove the per-leaf cost at the ``jax.jit`` boundary in a model of many small
 leaves, keep the parameters themselves flat (:func:`jax.flatten_util.ravel_pytree`) and
 unravel them inside the loss.

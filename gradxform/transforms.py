@@ -42,7 +42,8 @@ def scale(step_size) -> GradientTransformation:
 
     def fn(updates, params):
         del params
-        return jax.tree.map(lambda u: _upcast(u) * _numerics.scalar(step_size, _upcast(u)), updates)
+        factor = _numerics.cast_once(step_size)  # once per dtype, not per leaf
+        return jax.tree.map(lambda u: _upcast(u) * factor(_upcast(u).dtype)[0], updates)
 
     return _stateless(fn)
 
@@ -57,10 +58,8 @@ def scale_by_learning_rate(learning_rate, *, flip_sign: bool = True) -> Gradient
 
     def fn(updates, params):
         del params
-        return jax.tree.map(
-            lambda u: _upcast(u) * _numerics.scalar(sign * jnp.asarray(learning_rate), _upcast(u)),
-            updates,
-        )
+        factor = _numerics.cast_once(sign * jnp.asarray(learning_rate))  # once per dtype, not per leaf
+        return jax.tree.map(lambda u: _upcast(u) * factor(_upcast(u).dtype)[0], updates)
 
     return _stateless(fn)
 
@@ -92,9 +91,11 @@ def add_decayed_weights(weight_decay) -> GradientTransformation:
         if params is None:
             raise ValueError("add_decayed_weights needs the params argument of update")
 
+        rates = _numerics.cast_once(weight_decay)  # once per dtype, not per leaf
+
         def decay(u, p):
             u = _upcast(u)
-            rate = _numerics.scalar(weight_decay, u)
+            rate = rates(u.dtype)[0]
             # torch skips the term when weight_decay == 0 (so an inf parameter stays harmless).
             return jnp.where(rate == 0, u, u + rate * _upcast(p))
 

@@ -60,21 +60,20 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
             _numerics.step_counts(params), zeros(), zeros(), zeros() if amsgrad else None
         )
 
-    def leaf(g, m, v, vmax, step):
+    def leaf(g, m, v, vmax, step, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
+        one_minus_beta1, beta2_, one_minus_beta2, eps_ = coefficients(dtype)
         step = step + 1
-        m_new = _numerics.lerp(m.astype(dtype), g, 1 - jnp.asarray(beta1))
-        v_new = v.astype(dtype) * _numerics.scalar(beta2, g) + _numerics.scalar(
-            1 - jnp.asarray(beta2), g
-        ) * g * g
+        m_new = _numerics.lerp(m.astype(dtype), g, one_minus_beta1)
+        v_new = v.astype(dtype) * beta2_ + one_minus_beta2 * g * g
         bc1, bc2 = bias_corrections(beta1, beta2, step)
         if amsgrad:
             vmax = jnp.maximum(vmax.astype(dtype), v_new)
             second = vmax
         else:
             second = v_new
-        denom = jnp.sqrt(second) / _numerics.scalar(jnp.sqrt(bc2), g) + _numerics.scalar(eps, g)
+        denom = jnp.sqrt(second) / _numerics.scalar(jnp.sqrt(bc2), g) + eps_
         direction = (m_new / denom) * _numerics.scalar(1 / bc1, g)
         return (
             direction,
@@ -89,8 +88,11 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+        coefficients = _numerics.cast_once(
+            1 - jnp.asarray(beta1), jnp.asarray(beta2), 1 - jnp.asarray(beta2), jnp.asarray(eps)
+        )
         direction, m, v, vmax, step = _numerics.leafwise(
-            leaf,
+            lambda *leaves: leaf(*leaves, coefficients),
             updates,
             state.exp_avg,
             state.exp_avg_sq,

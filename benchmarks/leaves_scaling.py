@@ -1,0 +1,190 @@
+"""How compile time, memory and step time grow with the number of leaves.
+
+    python benchmarks/leaves_scaling.py [--leaves 1000,4000,10000] [--size 16]
+        [--optimizer adam|sgd] [--contenders gradxform,flatten,optax] [--repeats 20]
+        [--timeout 1800]
+
+For each number of leaves N, a tree of N float32 leaves of ``--size`` values each is
+optimized by each contender, every contender in a FRESH PROCESS of its own (this script
+runs itself as a subprocess), so that one contender's compile caches and memory never
+count for another. Each child:
+
+1. builds the transformation (the default alias, no opt-in: ``gradxform.adam(1e-3)``
+   against ``optax.adam(1e-3)``; ``gradxform.flatten(gradxform.adam(1e-3))`` is the
+   opt-in row), runs a jitted ``init``;
+2. traces, lowers and compiles one jitted step (``update`` + ``apply_updates``,
+   parameters and state donated) through ``jax.stages`` (``trace()``, ``lower()``,
+   ``compile()``), each timed on its own, then runs it once;
+3. runs ``--repeats`` more steps and takes the median;
+4. reports its peak resident memory, ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+   (the whole process: Python, JAX, XLA's compiler and the buffers), and three counts
+   that, unlike the times, do not depend on the machine's load: the equations of the
+   traced step's jaxpr, the instructions of the compiled step's entry computation, and
+   its kernels (fusions).
+
+"compile" in the table is everything before the first step's result: the jitted init
+plus trace + lower + compile + the first run, as a user's first call pays it. Ratios are
+to optax in the same run. A child that fails or runs past ``--timeout`` seconds is
+reported as such (it is killed), and the next one runs.
+
+optax is needed for the optax rows only (a row whose package is not installed is left
+out). Keep memory in mind: at 10000 leaves optax's compile alone takes about 13 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONTENDERS = ("gradxform", "flatten", "optax")
+
+
+def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int) -> dict:
+    """Runs one contender in this process; returns its measurements."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    if contender == "optax":
+        import optax
+
+        tx = optax.adam(1e-3) if optimizer == "adam" else optax.sgd(1e-3, momentum=0.9)
+        apply_updates = optax.apply_updates
+    else:
+        import gradxform
+
+        tx = gradxform.adam(1e-3) if optimizer == "adam" else gradxform.sgd(1e-3, momentum=0.9)
+        if contender == "flatten":
+            tx = gradxform.flatten(tx)
+        apply_updates = gradxform.apply_updates
+
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.standard_normal(size), jnp.float32) for _ in range(leaves)]
+    grads = [jnp.full((size,), 0.01, jnp.float32) for _ in range(leaves)]
+    jax.block_until_ready((params, grads))
+
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return apply_updates(p, updates), s
+
+    start = time.perf_counter()
+    state = jax.jit(tx.init)(params)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - start
+
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    t0 = time.perf_counter()
+    traced = jitted.trace(params, state, grads)
+    t1 = time.perf_counter()
+    lowered = traced.lower()
+    t2 = time.perf_counter()
+    compiled = lowered.compile()
+    t3 = time.perf_counter()
+    params, state = compiled(params, state, grads)
+    jax.block_until_ready(params)
+    t4 = time.perf_counter()
+
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        params, state = compiled(params, state, grads)
+        jax.block_until_ready(params)
+        samples.append(time.perf_counter() - start)
+    hlo = compiled.as_text()
+    return {
+        "init_s": init_s,
+        "trace_s": t1 - t0,
+        "lower_s": t2 - t1,
+        "compile_only_s": t3 - t2,
+        "first_run_s": t4 - t3,
+        "compile_s": init_s + (t4 - t0),
+        "step_ms": 1e3 * statistics.median(samples),
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        # Deterministic measures of the work per leaf (the times above are noisy):
+        "jaxpr_eqns": len(traced.jaxpr.eqns),
+        "hlo_instructions": entry_instructions(hlo),
+        "hlo_fusions": hlo.count(" fusion("),
+    }
+
+
+def entry_instructions(hlo: str) -> int:
+    """The number of instructions of the compiled step's entry computation (its kernels,
+    copies and parameters: what XLA schedules, assigns buffers to and runs)."""
+    entry = hlo[hlo.index("\nENTRY"):]
+    return sum(1 for line in entry.splitlines()[1:] if " = " in line)
+
+
+def run_child(contender, optimizer, leaves, size, repeats, timeout):
+    """Runs ``child`` in a fresh interpreter; returns its dict, or ``{"error": ...}``."""
+    if contender != "gradxform" and contender != "flatten":
+        try:
+            __import__(contender)
+        except ImportError:
+            return {"error": f"{contender} not installed"}
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", contender, "--optimizer", optimizer,
+           "--leaves", str(leaves), "--size", str(size), "--repeats", str(repeats)]
+    # The child imports the gradxform of this checkout (the parent of benchmarks/).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"killed after {timeout} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:] or ''}"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--leaves", default="1000,4000,10000", help="comma-separated numbers of leaves")
+    parser.add_argument("--size", type=int, default=16, help="values per leaf")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="subset of " + ",".join(CONTENDERS))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.optimizer, int(args.leaves), args.size, args.repeats)))
+        return
+
+    import jax
+
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"jax {jax.__version__}; {args.optimizer}, float32 leaves of {args.size} values; "
+          "one fresh process per contender")
+    print()
+    print("| leaves | contender | compile (s) | trace / lower / compile / 1st run (s) | peak RSS (MB) "
+          "| step (ms) | compile / optax | RSS / optax | step / optax | jaxpr eqns / HLO instructions / fusions |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for leaves in [int(n) for n in args.leaves.split(",")]:
+        rows = {}
+        for contender in args.contenders.split(","):
+            rows[contender] = run_child(contender, args.optimizer, leaves, args.size, args.repeats, args.timeout)
+        base = rows.get("optax", {})
+        for contender, r in rows.items():
+            if "error" in r:
+                print(f"| {leaves} | {contender} | {r['error']} | | | | | | | |", flush=True)
+                continue
+
+            def ratio(key):
+                return f"{r[key] / base[key]:.2f}" if "error" not in base and key in base else "n/a"
+
+            split = f"{r['trace_s']:.1f} / {r['lower_s']:.1f} / {r['compile_only_s']:.1f} / {r['first_run_s']:.1f}"
+            print(f"| {leaves} | {contender} | {r['compile_s']:.1f} | {split} | {r['maxrss_mb']:.0f} "
+                  f"| {r['step_ms']:.2f} | {ratio('compile_s')} | {ratio('maxrss_mb')} | {ratio('step_ms')} "
+                  f"| {r['jaxpr_eqns']} / {r['hlo_instructions']} / {r['hlo_fusions']} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

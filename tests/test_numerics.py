@@ -1,0 +1,54 @@
+"""Private numerical helpers: torch's ``lerp`` bit for bit, and the per-leaf cost of a
+traced step (what a tree of many leaves pays in tracing, see docs/performance.md)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradxform
+from gradxform import _numerics
+
+
+def torch_lerp(start, end, weight):
+    """torch's CPU ``lerp`` kernel as written: both of its formulas, one chosen by ``|weight|``."""
+    diff = end - start
+    return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lerp_is_torchs_two_formulas_bit_for_bit(dtype):
+    """One formula with a chosen base and coefficient gives, compiled by XLA, exactly the
+    numbers of torch's two formulas compiled by XLA (signed zeros and large values too)."""
+    rng = np.random.default_rng(0)
+    start = (rng.standard_normal(257) * 10).astype(dtype)
+    end = (rng.standard_normal(257) * 10).astype(dtype)
+    start[:3], end[:3] = [0.0, -0.0, 1e30], [-0.0, 0.0, -1e30]
+    weights = [0.0, 0.1, 0.4999999, 0.5, 0.5000001, 0.9, 0.999, 1.0, 1.5, -0.3, -0.7, 1e-8]
+    ours, theirs = jax.jit(_numerics.lerp), jax.jit(torch_lerp)
+    for weight in weights:
+        args = (jnp.asarray(start), jnp.asarray(end), jnp.asarray(dtype(weight)))
+        got, want = np.asarray(ours(*args)), np.asarray(theirs(*args))
+        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"), err_msg=str(weight))
+
+
+def _equations_per_leaf(tx, leaves):
+    """Equations of the traced ``update`` per leaf, from two tree sizes (the fixed part cancels)."""
+
+    def count(n):
+        params = [jnp.zeros(4, jnp.float32) for _ in range(n)]
+        state = tx.init(params)
+        jaxpr = jax.make_jaxpr(lambda g, s, p: tx.update(g, s, p))(params, state, params)
+        return len(jaxpr.jaxpr.eqns)
+
+    return (count(2 * leaves) - count(leaves)) / leaves
+
+
+def test_adam_traces_its_hyperparameter_casts_once_per_dtype_not_per_leaf():
+    # Per leaf: the moments (lerp, square average), the direction, the step counter and
+    # its two bias corrections, and -lr times the direction; the casts of betas, eps and
+    # lr, and 1 - beta, are traced once for the whole tree (with float64 hyperparameters,
+    # as the tests run: 29 equations per leaf; 38 when each leaf cast them itself).
+    assert _equations_per_leaf(gradxform.adam(1e-3), 8) <= 29
