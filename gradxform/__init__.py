@@ -22,7 +22,16 @@ from gradxform.hyperparams import (
     set_hyperparams,
 )
 from gradxform.layout import FlattenState, flatten
-from gradxform.optimizers.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
+from gradxform.optimizers.lbfgs import (
+    LbfgsState,
+    MinimizeProgress,
+    MinimizeResult,
+    MultistartResult,
+    ScaleByLbfgsState,
+    lbfgs,
+    minimize,
+    minimize_multistart,
+)
 from gradxform.matrices import as_matrices
 from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from gradxform.optimizers.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
@@ -60,7 +69,9 @@ __all__ = [
     "GradientTransformation",
     "InjectHyperparamsState",
     "LbfgsState",
+    "MinimizeProgress",
     "MinimizeResult",
+    "MultistartResult",
     "OptState",
     "ParamGroupsState",
     "Params",
@@ -107,6 +118,7 @@ __all__ = [
     "inject_hyperparams",
     "lbfgs",
     "minimize",
+    "minimize_multistart",
     "muon",
     "nadam",
     "negate",
