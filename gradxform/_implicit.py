@@ -53,6 +53,26 @@ def _flat_bound(bound, solution, flat, fill):
     return jnp.broadcast_to(jnp.asarray(bound, flat.dtype), flat.shape)
 
 
+def split_differentiable(args):
+    """``(float leaves of args, rebuild)``: the leaves derivatives are taken in, and
+    ``rebuild(leaves) -> args`` that puts them back among the others (integer arrays,
+    Python objects: passed to the objective as they are, never differentiated)."""
+    leaves, treedef = jax.tree.flatten(args)
+
+    def is_float(leaf):
+        if not (hasattr(leaf, "dtype") or isinstance(leaf, (float, complex))):
+            return False
+        return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+    floats = [is_float(leaf) for leaf in leaves]
+
+    def rebuild(float_leaves):
+        it = iter(float_leaves)
+        return jax.tree.unflatten(treedef, [next(it) if f else leaf for leaf, f in zip(leaves, floats)])
+
+    return [leaf for leaf, f in zip(leaves, floats) if f], rebuild
+
+
 def free_mask(x, grad, lower, upper):
     """``True`` where a coordinate is free: not at a bound with the gradient pushing outward."""
     at_lower_active = (x <= lower) & (grad > 0)
@@ -110,7 +130,9 @@ def solution_with_implicit_grad(fun: Callable, solution: Any, args: tuple, bound
       fun: the objective, ``fun(x, *args) -> scalar``, twice differentiable in ``x``
         (and in ``x`` then ``args``) at ``solution``.
       solution: the minimizer, any pytree of float (or complex) arrays.
-      args: the tuple of ``fun``'s other arguments; the derivatives are taken in them.
+      args: the tuple of ``fun``'s other arguments; the derivatives are taken in their
+        float (and complex) leaves; other leaves (integers, Python objects) are passed
+        as they are.
       bounds: ``None`` or ``(lower, upper)``, each ``None``, a scalar, or a pytree like
         ``solution``. A coordinate at its bound with the gradient pushing outward is held
         fixed (derivative 0); the free ones are solved on the reduced Hessian.
@@ -128,11 +150,13 @@ def solution_with_implicit_grad(fun: Callable, solution: Any, args: tuple, bound
     flat, unflatten = _flatten(solution)
     flat = jax.lax.stop_gradient(flat)
 
+    float_args, rebuild = split_differentiable(tuple(args))
+
     def flat_fun(v, a):
-        return fun(unflatten(v), *a)
+        return fun(unflatten(v), *rebuild(a))
 
     lower, upper = (None, None) if bounds is None else bounds
     lower = jax.lax.stop_gradient(_flat_bound(lower, solution, flat, -jnp.inf))
     upper = jax.lax.stop_gradient(_flat_bound(upper, solution, flat, jnp.inf))
-    out = _implicit_flat(flat_fun, flat, lower, upper, tuple(args))
+    out = _implicit_flat(flat_fun, flat, lower, upper, float_args)
     return unflatten(out)

@@ -255,3 +255,14 @@ def test_callback_reports_each_iterate_and_costs_nothing_when_off():
 
     assert "callback" not in jaxpr(None)
     assert "debug_callback" in jaxpr(print)
+
+
+def test_integer_and_python_arguments_pass_through_undifferentiated():
+    def fun(x, a, power, mode):
+        assert mode == "sum"  # a Python object reaches fun as it is
+        return jnp.sum((x - a) ** power + 0.5 * x**2)  # minimum: x = 2a/3 for power 2
+
+    solve = lambda a: gradxform.minimize(fun, jnp.zeros(2), a, 2, "sum", **TIGHT).params  # noqa: E731
+    a = jnp.array([1.5, -3.0])
+    np.testing.assert_allclose(solve(a), 2 * a / 3, rtol=1e-10)
+    np.testing.assert_allclose(jax.jacrev(solve)(a), 2 / 3 * np.eye(2), rtol=1e-9, atol=1e-14)

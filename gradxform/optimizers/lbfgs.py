@@ -27,7 +27,7 @@ from jax.experimental.shard_alike import shard_alike
 from jax.flatten_util import ravel_pytree
 
 from gradxform import _numerics, _treecheck
-from gradxform._implicit import solution_with_implicit_grad
+from gradxform._implicit import solution_with_implicit_grad, split_differentiable
 from gradxform.base import GradientTransformation
 from gradxform.linesearch import BRACKET, FINISHED, WolfeState, wolfe_result, wolfe_start, wolfe_tell
 
@@ -278,8 +278,17 @@ def _select_run(pred, a: LbfgsRun, b: LbfgsRun) -> LbfgsRun:
     """
     big = _HISTORY
     small = lambda run: run._replace(state=run.state._replace(**{k: None for k in big}))  # noqa: E731
-    out = jax.tree.map(lambda x, y: jnp.where(pred, x, y), small(a), small(b))
+    out = jax.tree.map(lambda x, y: _where(pred, x, y), small(a), small(b))
     return out._replace(state=out.state._replace(**{k: getattr(a.state, k) for k in big}))
+
+
+def _where(pred, x, y):
+    """``jnp.where(pred, x, y)``, or ``x`` itself when both sides are the same array.
+
+    Most selections between runs leave most fields alike; skipping those keeps the
+    compiled program (and its compile time) smaller, with the same values.
+    """
+    return x if x is y else jnp.where(pred, x, y)
 
 
 def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
@@ -679,7 +688,8 @@ def minimize(
     options = options.resolved()
     # The loop sees no tangents: derivatives in args come from the implicit function
     # theorem at the solution (_implicit), never from the iterations.
-    x0_constant, args_constant = jax.lax.stop_gradient((x0, args))
+    float_args, rebuild_args = split_differentiable(args)
+    x0_constant, args_constant = jax.lax.stop_gradient(x0), rebuild_args(jax.lax.stop_gradient(float_args))
     x_flat, unflatten = flatten(x0_constant)
     value_only = lambda p, *a: _with_aux(fun(p, *a), has_aux)[0]  # noqa: E731
 
@@ -702,7 +712,8 @@ def minimize(
     params = jax.tree.map(_numerics.like_param, unflatten(run.x), x0)
     grad = jax.tree.map(_numerics.like_param, torch_gradient(unflatten(run.grad)), x0)
     params = solution_with_implicit_grad(value_only, params, args)
-    value, grad = _evaluated_at(_value_and_torch_grad(value_only), params, args, run.loss, grad)
+    value_in_floats = lambda p, *floats: value_only(p, *rebuild_args(floats))  # noqa: E731
+    value, grad = _evaluated_at(_value_and_torch_grad(value_in_floats), params, tuple(float_args), run.loss, grad)
     aux = _with_aux(fun(params, *args), has_aux)[1] if has_aux else None
     return MinimizeResult(
         params=params,
