@@ -223,7 +223,8 @@ class LBFGS(Optimizer):
             if orig_loss is None:
                 orig_loss = loss
             before, start = run, current
-            run, trial, current, flags = advance(run, jnp.asarray(loss), self._grads(), params, dynamic)
+            value = loss if isinstance(loss, jax.Array) else jnp.asarray(loss)  # asarray costs a dispatch
+            run, trial, current, flags = advance(run, value, self._grads(), params, dynamic)
         self._set_params(current)
         iterated = int(run.n_iter) > 0 or state.get("d") is not None
         new_state = self._torch_state(run.state, history_size, iterated)
