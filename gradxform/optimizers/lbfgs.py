@@ -659,6 +659,16 @@ def minimize(
       a line search that finds no lower point returns a zero step). ``result.message`` is
       the status's text (``MinimizeResult.STATUS_MESSAGES``).
 
+    Derivatives: ``minimize`` is differentiable with respect to the float leaves of
+    ``*args`` (``jax.grad``, ``jax.jacrev``, ``jax.jvp``, ``jax.jacfwd``, under ``jax.jit``
+    and ``jax.vmap``): ``params``, ``value``, ``grad`` and ``aux`` have the derivatives of
+    the exact minimizer, by the implicit function theorem at ``params`` (a
+    conjugate-gradient solve with Hessian-vector products; see
+    :func:`gradxform._implicit.solution_with_implicit_grad`). The iterations are never
+    differentiated (they run on ``jax.lax.stop_gradient`` inputs), so the derivatives
+    assume ``params`` is a minimum with a positive-definite Hessian: solve to a tight
+    ``tolerance_grad``. Derivatives with respect to ``x0`` are zero.
+
     Non-finite values: a value that is NaN or infinite with a finite gradient is used as
     torch uses it (comparisons with NaN are false), so the iterates follow the
     gradients as torch's do. A non-finite gradient or point, which would carry NaN or
@@ -680,9 +690,11 @@ def minimize(
     """
     if method != "lbfgs":
         raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
-    default_tol = lambda given, torch_default: (torch_default if tol is None else tol) if given is None else given  # noqa: E731
-    tolerance_grad = default_tol(tolerance_grad, 1e-7)
-    tolerance_change = default_tol(tolerance_change, 1e-9)
+    # As scipy's setdefault: an explicit tolerance, else tol, else torch's default.
+    if tolerance_grad is None:
+        tolerance_grad = 1e-7 if tol is None else tol
+    if tolerance_change is None:
+        tolerance_change = 1e-9 if tol is None else tol
     options = LbfgsOptions(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn)
     _check_options(options)
     options = options.resolved()
