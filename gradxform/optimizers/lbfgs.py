@@ -723,7 +723,8 @@ def minimize(
     # init_state).
     params = jax.tree.map(_numerics.like_param, unflatten(run.x), x0)
     grad = jax.tree.map(_numerics.like_param, torch_gradient(unflatten(run.grad)), x0)
-    params = solution_with_implicit_grad(value_only, params, args)
+    # (Placed as x0 again: the implicit rule works on a flat vector.)
+    params = jax.tree.map(_numerics.like_param, solution_with_implicit_grad(value_only, params, args), x0)
     value_in_floats = lambda p, *floats: value_only(p, *rebuild_args(floats))  # noqa: E731
     value, grad = _evaluated_at(_value_and_torch_grad(value_in_floats), params, tuple(float_args), run.loss, grad)
     aux = _with_aux(fun(params, *args), has_aux)[1] if has_aux else None
