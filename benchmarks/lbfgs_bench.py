@@ -1,6 +1,6 @@
 """L-BFGS beside optax, scipy and torch, in one process (float64, history size 10).
 
-    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick]
+    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick] [--table {all,solve,implicit}]
 
 For each problem it prints the median warm solve time of
 
@@ -13,6 +13,15 @@ For each problem it prints the median warm solve time of
 the first call including compilation (gradxform, optax), iteration counts, and each
 time as a ratio to gradxform's. Every solver runs to max|grad| <= 1e-7 (optax:
 ||grad||_2 <= 1e-7), at most 1000 iterations.
+
+The ``implicit`` table times a hyperparameter gradient through a solve: the validation
+loss of an L2-regularised logistic regression, differentiated with respect to the
+regularisation strength. ``jax.grad`` through ``gradxform.minimize`` (implicit function
+theorem: one solve, then one conjugate-gradient solve with Hessian-vector products)
+against unrolled differentiation (``jax.grad`` through a ``lax.scan`` of a fixed number of
+optax ``lbfgs`` steps without line search, the number of iterations ``minimize`` took),
+with the two gradients' relative difference. optax, scipy and torch are benchmark
+contenders, not dependencies of gradxform: a contender that is not installed is left out.
 """
 
 from __future__ import annotations
@@ -190,10 +199,107 @@ def first_call(make, x0, repeats):
     return statistics.median(times)
 
 
+def make_hyper_problem(seed=1, n_train=400, n_val=200, d=50):
+    """Training and validation losses of an L2-regularised logistic regression."""
+    a, b = make_logistic(seed, n_train + n_val, d)
+    a_train, b_train = jnp.asarray(a[:n_train]), jnp.asarray(b[:n_train])
+    a_val, b_val = jnp.asarray(a[n_train:]), jnp.asarray(b[n_train:])
+
+    def logistic(w, a, b):
+        z = a @ w
+        return jnp.mean(jnp.logaddexp(0.0, z) - b * z)
+
+    def train_loss(w, log_lam):
+        return logistic(w, a_train, b_train) + jnp.exp(log_lam) * jnp.sum(w**2)
+
+    def val_loss(w):
+        return logistic(w, a_val, b_val)
+
+    return train_loss, val_loss, d
+
+
+def implicit_table(repeats):
+    """Hypergradient d val_loss(w*(lam)) / d log(lam): implicit against unrolled."""
+    from _timing import race
+
+    train_loss, val_loss, d = make_hyper_problem()
+    w0 = jnp.zeros(d)
+    log_lam = jnp.asarray(np.log(1e-2))
+    options = dict(max_iter=MAX_ITER, max_eval=MAX_ITER * 5, history_size=HISTORY, tolerance_grad=TOL,
+                   tolerance_change=0.0, line_search_fn="strong_wolfe")
+
+    def make_implicit():
+        def hyper(log_lam):
+            result = gradxform.minimize(train_loss, w0, log_lam, **options)
+            return val_loss(result.params), result.n_iter
+
+        return jax.jit(jax.grad(hyper, has_aux=True))
+
+    def make_unrolled_forward():
+        # The same iterations (gradxform.lbfgs runs minimize's loop, without the implicit
+        # rule), differentiated through every iteration and line-search step: forward mode,
+        # since reverse mode cannot go through a lax.while_loop.
+        tx = gradxform.lbfgs(**{k: v for k, v in options.items()})
+
+        def hyper(log_lam):
+            f = lambda w: train_loss(w, log_lam)  # noqa: E731
+            value, grad = jax.value_and_grad(f)(w0)
+            updates, _ = tx.update(grad, tx.init(w0), w0, value_fn=f, value=value)
+            return val_loss(w0 + updates)
+
+        return jax.jit(jax.jacfwd(hyper))
+
+    implicit = make_implicit()
+    grad_implicit, n_iter = implicit(log_lam)
+    steps = int(n_iter)
+    unrolled = make_unrolled_forward()
+    contenders = {
+        "jax.grad through minimize (implicit)": (make_implicit, lambda x: implicit(x)[0]),
+        "jax.jacfwd through the same L-BFGS loop (unrolled)": (make_unrolled_forward, unrolled),
+    }
+    try:
+        import optax
+    except ImportError:  # optax is a benchmark contender only
+        optax = None
+    if optax is not None:
+        def make_unrolled_optax():
+            opt = optax.lbfgs(learning_rate=1.0, memory_size=HISTORY, linesearch=None)
+
+            def hyper(log_lam):
+                f = lambda w: train_loss(w, log_lam)  # noqa: E731
+
+                def step(carry, _):
+                    w, state = carry
+                    updates, state = opt.update(jax.grad(f)(w), state, w)
+                    return (optax.apply_updates(w, updates), state), None
+
+                (w, _), _ = jax.lax.scan(step, (w0, opt.init(w0)), None, length=steps)
+                return val_loss(w)
+
+            return jax.jit(jax.grad(hyper))
+
+        contenders[f"jax.grad through {steps} optax.lbfgs steps (lax.scan, no line search)"] = (
+            make_unrolled_optax, make_unrolled_optax())
+    grads = {name: float(fn(log_lam)) for name, (_, fn) in contenders.items()}
+    warm = race({name: (lambda fn=fn: jax.block_until_ready(fn(log_lam))) for name, (_, fn) in contenders.items()},
+                repeats)
+    base = warm["jax.grad through minimize (implicit)"]
+    print()
+    print(f"| hypergradient (logistic 400x50, validation 200; {steps} iterations) | warm median (ms) | "
+          "ratio to implicit | first call incl. compile (s) | d val / d log(lam) | relative difference |")
+    print("|---|---|---|---|---|---|")
+    for name, (make, _) in contenders.items():
+        first = first_call(make, log_lam, max(2, repeats // 3))
+        difference = abs(grads[name] - float(grad_implicit)) / abs(float(grad_implicit))
+        print(f"| {name} | {warm[name] * 1e3:.2f} | {warm[name] / base:.2f} | {first:.2f} | "
+              f"{grads[name]:.6g} | {difference:.1e} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small problems only")
+    parser.add_argument("--table", choices=("all", "solve", "implicit"), default="all")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
     try:
@@ -208,6 +314,13 @@ def main(argv=None):
 
     print(f"# {platform.processor() or platform.machine()}, {jax.device_count()} jax device(s), "
           f"jax {jax.__version__}, optax {optax.__version__}, scipy {scipy.__version__}, torch {torch_version}")
+    if args.table != "implicit":
+        solve_table(args, repeats, torch_version)
+    if args.table != "solve":
+        implicit_table(repeats)
+
+
+def solve_table(args, repeats, torch_version):
     print("| problem | solver | warm median (ms) | ratio to gradxform | first call incl. compile (s) | iterations |")
     print("|---|---|---|---|---|---|")
     for name, f, x0_np, spec in problems():

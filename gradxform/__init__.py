@@ -23,7 +23,16 @@ from gradxform.hyperparams import (
 )
 from gradxform.layout import FlattenState, flatten
 from gradxform.loss_scaling import LossScaledState, get_loss_scale, loss_scaled
-from gradxform.optimizers.lbfgs import LbfgsState, MinimizeResult, ScaleByLbfgsState, lbfgs, minimize
+from gradxform.optimizers.lbfgs import (
+    LbfgsState,
+    MinimizeProgress,
+    MinimizeResult,
+    MultistartResult,
+    ScaleByLbfgsState,
+    lbfgs,
+    minimize,
+    minimize_multistart,
+)
 from gradxform.matrices import as_matrices
 from gradxform.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from gradxform.optimizers.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
@@ -62,7 +71,9 @@ __all__ = [
     "InjectHyperparamsState",
     "LbfgsState",
     "LossScaledState",
+    "MinimizeProgress",
     "MinimizeResult",
+    "MultistartResult",
     "OptState",
     "ParamGroupsState",
     "Params",
@@ -111,6 +122,7 @@ __all__ = [
     "lbfgs",
     "loss_scaled",
     "minimize",
+    "minimize_multistart",
     "muon",
     "nadam",
     "negate",

@@ -140,7 +140,8 @@ def wolfe_start(f0, g0, gtd0, t, d, max_ls) -> WolfeState:
 
 def _select(pred, a: WolfeState, b: WolfeState) -> WolfeState:
     """``a`` where ``pred`` else ``b``, field by field (a cheap select, no branch)."""
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+    # A field alike on both sides is kept as it is (a smaller program, the same values).
+    return jax.tree.map(lambda x, y: x if x is y else jnp.where(pred, x, y), a, b)
 
 
 def _low_end(bracket_f):

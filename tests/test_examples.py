@@ -100,6 +100,22 @@ def test_lbfgs_fit(tmp_path):
 
 
 @pytest.mark.slow
+def test_implicit_hyperparameter(tmp_path):
+    out = run_example("implicit_hyperparameter", tmp_path)
+    assert_png(tmp_path / "implicit_hyperparameter.png")
+    difference = float(re.search(r"largest relative difference ([\d.e+-]+)", out).group(1))
+    assert difference < 1e-6  # the implicit gradients are ridge regression's closed-form ones
+    match = re.search(r"log10 lambda ([\d.-]+) -> ([\d.-]+), validation loss ([\d.]+) -> ([\d.]+)", out)
+    assert match, out
+    start, end, first, last = (float(g) for g in match.groups())
+    assert end > start and last < first  # the gradient led to a larger, better lambda
+    match = re.search(r"multistart: (\d+) starts, (\d+) distinct minima, best value ([\d.-]+) at \(([\d.-]+), ([\d.-]+)\)", out)
+    assert match, out
+    assert int(match.group(2)) == 4  # the four wells, all found
+    assert float(match.group(4)) < -1.0 and float(match.group(5)) < -1.0  # the tilted-down well wins
+
+
+@pytest.mark.slow
 def test_compare_optimizers(tmp_path):
     out = run_example("compare_optimizers", tmp_path)
     assert_png(tmp_path / "compare_optimizers.png")

@@ -17,6 +17,7 @@ float64 problems the iterates, ``n_iter`` and function evaluations are torch's.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -26,6 +27,7 @@ from jax.experimental.shard_alike import shard_alike
 from jax.flatten_util import ravel_pytree
 
 from gradxform import _numerics, _treecheck
+from gradxform._implicit import solution_with_implicit_grad, split_differentiable
 from gradxform.base import GradientTransformation
 from gradxform.linesearch import BRACKET, FINISHED, WolfeState, wolfe_result, wolfe_start, wolfe_tell
 
@@ -276,8 +278,17 @@ def _select_run(pred, a: LbfgsRun, b: LbfgsRun) -> LbfgsRun:
     """
     big = _HISTORY
     small = lambda run: run._replace(state=run.state._replace(**{k: None for k in big}))  # noqa: E731
-    out = jax.tree.map(lambda x, y: jnp.where(pred, x, y), small(a), small(b))
+    out = jax.tree.map(lambda x, y: _where(pred, x, y), small(a), small(b))
     return out._replace(state=out.state._replace(**{k: getattr(a.state, k) for k in big}))
+
+
+def _where(pred, x, y):
+    """``jnp.where(pred, x, y)``, or ``x`` itself when both sides are the same array.
+
+    Most selections between runs leave most fields alike; skipping those keeps the
+    compiled program (and its compile time) smaller, with the same values.
+    """
+    return x if x is y else jnp.where(pred, x, y)
 
 
 def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
@@ -355,8 +366,14 @@ def _end_iteration(run: LbfgsRun, options: LbfgsOptions):
     ), ~stop
 
 
-def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
-    """Feeds the value and gradient at :func:`lbfgs_trial`; returns the advanced step."""
+def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: Callable | None = None) -> LbfgsRun:
+    """Feeds the value and gradient at :func:`lbfgs_trial`; returns the advanced step.
+
+    ``on_iteration(ended, x, value, n_iter, n_evals)``, when given, is called (while
+    tracing) with ``ended``, a bool array that is true when this evaluation ended an
+    iteration, and the iterate that iteration accepted (``[n]``), its value and the
+    step's counters so far.
+    """
     options = options.resolved()
     hyper = _numerics.hyper_dtype()
     value = jnp.asarray(value).astype(hyper)
@@ -435,6 +452,12 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions) -> LbfgsRun:
     evaluated = evaluated._replace(state=small.state)
     failure = failure._replace(state=small.state)
     small, go_on = jax.lax.switch(jnp.clip(run_phase, 0, 2), (initial, searching, evaluated_step), small)
+    if on_iteration is not None:
+        # An iteration ends when its line search finishes, or at the evaluation after an
+        # unsearched step; small.x is then the accepted iterate.
+        # (A finished run, which a batched loop keeps feeding, ends nothing.)
+        ended = ((run_phase == SEARCH) | (run_phase == EVALUATE)) & (go_on | (small.phase == DONE))
+        on_iteration(ended, small.x, small.loss, small.n_iter, small.current_evals)
     return _begin_iteration(small._replace(state=small.state._replace(**big)), options, go_on)
 
 
@@ -535,10 +558,10 @@ def _check_options(options: LbfgsOptions) -> None:
     _common.check_hyperparams(dict(learning_rate=options.lr))
 
 
-def _run(value_and_grad, x_flat, state, options: LbfgsOptions):
+def _run(value_and_grad, x_flat, state, options: LbfgsOptions, on_iteration=None):
     def body(run):
         value, grad = value_and_grad(lbfgs_trial(run))
-        return lbfgs_tell(run, value, grad, options)
+        return lbfgs_tell(run, value, grad, options, on_iteration)
 
     return jax.lax.while_loop(lambda run: run.phase != DONE, body, lbfgs_begin(state, x_flat))
 
@@ -551,12 +574,14 @@ def minimize(
     lr=1.0,
     max_iter: int = 20,
     max_eval: int | None = None,
-    tolerance_grad: float = 1e-7,
-    tolerance_change: float = 1e-9,
+    tolerance_grad: float | None = None,
+    tolerance_change: float | None = None,
     history_size: int = 100,
     line_search_fn: str | None = None,
     has_aux: bool = False,
     state: LbfgsState | None = None,
+    tol: float | None = None,
+    callback: Callable | None = None,
 ) -> MinimizeResult:
     r"""Minimizes ``fun(x, *args)`` with L-BFGS, as one torch ``LBFGS.step(closure)``.
 
@@ -576,14 +601,30 @@ def minimize(
         torch: ``fun`` is evaluated once at ``x0`` (``n_evals == 1``, ``n_iter == 0``,
         ``params`` is ``x0``, ``status`` 1, or 0 if ``x0`` passes the gradient test).
       max_eval: maximum evaluations (default ``max_iter * 5 // 4``).
-      tolerance_grad: stop when ``max|grad| <= tolerance_grad``.
-      tolerance_change: stop when the step or the value change falls below it.
+      tolerance_grad: stop when ``max|grad| <= tolerance_grad`` (default ``1e-7``, or ``tol``).
+      tolerance_change: stop when the step or the value change falls below it (default
+        ``1e-9``, or ``tol``).
       history_size: number of curvature pairs kept.
       line_search_fn: ``None`` (fixed steps) or ``"strong_wolfe"``.
       has_aux: ``fun`` returns ``(value, aux)``.
       state: an :class:`LbfgsState` from a previous result, to continue as a second torch
         ``step()`` would (default: a fresh state). A state of another size is refused
         with a ``ValueError`` (when traced).
+      tol: scipy's ``minimize(..., tol=)``: the default of both tolerances. For
+        L-BFGS-B scipy sets ``gtol`` and ``ftol`` from it; ``tolerance_grad`` is
+        ``gtol`` exactly (the largest absolute gradient entry; without bounds the
+        projected gradient is the gradient), and ``tolerance_change`` stands for
+        ``ftol``, with torch's meaning: an absolute value change (scipy's is relative,
+        ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1)``, the same when ``|f| <= 1``), and
+        also a bound on the step's largest entry (scipy has no step test). An explicit
+        ``tolerance_grad`` or ``tolerance_change`` wins over ``tol``, as in scipy.
+      callback: ``callback(progress)``, called through ``jax.debug.callback`` after each
+        iteration whose iterate is evaluated, with a :class:`MinimizeProgress` (the
+        iterate as a pytree like ``x0``, its value, and the counters so far). Without a
+        line search torch does not evaluate the last iterate, so the last iteration of a
+        run stopped by ``max_iter`` is not reported. Under ``jax.vmap`` it is called once
+        per instance (with that instance's values). Default ``None``: no callback is
+        compiled in.
 
     Returns:
       A :class:`MinimizeResult`. Without a line search, torch does not evaluate the last
@@ -618,6 +659,16 @@ def minimize(
       a line search that finds no lower point returns a zero step). ``result.message`` is
       the status's text (``MinimizeResult.STATUS_MESSAGES``).
 
+    Derivatives: ``minimize`` is differentiable with respect to the float leaves of
+    ``*args`` (``jax.grad``, ``jax.jacrev``, ``jax.jvp``, ``jax.jacfwd``, under ``jax.jit``
+    and ``jax.vmap``): ``params``, ``value``, ``grad`` and ``aux`` have the derivatives of
+    the exact minimizer, by the implicit function theorem at ``params`` (a
+    conjugate-gradient solve with Hessian-vector products; see
+    :func:`gradxform._implicit.solution_with_implicit_grad`). The iterations are never
+    differentiated (they run on ``jax.lax.stop_gradient`` inputs), so the derivatives
+    assume ``params`` is a minimum with a positive-definite Hessian: solve to a tight
+    ``tolerance_grad``. Derivatives with respect to ``x0`` are zero.
+
     Non-finite values: a value that is NaN or infinite with a finite gradient is used as
     torch uses it (comparisons with NaN are false), so the iterates follow the
     gradients as torch's do. A non-finite gradient or point, which would carry NaN or
@@ -639,17 +690,28 @@ def minimize(
     """
     if method != "lbfgs":
         raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
+    # As scipy's setdefault: an explicit tolerance, else tol, else torch's default.
+    if tolerance_grad is None:
+        tolerance_grad = 1e-7 if tol is None else tol
+    if tolerance_change is None:
+        tolerance_change = 1e-9 if tol is None else tol
     options = LbfgsOptions(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn)
     _check_options(options)
     options = options.resolved()
-    x_flat, unflatten = flatten(x0)
+    # The loop sees no tangents: derivatives in args come from the implicit function
+    # theorem at the solution (_implicit), never from the iterations.
+    float_args, rebuild_args = split_differentiable(args)
+    x0_constant, args_constant = jax.lax.stop_gradient(x0), rebuild_args(jax.lax.stop_gradient(float_args))
+    x_flat, unflatten = flatten(x0_constant)
+    value_only = lambda p, *a: _with_aux(fun(p, *a), has_aux)[0]  # noqa: E731
 
-    value_and_grad_flat = _flat_value_and_grad(lambda p: _with_aux(fun(p, *args), has_aux)[0], unflatten)
+    value_and_grad_flat = _flat_value_and_grad(lambda p: value_only(p, *args_constant), unflatten)
 
     if state is None:
         state = init_state(x_flat.size, x_flat.dtype, history_size, like=x_flat)
     check_state(state, x_flat.size, history_size)
-    run = _run(value_and_grad_flat, x_flat, state, options)
+    on_iteration = None if callback is None else _progress_reporter(callback, unflatten)
+    run = _run(value_and_grad_flat, x_flat, state, options, on_iteration)
 
     def final_eval(run):
         value, grad = value_and_grad_flat(run.x)
@@ -660,11 +722,16 @@ def minimize(
     # The solution and its gradient are placed as x0 (the flat vectors are not: see
     # init_state).
     params = jax.tree.map(_numerics.like_param, unflatten(run.x), x0)
+    grad = jax.tree.map(_numerics.like_param, torch_gradient(unflatten(run.grad)), x0)
+    # (Placed as x0 again: the implicit rule works on a flat vector.)
+    params = jax.tree.map(_numerics.like_param, solution_with_implicit_grad(value_only, params, args), x0)
+    value_in_floats = lambda p, *floats: value_only(p, *rebuild_args(floats))  # noqa: E731
+    value, grad = _evaluated_at(_value_and_torch_grad(value_in_floats), params, tuple(float_args), run.loss, grad)
     aux = _with_aux(fun(params, *args), has_aux)[1] if has_aux else None
     return MinimizeResult(
         params=params,
-        value=run.loss,
-        grad=jax.tree.map(_numerics.like_param, torch_gradient(unflatten(run.grad)), x0),
+        value=value,
+        grad=grad,
         n_iter=run.n_iter,
         n_evals=run.current_evals,
         converged=jnp.isin(status, jnp.asarray(CONVERGED_STATUSES)),
@@ -673,6 +740,109 @@ def minimize(
         state=run.state,
         status=status,
     )
+
+
+class MultistartResult(NamedTuple):
+    """Result of :func:`minimize_multistart`.
+
+    Attributes:
+      best: the :class:`MinimizeResult` of the start that reached the lowest value.
+      best_index: int32, that start's index.
+      all: every start's :class:`MinimizeResult`, batched along a leading axis.
+    """
+
+    best: MinimizeResult
+    best_index: jax.Array
+    all: MinimizeResult
+
+
+def minimize_multistart(fun: Callable, x0s, *args, **options) -> MultistartResult:
+    """:func:`minimize` from several starting points at once; the lowest solution wins.
+
+    The starts are solved together by ``jax.vmap`` of :func:`minimize` (one compiled loop;
+    each start stops on its own criterion, and its counters are its own). The best is the
+    start with the lowest finite ``value`` among those that did not fail (the first one
+    when none qualifies). Jittable, and differentiable with respect to ``args`` as
+    :func:`minimize` is (the derivative of the best solution is that of its start).
+
+    Args:
+      fun: as in :func:`minimize`.
+      x0s: the starting points: a pytree like :func:`minimize`'s ``x0`` whose leaves all
+        have one more leading axis, along the starts.
+      *args: passed to ``fun``, shared by all starts.
+      **options: :func:`minimize`'s keyword options.
+
+    Returns:
+      A :class:`MultistartResult`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradxform
+      >>> double_well = lambda x: jnp.sum((x ** 2 - 1) ** 2 + 0.3 * x)  # lower well at x < 0
+      >>> out = gradxform.minimize_multistart(double_well, jnp.array([[2.0], [-2.0], [0.5]]),
+      ...                                     line_search_fn="strong_wolfe")
+      >>> int(out.best_index), round(float(out.best.params[0]), 3), out.all.params.shape
+      (1, -1.036, (3, 1))
+    """
+    results = jax.vmap(lambda x0: minimize(fun, x0, *args, **options))(x0s)
+    usable = jnp.isfinite(results.value) & ~results.failed
+    best_index = jnp.argmin(jnp.where(usable, results.value, jnp.inf)).astype(jnp.int32)
+    best = jax.tree.map(lambda leaf: leaf[best_index], results)
+    return MultistartResult(best=best, best_index=best_index, all=results)
+
+
+class MinimizeProgress(NamedTuple):
+    """What :func:`minimize`'s ``callback`` receives after an iteration.
+
+    Attributes:
+      params: the iterate, a pytree like ``x0``.
+      value: the objective there.
+      n_iter: int, iterations done.
+      n_evals: int, evaluations of the objective so far (as torch counts them).
+    """
+
+    params: Any
+    value: Any
+    n_iter: Any
+    n_evals: Any
+
+
+def _progress_reporter(callback: Callable, unflatten: Callable) -> Callable:
+    """An ``on_iteration`` hook (see :func:`lbfgs_tell`) that reports to ``callback`` on the host."""
+
+    def report(ended, params, value, n_iter, n_evals):
+        if bool(ended):
+            callback(MinimizeProgress(params, value, int(n_iter), int(n_evals)))
+
+    def on_iteration(ended, x, value, n_iter, n_evals):
+        jax.debug.callback(report, ended, unflatten(x), value, n_iter, n_evals)
+
+    return on_iteration
+
+
+def _value_and_torch_grad(fun: Callable) -> Callable:
+    """``(x, args) -> (fun(x, *args), torch-convention gradient in x)``."""
+
+    def value_and_grad(x, args):
+        value, grad = jax.value_and_grad(fun)(x, *args)
+        return value, torch_gradient(grad)
+
+    return value_and_grad
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _evaluated_at(value_and_grad: Callable, x, args, value, grad):
+    """``(value, grad)``, computed by the solver at ``x``, with the derivatives they have as
+    ``value_and_grad(x, args)``: the derivative rule evaluates there, the primal does not."""
+    del value_and_grad, x, args
+    return value, grad
+
+
+@_evaluated_at.defjvp
+def _evaluated_at_jvp(value_and_grad, primals, tangents):
+    x, args, value, grad = primals
+    _, (value_dot, grad_dot) = jax.jvp(value_and_grad, (x, args), tangents[:2])
+    grad_dot = jax.tree.map(lambda t, g: t.astype(g.dtype), grad_dot, grad)
+    return (value, grad), (jnp.asarray(value_dot).astype(value.dtype), grad_dot)
 
 
 def final_status(status, value, grad, tolerance_grad):

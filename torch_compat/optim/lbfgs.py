@@ -38,7 +38,7 @@ def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable
         _, unflatten = _placed_unflatten(params)
         grad = core.flatten(grads)[0].astype(run.x.dtype)
         run = core.lbfgs_tell(run, value, grad, static._replace(**dynamic))
-        return run, unflatten(core.lbfgs_trial(run)), unflatten(run.x)
+        return run, unflatten(core.lbfgs_trial(run)), unflatten(run.x), _flags(run)
 
     return jax.jit(advance)
 
@@ -50,11 +50,17 @@ def _placed_unflatten(params):
     return x, lambda v: jax.tree.map(_internal.like_param, unflatten(v), params)
 
 
+def _flags(run):
+    """What the Python loop reads after each evaluation, as one int32 (one host transfer):
+    bit 0 set when the step is done, bit 1 when torch would have raised (``torch_error``)."""
+    return (run.phase == core.DONE).astype(jnp.int32) + 2 * run.torch_error.astype(jnp.int32)
+
+
 @jax.jit
 def _begin(state, params):
     x, unflatten = _placed_unflatten(params)
     run = core.lbfgs_begin(state, x)
-    return run, unflatten(core.lbfgs_trial(run))
+    return run, unflatten(core.lbfgs_trial(run)), _flags(run)
 
 
 class LBFGS(Optimizer):
@@ -203,21 +209,22 @@ class LBFGS(Optimizer):
         state = self.state[self._params[0]]
         params = [p.data for p in self._params]
         x, _ = core.flatten(params)
-        run, trial = _begin(self._core_state(state, x.size, x.dtype, history_size), params)
+        run, trial, flags = _begin(self._core_state(state, x.size, x.dtype, history_size), params)
         orig_loss, current = None, params
         before, start = run, current
         while True:
-            phase, torch_error = jax.device_get((run.phase, run.torch_error))
-            if torch_error:
+            flags = int(flags)  # the one host sync per evaluation
+            if flags & 2:
                 self._raise_as_torch(before, start, state, history_size)
-            if phase == core.DONE:
+            if flags & 1:
                 break
             self._set_params(trial)
             loss = closure()
             if orig_loss is None:
                 orig_loss = loss
             before, start = run, current
-            run, trial, current = advance(run, jnp.asarray(loss), self._grads(), params, dynamic)
+            value = loss if isinstance(loss, jax.Array) else jnp.asarray(loss)  # asarray costs a dispatch
+            run, trial, current, flags = advance(run, value, self._grads(), params, dynamic)
         self._set_params(current)
         iterated = int(run.n_iter) > 0 or state.get("d") is not None
         new_state = self._torch_state(run.state, history_size, iterated)
