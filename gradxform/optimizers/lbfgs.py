@@ -36,6 +36,7 @@ INIT, SEARCH, EVALUATE, DONE = 0, 1, 2, 3
 # also stop runs far from any stationary point (a tiny ``lr`` makes tiny steps and value
 # changes), so they are stalls.
 GRADIENT, MAX_ITER, MAX_EVAL, VALUE_CHANGE, STEP, NO_DESCENT, NON_FINITE, NON_FINITE_VALUE = range(8)
+LINE_SEARCH = 8  # bounds only (gradxform.optimizers.lbfgsb)
 CONVERGED_STATUSES = (GRADIENT, NO_DESCENT)
 RUNNING = -1
 STATUS_MESSAGES = (
@@ -48,6 +49,7 @@ STATUS_MESSAGES = (
     "(grad·H·grad, an estimate of twice the decrease left, is below it)",
     "failed: the gradient or the point was not finite; params is the last point where both were",
     "stopped at a point where the value or the gradient is not finite",
+    "stalled: the line search found no lower point, even along the projected gradient (bounds)",
 )
 """``STATUS_MESSAGES[status]`` describes :attr:`MinimizeResult.status` (see :func:`minimize`)."""
 
@@ -557,6 +559,7 @@ def minimize(
     line_search_fn: str | None = None,
     has_aux: bool = False,
     state: LbfgsState | None = None,
+    bounds=None,
 ) -> MinimizeResult:
     r"""Minimizes ``fun(x, *args)`` with L-BFGS, as one torch ``LBFGS.step(closure)``.
 
@@ -639,6 +642,14 @@ def minimize(
     """
     if method != "lbfgs":
         raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
+    if bounds is not None:
+        from gradxform.optimizers import lbfgsb
+
+        return lbfgsb.minimize_bounded(
+            fun, x0, *args, bounds=bounds, lr=lr, max_iter=max_iter, max_eval=max_eval,
+            tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, history_size=history_size,
+            line_search_fn=line_search_fn, has_aux=has_aux, state=state,
+        )  # fmt: skip
     options = LbfgsOptions(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn)
     _check_options(options)
     options = options.resolved()
