@@ -42,7 +42,7 @@ from gradxform import _numerics
 from gradxform._paths import path_string
 from gradxform.optimizers import lbfgs as _lbfgs
 
-INIT, SEARCH, DONE = 0, 1, 2
+INIT, SEARCH, DONE, PLAN = 0, 1, 2, 3
 # dcsrch's answers: evaluate at the new step, or stop (converged or a warning: both
 # accept the step).
 _FG, _CONVERGED, _WARNING = 0, 1, 2
@@ -341,8 +341,11 @@ def _subspace_minimum(x, g, lower, upper, xcp, free, c, w, middle, inverse, thet
 
 
 def _target(x, g, lower, upper, memory: Memory, constrained):
-    """The point ``z`` the iteration's line search heads for (``d = z - x``)."""
+    """``(z, usable)``: the point the line search heads for (``d = z - x``), and whether
+    the middle matrix could be formed (else the memory must go, as after L-BFGS-B's
+    failed Cholesky factorisation)."""
     w, middle, inverse = _compact(memory)
+    usable = jnp.all(jnp.isfinite(middle))
     has_pairs = memory.count > 0
 
     def cauchy(_):
@@ -352,12 +355,13 @@ def _target(x, g, lower, upper, memory: Memory, constrained):
         return x, jnp.ones(x.shape, bool), jnp.zeros(w.shape[1], x.dtype)
 
     xcp, free, c = jax.lax.cond(constrained | ~has_pairs, cauchy, unconstrained, None)
-    return jax.lax.cond(
+    z = jax.lax.cond(
         has_pairs & jnp.any(free),
         lambda _: _subspace_minimum(x, g, lower, upper, xcp, free, c, w, middle, inverse, memory.theta),
         lambda _: xcp,
         None,
     )
+    return z, usable
 
 
 # -- the solver ------------------------------------------------------------------------
@@ -396,24 +400,20 @@ def _trial(run: BoundedRun, lower, upper):
     return jnp.where((run.phase == SEARCH) & (run.step != 1), off_target, jnp.where(run.phase == SEARCH, run.target, run.x))
 
 
-def _begin_search(run: BoundedRun, lower, upper, constrained, boxed) -> BoundedRun:
-    """Computes the iteration's direction and starts its line search.
+def _plan(run: BoundedRun, lower, upper, constrained, boxed) -> BoundedRun:
+    """Computes the iteration's direction and starts its line search (phase ``PLAN``).
 
-    A direction that is not downhill drops the memory and is recomputed along the
-    projected gradient; if that is not downhill either, the run stops (``LINE_SEARCH``).
+    A direction that is not downhill drops the memory (the phase stays ``PLAN``, so the
+    direction is recomputed along the projected gradient); without memory the run stops
+    (``LINE_SEARCH``).
     """
-
-    def plan(memory):
-        z = _target(run.x, run.grad, lower, upper, memory, constrained)
-        d = z - run.x
-        return z, d, jnp.vdot(run.grad, d)
-
-    z, d, slope = plan(run.memory)
-    retry = (slope >= 0) & (run.memory.count > 0)
-    empty = _empty_memory(*run.memory.s.shape, run.x.dtype)
-    memory = jax.tree.map(lambda a, b: jnp.where(retry, a, b), empty, run.memory)
-    z, d, slope = jax.lax.cond(retry, lambda _: plan(empty), lambda _: (z, d, slope), None)
-    return _start_line_search(run._replace(memory=memory), z, d, slope, lower, upper, constrained, boxed)
+    z, usable = _target(run.x, run.grad, lower, upper, run.memory, constrained)
+    d = z - run.x
+    slope = jnp.vdot(run.grad, d)
+    retry = ~((slope < 0) & usable) & (run.memory.count > 0)
+    empty = run._replace(memory=_empty_memory(*run.memory.s.shape, run.x.dtype))
+    started = _start_line_search(run, z, d, slope, lower, upper, constrained, boxed)
+    return jax.tree.map(lambda a, b: jnp.where(retry, a, b), empty, started)
 
 
 def _start_line_search(run, z, d, slope, lower, upper, constrained, boxed):
@@ -454,11 +454,7 @@ def _update_memory(memory: Memory, s, y, slope_change, slope0, step) -> Memory:
         count=jnp.minimum(memory.count + 1, memory.s.shape[0]),
         theta=jnp.vdot(y, y) / sy,
     )
-    # A middle matrix that cannot be formed (L-BFGS-B's failed Cholesky) drops the memory.
-    usable = jnp.all(jnp.isfinite(_compact(added)[1]))
-    empty = _empty_memory(*memory.s.shape, s.dtype)
-    chosen = jax.tree.map(lambda a, b, e: jnp.where(keep, jnp.where(usable, a, e), b), added, memory, empty)
-    return chosen
+    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), added, memory)
 
 
 def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions, constrained, boxed) -> BoundedRun:
@@ -479,7 +475,7 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions, c
         status = jnp.where(~finite, _lbfgs.NON_FINITE_VALUE, jnp.where(stop_grad, _lbfgs.GRADIENT, _lbfgs.MAX_ITER))
         stopped = done(run, status)._replace(failed=~finite)
         stop = ~finite | stop_grad | stop_iter
-        return jax.lax.cond(stop, lambda r: stopped, lambda r: _begin_search(r, lower, upper, constrained, boxed), run)
+        return jax.tree.map(lambda a, b: jnp.where(stop, a, b), stopped, run._replace(phase=jnp.asarray(PLAN, jnp.int32)))
 
     def searching(run):
         x_new = _trial(run, lower, upper)
@@ -512,7 +508,7 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions, c
                 memory = _update_memory(
                     run.memory, run.step * run.direction, grad - old_grad, slope - run.slope0, run.slope0, run.step
                 )
-                return _begin_search(run._replace(memory=memory), lower, upper, constrained, boxed)
+                return run._replace(memory=memory, phase=jnp.asarray(PLAN, jnp.int32))
 
             return jax.lax.cond(stop, lambda r: done(r, status), go_on, run)
 
@@ -520,12 +516,8 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions, c
             # The search ran out of evaluations: back at x, drop the memory and retry along
             # the projected gradient, or stop when the memory was empty already.
             empty = _empty_memory(*run.memory.s.shape, dtype)
-            return jax.lax.cond(
-                run.memory.count > 0,
-                lambda r: _begin_search(r._replace(memory=empty), lower, upper, constrained, boxed),
-                lambda r: done(r, LINE_SEARCH),
-                run,
-            )
+            retry = run._replace(memory=empty, phase=jnp.asarray(PLAN, jnp.int32))
+            return jax.tree.map(lambda a, b: jnp.where(run.memory.count > 0, a, b), retry, done(run, LINE_SEARCH))
 
         continue_search = run._replace(search=search, step=next_step)
         branch = jnp.where(task != _FG, 0, jnp.where(search_evals >= MAX_LINE_SEARCH, 1, 2))
@@ -564,7 +556,9 @@ def _solve(value_and_grad, x0, lower, upper, history_size: int, options: Bounded
 
     def body(run):
         value, grad = value_and_grad(_trial(run, lower, upper))
-        return _tell(run, value, grad, lower, upper, options, constrained, boxed)
+        run = _tell(run, value, grad, lower, upper, options, constrained, boxed)
+        # One place computes directions (at most twice: the retry without memory).
+        return jax.lax.while_loop(lambda r: r.phase == PLAN, lambda r: _plan(r, lower, upper, constrained, boxed), run)
 
     return jax.lax.while_loop(lambda r: r.phase != DONE, body, run)
 
