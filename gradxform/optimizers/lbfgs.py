@@ -587,6 +587,9 @@ def minimize(
       state: an :class:`LbfgsState` from a previous result, to continue as a second torch
         ``step()`` would (default: a fresh state). A state of another size is refused
         with a ``ValueError`` (when traced).
+      bounds: ``(lower, upper)`` to solve with box constraints ``lower <= x <= upper`` by
+        L-BFGS-B (see "Bounds" below); each a scalar or a pytree of ``x0``'s structure
+        whose leaves broadcast to ``x0``'s, ``-inf``/``inf`` for no bound.
 
     Returns:
       A :class:`MinimizeResult`. Without a line search, torch does not evaluate the last
@@ -610,6 +613,8 @@ def minimize(
                                       (``lr=inf``, an overflowing step); ``params`` is the last
                                       point where both were finite
       7     ``NON_FINITE_VALUE``      the value or the gradient at ``params`` is not finite
+      8     ``LINE_SEARCH``           bounds only: the line search found no lower point, even
+                                      along the projected gradient
       ====  ========================  =============================================================
 
       ``converged`` is ``status in (0, 5)``: both are tests of the point ``params`` itself.
@@ -629,6 +634,27 @@ def minimize(
     NaN at a point meeting the Wolfe conditions in its bracketing phase; ``minimize``
     takes that point and goes on (``torch_compat.optim.LBFGS`` raises torch's error).
 
+    Bounds: with ``bounds=(lower, upper)`` the solver is L-BFGS-B (Byrd, Lu, Nocedal and
+    Zhu, 1995) with scipy's rules (:mod:`gradxform.optimizers.lbfgsb`), and on the same
+    problem it takes the same iterations and evaluations as
+    ``scipy.optimize.minimize(method="L-BFGS-B")`` up to rounding. ``x0`` is projected
+    onto the box first, as scipy does; every iterate stays in the box. The options map to
+    scipy's: ``tolerance_grad`` is ``gtol`` (the largest entry of the *projected*
+    gradient), ``tolerance_change`` is ``ftol`` (stop when ``(f_old - f) / max(|f_old|,
+    |f|, 1) <= tolerance_change``), ``history_size`` is ``maxcor``, ``max_iter`` is
+    ``maxiter`` and ``max_eval`` is ``maxfun + 1`` (both checked between iterations, so
+    the last line search may pass ``max_eval``). The defaults stay this function's
+    (``max_iter=20``, ``history_size=100``); scipy's are ``max_iter=15000,
+    max_eval=15001, tolerance_grad=1e-5, tolerance_change=2.2e-9, history_size=10``.
+    ``lr``, ``line_search_fn`` and ``state`` do not apply (a ``ValueError``), nor do
+    complex ``x0``. Statuses 0 (the projected-gradient test; ``converged``), 1, 2, 3 (the
+    relative value change, which scipy also reports as success), 7 and 8 (the line
+    search found no lower point even without the memory: scipy's
+    ``ABNORMAL_TERMINATION_IN_LNSRCH``) occur. ``grad`` is the plain gradient (scipy's
+    ``jac``), ``state`` is ``None``. ``lower > upper``, a NaN bound or bounds whose
+    structure differs from ``x0``'s raise ``ValueError`` naming the path (bounds traced
+    under ``jax.jit`` are not checked).
+
     Example:
       >>> import jax.numpy as jnp, gradxform
       >>> def rosenbrock(x):
@@ -639,6 +665,12 @@ def minimize(
       ([1.0, 1.0], True)
       >>> int(result.status), result.message  # float32: the gradient stays above 1e-7
       (5, 'converged: the directional derivative along the L-BFGS direction is above -tolerance_change (grad·H·grad, an estimate of twice the decrease left, is below it)')
+
+      With bounds (L-BFGS-B), the box ``[-2, 0.5]²`` cuts off the minimum at (1, 1):
+
+      >>> boxed = gradxform.minimize(rosenbrock, jnp.array([-1.5, 2.0]), bounds=(-2.0, 0.5), max_iter=100)
+      >>> [round(float(v), 4) for v in boxed.params], int(boxed.status)
+      ([0.5, 0.25], 0)
     """
     if method != "lbfgs":
         raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
