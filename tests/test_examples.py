@@ -99,6 +99,17 @@ def test_lbfgs_fit(tmp_path):
         assert abs(float(value_f) - float(value_t)) <= 1e-9 * abs(float(value_t))
 
 
+def test_bounded_fit(tmp_path):
+    out = run_example("bounded_fit", tmp_path)
+    assert_png(tmp_path / "bounded_fit.png")
+    bounded = re.search(r"bounded: .*smallest amplitude ([\d.e+-]+), nonzero amplitudes (\d+) of (\d+)", out)
+    free = re.search(r"unbounded: .*negative amplitudes (\d+)", out)
+    assert bounded and free, out
+    assert float(bounded.group(1)) >= 0.0 and int(free.group(1)) > 0  # the bounds hold; without them they would not
+    distance = re.search(r"max distance to gradxform's solution ([\d.e+-]+)", out)
+    assert distance is None or float(distance.group(1)) < 1e-6, out  # scipy's L-BFGS-B agrees
+
+
 @pytest.mark.slow
 def test_implicit_hyperparameter(tmp_path):
     out = run_example("implicit_hyperparameter", tmp_path)

@@ -337,6 +337,9 @@ def _status_cases():
         core.NO_DESCENT: lambda: solve(quadratic, X0, tolerance_change=1e3),
         core.NON_FINITE: lambda: solve(sqrt_sum, X0),
         core.NON_FINITE_VALUE: lambda: solve(nan_valued, X0),
+        # bounds only: nothing can move (the gradient pushes out at the lower bound) and a
+        # negative tolerance_grad disables the gradient test
+        core.LINE_SEARCH: lambda: gradxform.minimize(jnp.sum, jnp.zeros(2), bounds=(0.0, 1.0), tolerance_grad=-1.0),
     }
 
 
@@ -350,7 +353,7 @@ def test_each_status_has_a_case_and_a_message(status):
 
 
 def test_status_messages_are_a_distinct_constant_table():
-    assert len(core.STATUS_MESSAGES) == 8 == len(set(core.STATUS_MESSAGES))
+    assert len(core.STATUS_MESSAGES) == 9 == len(set(core.STATUS_MESSAGES))
     assert gradxform.MinimizeResult.STATUS_MESSAGES is core.STATUS_MESSAGES
     assert core.STATUS_MESSAGES[core.GRADIENT].startswith("converged")
 

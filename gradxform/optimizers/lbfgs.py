@@ -38,6 +38,7 @@ INIT, SEARCH, EVALUATE, DONE = 0, 1, 2, 3
 # also stop runs far from any stationary point (a tiny ``lr`` makes tiny steps and value
 # changes), so they are stalls.
 GRADIENT, MAX_ITER, MAX_EVAL, VALUE_CHANGE, STEP, NO_DESCENT, NON_FINITE, NON_FINITE_VALUE = range(8)
+LINE_SEARCH = 8  # bounds only (gradxform.optimizers.lbfgsb)
 CONVERGED_STATUSES = (GRADIENT, NO_DESCENT)
 RUNNING = -1
 STATUS_MESSAGES = (
@@ -50,6 +51,7 @@ STATUS_MESSAGES = (
     "(grad·H·grad, an estimate of twice the decrease left, is below it)",
     "failed: the gradient or the point was not finite; params is the last point where both were",
     "stopped at a point where the value or the gradient is not finite",
+    "stalled: the line search found no lower point, even along the projected gradient (bounds)",
 )
 """``STATUS_MESSAGES[status]`` describes :attr:`MinimizeResult.status` (see :func:`minimize`)."""
 
@@ -582,6 +584,7 @@ def minimize(
     state: LbfgsState | None = None,
     tol: float | None = None,
     callback: Callable | None = None,
+    bounds=None,
 ) -> MinimizeResult:
     r"""Minimizes ``fun(x, *args)`` with L-BFGS, as one torch ``LBFGS.step(closure)``.
 
@@ -625,6 +628,9 @@ def minimize(
         run stopped by ``max_iter`` is not reported. Under ``jax.vmap`` it is called once
         per instance (with that instance's values). Default ``None``: no callback is
         compiled in.
+      bounds: ``(lower, upper)`` to solve with box constraints ``lower <= x <= upper`` by
+        L-BFGS-B (see "Bounds" below); each a scalar or a pytree of ``x0``'s structure
+        whose leaves broadcast to ``x0``'s, ``-inf``/``inf`` for no bound.
 
     Returns:
       A :class:`MinimizeResult`. Without a line search, torch does not evaluate the last
@@ -648,6 +654,8 @@ def minimize(
                                       (``lr=inf``, an overflowing step); ``params`` is the last
                                       point where both were finite
       7     ``NON_FINITE_VALUE``      the value or the gradient at ``params`` is not finite
+      8     ``LINE_SEARCH``           bounds only: the line search found no lower point, even
+                                      along the projected gradient
       ====  ========================  =============================================================
 
       ``converged`` is ``status in (0, 5)``: both are tests of the point ``params`` itself.
@@ -677,6 +685,27 @@ def minimize(
     NaN at a point meeting the Wolfe conditions in its bracketing phase; ``minimize``
     takes that point and goes on (``torch_compat.optim.LBFGS`` raises torch's error).
 
+    Bounds: with ``bounds=(lower, upper)`` the solver is L-BFGS-B (Byrd, Lu, Nocedal and
+    Zhu, 1995) with scipy's rules (:mod:`gradxform.optimizers.lbfgsb`), and on the same
+    problem it takes the same iterations and evaluations as
+    ``scipy.optimize.minimize(method="L-BFGS-B")`` up to rounding. ``x0`` is projected
+    onto the box first, as scipy does; every iterate stays in the box. The options map to
+    scipy's: ``tolerance_grad`` is ``gtol`` (the largest entry of the *projected*
+    gradient), ``tolerance_change`` is ``ftol`` (stop when ``(f_old - f) / max(|f_old|,
+    |f|, 1) <= tolerance_change``), ``history_size`` is ``maxcor``, ``max_iter`` is
+    ``maxiter`` and ``max_eval`` is ``maxfun + 1`` (both checked between iterations, so
+    the last line search may pass ``max_eval``). The defaults stay this function's
+    (``max_iter=20``, ``history_size=100``); scipy's are ``max_iter=15000,
+    max_eval=15001, tolerance_grad=1e-5, tolerance_change=2.2e-9, history_size=10``.
+    ``lr``, ``line_search_fn`` and ``state`` do not apply (a ``ValueError``), nor do
+    complex ``x0``. Statuses 0 (the projected-gradient test; ``converged``), 1, 2, 3 (the
+    relative value change, which scipy also reports as success), 7 and 8 (the line
+    search found no lower point even without the memory: scipy's
+    ``ABNORMAL_TERMINATION_IN_LNSRCH``) occur. ``grad`` is the plain gradient (scipy's
+    ``jac``), ``state`` is ``None``. ``lower > upper``, a NaN bound or bounds whose
+    structure differs from ``x0``'s raise ``ValueError`` naming the path (bounds traced
+    under ``jax.jit`` are not checked).
+
     Example:
       >>> import jax.numpy as jnp, gradxform
       >>> def rosenbrock(x):
@@ -687,6 +716,12 @@ def minimize(
       ([1.0, 1.0], True)
       >>> int(result.status), result.message  # float32: the gradient stays above 1e-7
       (5, 'converged: the directional derivative along the L-BFGS direction is above -tolerance_change (grad·H·grad, an estimate of twice the decrease left, is below it)')
+
+      With bounds (L-BFGS-B), the box ``[-2, 0.5]²`` cuts off the minimum at (1, 1):
+
+      >>> boxed = gradxform.minimize(rosenbrock, jnp.array([-1.5, 2.0]), bounds=(-2.0, 0.5), max_iter=100)
+      >>> [round(float(v), 4) for v in boxed.params], int(boxed.status)
+      ([0.5, 0.25], 0)
     """
     if method != "lbfgs":
         raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
@@ -695,6 +730,14 @@ def minimize(
         tolerance_grad = 1e-7 if tol is None else tol
     if tolerance_change is None:
         tolerance_change = 1e-9 if tol is None else tol
+    if bounds is not None:
+        from gradxform.optimizers import lbfgsb
+
+        return lbfgsb.minimize_bounded(
+            fun, x0, *args, bounds=bounds, lr=lr, max_iter=max_iter, max_eval=max_eval,
+            tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, history_size=history_size,
+            line_search_fn=line_search_fn, has_aux=has_aux, state=state, callback=callback,
+        )  # fmt: skip
     options = LbfgsOptions(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn)
     _check_options(options)
     options = options.resolved()
