@@ -175,3 +175,36 @@ def test_options_that_do_not_apply_are_refused():
         gradxform.minimize(separable, x0, bounds=(0.0, 1.0), state=gradxform.minimize(separable, x0).state)
     with pytest.raises(ValueError, match="complex"):
         gradxform.minimize(lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.ones(2, jnp.complex64), bounds=(0.0, 1.0))
+
+
+def test_implicit_derivatives_through_a_bounded_solve():
+    # min sum((x - a)²) with x >= 0 and x <= 1: x* = clip(a, 0, 1), so dx*/da is 1 where a
+    # is inside the box and 0 where its bound is active. The loop is not differentiated
+    # (reverse mode through lax.while_loop would raise).
+    def solution(a):
+        f = lambda x, a: jnp.sum((x - a) ** 2)  # noqa: E731
+        return gradxform.minimize(f, jnp.full(4, 0.5), a, bounds=(0.0, 1.0), **OPTIONS).params
+
+    a = jnp.array([0.25, -2.0, 0.75, 3.0])
+    np.testing.assert_allclose(solution(a), [0.25, 0.0, 0.75, 1.0], atol=1e-6)
+    np.testing.assert_allclose(jax.jacrev(solution)(a), np.diag([1.0, 0.0, 1.0, 0.0]), atol=1e-5)
+    _, tangent = jax.jvp(solution, (a,), (jnp.ones(4),))
+    np.testing.assert_allclose(tangent, [1.0, 0.0, 1.0, 0.0], atol=1e-5)
+    # The value's derivative too: d/da sum((x* - a)²) = -2 (x* - a), nonzero only where active.
+    value = lambda a: gradxform.minimize(  # noqa: E731
+        lambda x, a: jnp.sum((x - a) ** 2), jnp.full(4, 0.5), a, bounds=(0.0, 1.0), **OPTIONS
+    ).value
+    np.testing.assert_allclose(jax.grad(value)(a), [0.0, -4.0, 0.0, 4.0], atol=1e-5)
+
+
+def test_callback_reports_each_bounded_iteration():
+    seen = []
+    result = gradxform.minimize(
+        lambda x: jnp.sum(jnp.arange(1.0, 5.0) * (x - 3.0) ** 2),
+        jnp.zeros(4),
+        bounds=(-1.0, 2.0),
+        callback=lambda progress: seen.append((progress.n_iter, float(progress.value))),
+        **OPTIONS,
+    )
+    assert [n for n, _ in seen] == list(range(1, int(result.n_iter) + 1))
+    assert seen[-1][1] == pytest.approx(float(result.value))
