@@ -144,8 +144,8 @@ def solution_with_implicit_grad(fun: Callable, solution: Any, args: tuple, bound
       >>> import jax, jax.numpy as jnp
       >>> from gradxform._implicit import solution_with_implicit_grad
       >>> f = lambda x, a: jnp.sum((x - a) ** 2)  # minimizer x* = a, dx*/da = 1
-      >>> jax.grad(lambda a: solution_with_implicit_grad(f, jnp.float32(2.0), (a,)))(2.0)
-      Array(1., dtype=float32, weak_type=True)
+      >>> float(jax.grad(lambda a: solution_with_implicit_grad(f, jnp.float32(2.0), (a,)))(2.0))
+      1.0
     """
     flat, unflatten = _flatten(solution)
     flat = jax.lax.stop_gradient(flat)

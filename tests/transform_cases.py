@@ -27,6 +27,7 @@ NOT_FACTORIES = {
     "get_loss_scale",
     "global_norm",
     "minimize",
+    "minimize_multistart",
     "orthogonalize_via_newton_schulz",
     "set_hyperparams",
 }

@@ -121,8 +121,8 @@ class GradScaler:
       >>> scaled = torch_compat.backward(loss_fn, [w], scaler.scale(jnp.ones(())))
       >>> scaler.step(opt)
       >>> scaler.update()
-      >>> w.data.tolist(), scaler.get_scale()
-      ([0.8, 1.600000023841858], 1024.0)
+      >>> [round(v, 6) for v in w.data.tolist()], scaler.get_scale()
+      ([0.8, 1.6], 1024.0)
     """
 
     def __init__(
