@@ -54,7 +54,17 @@ def test_x0_outside_bounds_is_projected():
     assert bool(jnp.all((outside.params >= lower) & (outside.params <= upper)))
 
 
-@pytest.mark.parametrize("problem", lbfgsb_problems.problems(), ids=lambda p: p[0])
+# The three largest problems compile for 7-8 s each: they run in CI's slow set.
+SLOW_PROBLEMS = {"quadratic-box-50", "nnls-60x30", "rosenbrock-box-100"}
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        pytest.param(p, id=p[0], marks=[pytest.mark.slow] if p[0] in SLOW_PROBLEMS else [])
+        for p in lbfgsb_problems.problems()
+    ],
+)
 def test_against_scipy(problem):
     scipy_optimize = pytest.importorskip("scipy.optimize")
     name, fun, x0, lower, upper = problem
@@ -177,6 +187,7 @@ def test_options_that_do_not_apply_are_refused():
         gradxform.minimize(lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.ones(2, jnp.complex64), bounds=(0.0, 1.0))
 
 
+@pytest.mark.slow  # 20 s of compiling (test_minimize_implicit checks the bounded rule by default)
 def test_implicit_derivatives_through_a_bounded_solve():
     # min sum((x - a)²) with x >= 0 and x <= 1: x* = clip(a, 0, 1), so dx*/da is 1 where a
     # is inside the box and 0 where its bound is active. The loop is not differentiated

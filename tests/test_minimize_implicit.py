@@ -58,6 +58,7 @@ def tilted(x, theta):
     return jnp.sum(jnp.cosh(x - theta[0])) + theta[1] * jnp.sum(x**2) + 0.3 * x[0] * x[1] ** 2
 
 
+@pytest.mark.slow  # 10-20 s of compiling: in CI's slow set
 def test_nonquadratic_solution_value_grad_and_aux_derivatives():
     theta = jnp.array([0.4, 0.8])
 
@@ -170,6 +171,7 @@ def double_well(x, tilt):
     return jnp.sum((x**2 - 1) ** 2 + tilt * x)
 
 
+@pytest.mark.slow  # 10-20 s of compiling: in CI's slow set
 def test_vmap_over_starts_and_args_stops_each_instance_on_its_own():
     solve = jax.jit(lambda x0, tilt: gradxform.minimize(double_well, x0, tilt, line_search_fn="strong_wolfe",
                                                           max_iter=50))
@@ -189,6 +191,7 @@ def test_vmap_over_starts_and_args_stops_each_instance_on_its_own():
     np.testing.assert_allclose(slopes, -1.0 / (12 * x**2 - 4), rtol=1e-6)
 
 
+@pytest.mark.slow  # 10-20 s of compiling: in CI's slow set
 def test_multistart_returns_the_lowest_solution_and_all_of_them():
     starts = jnp.array([[2.0], [-2.0], [0.4]])
 
