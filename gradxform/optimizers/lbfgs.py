@@ -766,11 +766,7 @@ def minimize(
     # init_state).
     params = jax.tree.map(_numerics.like_param, unflatten(run.x), x0)
     grad = jax.tree.map(_numerics.like_param, torch_gradient(unflatten(run.grad)), x0)
-    # (Placed as x0 again: the implicit rule works on a flat vector.)
-    params = jax.tree.map(_numerics.like_param, solution_with_implicit_grad(value_only, params, args), x0)
-    value_in_floats = lambda p, *floats: value_only(p, *rebuild_args(floats))  # noqa: E731
-    value, grad = _evaluated_at(_value_and_torch_grad(value_in_floats), params, tuple(float_args), run.loss, grad)
-    aux = _with_aux(fun(params, *args), has_aux)[1] if has_aux else None
+    params, value, grad, aux = _solution_outputs(fun, has_aux, args, x0, params, run.loss, grad)
     return MinimizeResult(
         params=params,
         value=value,
@@ -870,6 +866,27 @@ def _value_and_torch_grad(fun: Callable) -> Callable:
         return value, torch_gradient(grad)
 
     return value_and_grad
+
+
+def _solution_outputs(fun, has_aux, args, x0, params, value, grad, bounds=None):
+    """``(params, value, grad, aux)`` of a finished solve, differentiable in ``args``.
+
+    ``params`` (placed as ``x0``), ``value`` and ``grad`` are what the solver found, as
+    constants. ``params`` gets the implicit derivatives of the minimizer
+    (:func:`gradxform._implicit.solution_with_implicit_grad`, with ``bounds`` for
+    L-BFGS-B), ``value`` and ``grad`` those of ``fun`` evaluated there, and ``aux`` (with
+    ``has_aux``) is recomputed from ``params``. Shared by both solvers of :func:`minimize`.
+    """
+    value_only = lambda p, *a: _with_aux(fun(p, *a), has_aux)[0]  # noqa: E731
+    float_args, rebuild_args = split_differentiable(args)
+    # (Placed as x0 again: the implicit rule works on a flat vector.)
+    params = jax.tree.map(
+        _numerics.like_param, solution_with_implicit_grad(value_only, params, args, bounds=bounds), x0
+    )
+    value_in_floats = lambda p, *floats: value_only(p, *rebuild_args(floats))  # noqa: E731
+    value, grad = _evaluated_at(_value_and_torch_grad(value_in_floats), params, tuple(float_args), value, grad)
+    aux = _with_aux(fun(params, *args), has_aux)[1] if has_aux else None
+    return params, value, grad, aux
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

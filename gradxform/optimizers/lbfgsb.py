@@ -39,7 +39,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradxform import _numerics
-from gradxform._implicit import solution_with_implicit_grad, split_differentiable
+from gradxform._implicit import split_differentiable
 from gradxform._paths import path_string
 from gradxform.optimizers import lbfgs as _lbfgs
 
@@ -694,15 +694,9 @@ def minimize_bounded(
     ).astype(jnp.int32)
     params = jax.tree.map(_numerics.like_param, unflatten(run.x), x0)
     grad = jax.tree.map(_numerics.like_param, unflatten(run.grad), x0)
-    # (Placed as x0 again: the implicit rule works on a flat vector.)
-    params = jax.tree.map(
-        _numerics.like_param, solution_with_implicit_grad(value_only, params, args, bounds=(lower, upper)), x0
+    params, value, grad, aux = _lbfgs._solution_outputs(
+        fun, has_aux, args, x0, params, run.value, grad, bounds=(lower, upper)
     )
-    value_in_floats = lambda p, *floats: value_only(p, *rebuild_args(floats))  # noqa: E731
-    value, grad = _lbfgs._evaluated_at(
-        _lbfgs._value_and_torch_grad(value_in_floats), params, tuple(float_args), run.value, grad
-    )
-    aux = _lbfgs._with_aux(fun(params, *args), has_aux)[1] if has_aux else None
     return _lbfgs.MinimizeResult(
         params=params,
         value=value,
