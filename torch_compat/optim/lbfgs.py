@@ -85,7 +85,8 @@ def _pack(run: core.LbfgsRun) -> tuple:
     """``(small, history)``: ``small`` a vector per dtype, ``history`` ``(old_dirs, old_stps)`` (traced)."""
     treedef, specs, dtypes = _layout(run.x.size, run.x.dtype, run.state.ro.size)
     leaves = jax.tree.leaves(_history_free(run))
-    assert [(x.shape, x.dtype) for x in leaves] == specs, "the run's layout changed"
+    if [(x.shape, x.dtype) for x in leaves] != specs:  # lbfgs_tell keeps every field's shape and dtype
+        raise AssertionError("the L-BFGS run's layout changed between evaluations")
     groups = tuple(jnp.concatenate([jnp.ravel(x) for x in leaves if x.dtype == dt]) for dt in dtypes)
     return groups, (run.state.old_dirs, run.state.old_stps)
 
