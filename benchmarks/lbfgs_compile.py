@@ -5,8 +5,8 @@
 For the ``lbfgs_bench.py`` solvers on Rosenbrock-n (float64, history size 10, strong
 Wolfe; optax's ``lbfgs`` in a ``lax.while_loop``), prints the median seconds of
 ``jax.jit(f).trace(x)``, ``.lower()`` and ``.compile()`` (each from a fresh ``jax.jit``),
-the number of StableHLO operations and of optimized HLO instructions (the compiled
-program's size, which compile time follows).
+the number of StableHLO operations, of optimized HLO instructions and of fused kernels
+(the compiled program's size, which compile time follows).
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ def count_hlo_instructions(text: str) -> int:
     return len(re.findall(r"^\s*(?:ROOT )?%?[\w.\-]+ = ", text, re.M))
 
 
+def count_fusions(text: str) -> int:
+    return len(re.findall(r"= .*? fusion\(", text))
+
+
 def split(make, x, repeats):
     times = {"trace": [], "lower": [], "compile": []}
     sizes = None
@@ -48,7 +52,8 @@ def split(make, x, repeats):
         start = time.perf_counter()
         compiled = lowered.compile()
         times["compile"].append(time.perf_counter() - start)
-        sizes = (count_stablehlo(lowered.as_text()), count_hlo_instructions(compiled.as_text()))
+        optimized = compiled.as_text()
+        sizes = (count_stablehlo(lowered.as_text()), count_hlo_instructions(optimized), count_fusions(optimized))
     return {k: statistics.median(v) for k, v in times.items()}, sizes
 
 
@@ -59,13 +64,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     x0 = jnp.asarray(np.tile([-1.2, 1.0], args.n // 2))
     f = lbfgs_bench.rosenbrock
-    print(f"| Rosenbrock-{args.n} | trace (s) | lower (s) | XLA compile (s) | StableHLO ops | optimized HLO instructions |")
-    print("|---|---|---|---|---|---|")
+    print(f"| Rosenbrock-{args.n} | trace (s) | lower (s) | XLA compile (s) | StableHLO ops "
+          "| optimized HLO instructions | fusions |")
+    print("|---|---|---|---|---|---|---|")
     for name, make in (("gradxform.minimize", lambda: lbfgs_bench.gradxform_solver(f)),
                        ("optax.lbfgs in a while_loop", lambda: lbfgs_bench.optax_solver(f))):
-        t, (ops, instructions) = split(make, x0, args.repeats)
-        print(f"| {name} | {t['trace']:.2f} | {t['lower']:.2f} | {t['compile']:.2f} | {ops} | {instructions} |",
-              flush=True)
+        t, (ops, instructions, fusions) = split(make, x0, args.repeats)
+        print(f"| {name} | {t['trace']:.2f} | {t['lower']:.2f} | {t['compile']:.2f} | {ops} | {instructions} "
+              f"| {fusions} |", flush=True)
 
 
 if __name__ == "__main__":
