@@ -1,6 +1,6 @@
 """L-BFGS beside optax, scipy and torch, in one process (float64, history size 10).
 
-    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick] [--table {all,solve,implicit}]
+    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick] [--table {all,solve,implicit,compat}]
 
 For each problem it prints the median warm solve time of
 
@@ -13,6 +13,10 @@ For each problem it prints the median warm solve time of
 the first call including compilation (gradxform, optax), iteration counts, and each
 time as a ratio to gradxform's. Every solver runs to max|grad| <= 1e-7 (optax:
 ||grad||_2 <= 1e-7), at most 1000 iterations.
+
+The ``compat`` table (not part of ``all``) races torch's ``LBFGS.step(closure)`` and
+``torch_compat``'s round-robin (``_timing.race``), the same closure work as above, and
+prints their ratio: the quickest way to compare the two on a loaded machine.
 
 The ``implicit`` table times a hyperparameter gradient through a solve: the validation
 loss of an L2-regularised logistic regression, differentiated with respect to the
@@ -299,7 +303,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small problems only")
-    parser.add_argument("--table", choices=("all", "solve", "implicit"), default="all")
+    parser.add_argument("--table", choices=("all", "solve", "implicit", "compat"), default="all")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
     try:
@@ -314,10 +318,29 @@ def main(argv=None):
 
     print(f"# {platform.processor() or platform.machine()}, {jax.device_count()} jax device(s), "
           f"jax {jax.__version__}, optax {optax.__version__}, scipy {scipy.__version__}, torch {torch_version}")
+    if args.table == "compat":
+        compat_table(args, repeats)
+        return
     if args.table != "implicit":
         solve_table(args, repeats, torch_version)
     if args.table != "solve":
         implicit_table(repeats)
+
+
+def compat_table(args, repeats):
+    """torch's LBFGS.step(closure) against torch_compat's, timed round-robin."""
+    from _timing import race
+
+    print("| problem | torch.optim.LBFGS (ms) | torch_compat.optim.LBFGS (ms) | ratio to torch | iterations (torch, compat) |")
+    print("|---|---|---|---|---|")
+    for name, f, x0_np, spec in problems():
+        if args.quick and name.endswith("1000"):
+            continue
+        solvers = {"torch": torch_setup(spec, x0_np), "compat": compat_setup(f, x0_np)}
+        iterations = {key: int(solve()) for key, solve in solvers.items()}
+        times = race(solvers, repeats)
+        print(f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | "
+              f"{times['compat'] / times['torch']:.2f} | {iterations['torch']}, {iterations['compat']} |")
 
 
 def solve_table(args, repeats, torch_version):

@@ -208,10 +208,14 @@ def _zoom_update(s: WolfeState, c1, c2) -> WolfeState:
     # points past it (torch's "gtd_new * (high - low) >= 0").
     flip = ~shrink_high & ~done & (s.gtd_new * (s.bracket[high] - s.bracket[low]) >= 0)
     target = jnp.where(shrink_high, high, low)
+    index = jnp.arange(2, dtype=jnp.int32)
 
     def update(array, new):
-        array = array.at[high].set(jnp.where(flip, array[low], array[high]))
-        return array.at[target].set(new)
+        # array[high] = array[low] where flip, then array[target] = new, written as two
+        # selections over the two ends (a smaller program than indexed writes; the same values).
+        ends = index.reshape((2,) + (1,) * (array.ndim - 1))
+        array = jnp.where(flip & (ends == high), array[low], array)
+        return jnp.where(ends == target, new, array)
 
     s = s._replace(
         bracket=update(s.bracket, t),
@@ -234,10 +238,11 @@ def wolfe_tell(s: WolfeState, f_new, g_new, d, *, c1=1e-4, c2=0.9, tolerance_cha
         ls_iter=s.ls_iter + jnp.where(first, 0, 1).astype(jnp.int32),
     )
     in_zoom = s.phase == ZOOM
-    bracket_state, bracket_over = _bracket_step(s, c1, c2)
-    s = _select(in_zoom, _zoom_update(s, c1, c2), bracket_state)
-    zoom_state = _zoom_next(s, tolerance_change)
-    return _select(in_zoom | bracket_over, zoom_state, s)
+    # One phase's update runs (a branch), the zoom's head after it when the search zooms.
+    s, zooms = jax.lax.cond(
+        in_zoom, lambda s: (_zoom_update(s, c1, c2), jnp.asarray(True)), lambda s: _bracket_step(s, c1, c2), s
+    )
+    return _select(zooms, _zoom_next(s, tolerance_change), s)
 
 
 def wolfe_result(s: WolfeState):

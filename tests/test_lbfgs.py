@@ -326,6 +326,43 @@ def test_compat_closure_may_return_a_python_float():
     np.testing.assert_allclose(model["x"].data, [1.0, 1.0], atol=1e-6)
 
 
+def test_compat_run_packs_into_few_arrays_bit_for_bit():
+    """Between evaluations the LBFGS run travels packed (a vector per dtype and the two
+    history buffers): unpacking gives every field back with its shape, dtype and bits,
+    for float32 parameters too (whose scalars are float64 under x64)."""
+    from torch_compat.optim import lbfgs as compat_lbfgs
+
+    core = gradxform._internal.lbfgs_core
+    for dtype in (jnp.float64, jnp.float32):
+        x = jnp.linspace(-1.0, 2.0, 5, dtype=dtype)
+        run = core.lbfgs_begin(core.init_state(5, dtype, 3), x)
+        for k in range(4):  # a few evaluations of a quadratic: every field moves
+            run = core.lbfgs_tell(run, jnp.sum(x**2), 2.0 * core.lbfgs_trial(run) + k, core.LbfgsOptions(
+                history_size=3, line_search_fn="strong_wolfe"))
+        small, history = jax.jit(compat_lbfgs._pack)(run)
+        assert len(small) + len(history) <= 6  # float32, float64, int32, bool; the two buffers
+        back = jax.jit(compat_lbfgs._unpack)(small, history)
+        assert jax.tree.structure(back) == jax.tree.structure(run)
+        for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(run)):
+            assert got.shape == want.shape and got.dtype == want.dtype
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_compat_evaluation_call_returns_few_arrays():
+    """The compiled call made after each closure evaluation returns the packed run, the
+    next point and the flags: a jitted call pays per returned array, so this stays small
+    however many fields the run has."""
+    from torch_compat.optim import lbfgs as compat_lbfgs
+
+    advance = compat_lbfgs._compiled_advance(4, "strong_wolfe")
+    params = [jnp.zeros(3), jnp.zeros((2, 2))]
+    core = gradxform._internal.lbfgs_core
+    small, history, _, _ = compat_lbfgs._begin(core.init_state(7, jnp.float64, 4), params)
+    dynamic = dict(lr=1.0, max_iter=20, max_eval=25, tolerance_grad=1e-7, tolerance_change=1e-9)
+    out = jax.eval_shape(advance, small, history, jnp.zeros([]), params, params, dynamic)
+    assert len(jax.tree.leaves(out)) <= len(params) + 6
+
+
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
 def test_non_finite_gradient_never_reaches_the_parameters(line_search_fn):
     # The objective and its gradient are NaN beyond x[0] > 2, and its minimum (at 5) lies

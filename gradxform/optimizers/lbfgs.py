@@ -204,19 +204,25 @@ def two_loop(grad, state: LbfgsState):
     def backward(k, carry):
         q, al = carry
         i = length - 1 - k
-        j = (start + i) % size
-        a = jnp.vdot(state.old_stps[j], q) * state.ro[j]
-        return q - a * state.old_dirs[j], al.at[i].set(a)
+        j = jax.lax.rem(start + i, jnp.int32(size))
+        a = jnp.vdot(_row(state.old_stps, j), q) * _row(state.ro, j)
+        return q - a * _row(state.old_dirs, j), jax.lax.dynamic_update_index_in_dim(al, a, i, 0)
 
     q, al = jax.lax.fori_loop(0, length, backward, (-grad, state.al))
     r = q * state.H_diag
 
     def forward(i, r):
-        j = (start + i) % size
-        be = jnp.vdot(state.old_dirs[j], r) * state.ro[j]
-        return r + (al[i] - be) * state.old_stps[j]
+        j = jax.lax.rem(start + i, jnp.int32(size))
+        be = jnp.vdot(_row(state.old_dirs, j), r) * _row(state.ro, j)
+        return r + (_row(al, i) - be) * _row(state.old_stps, j)
 
     return jax.lax.fori_loop(0, length, forward, r), al
+
+
+def _row(array, i):
+    """``array[i]`` for an index known to be in range (no wrapping of negative indices:
+    a smaller program than ``array[i]``, the same value)."""
+    return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False)
 
 
 def _push_pair(state: LbfgsState, y, s, ys) -> LbfgsState:
@@ -296,7 +302,9 @@ def _where(pred, x, y):
 def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
     """torch's loop body up to the line search (direction, step length, descent test).
 
-    Runs without branching on ``go``: when ``go`` is false the run comes back unchanged.
+    When ``go`` is false the run comes back unchanged. The curvature pair is written into
+    the history buffers in place (a masked row write, a no-op unless it is kept); the rest
+    runs in a branch taken when ``go`` holds, which sees the run without those buffers.
     """
     state = run.state
     g = run.grad
@@ -312,39 +320,51 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
     start = jnp.where(first, 0, state.history_start)
     full = length == size
     slot = jnp.where(full, start, (start + length) % size)
-    masked = lambda buffer, row: buffer.at[slot].set(jnp.where(accept, row, buffer[slot]))  # noqa: E731
-    history = state._replace(
-        old_dirs=masked(state.old_dirs, y),
-        old_stps=masked(state.old_stps, s),
-        ro=masked(state.ro, 1.0 / ys),
-        history_start=jnp.where(accept & full, (start + 1) % size, start),
-        history_len=jnp.where(accept & ~full, length + 1, length),
-        H_diag=jnp.where(first, jnp.ones_like(state.H_diag), jnp.where(accept, ys / jnp.vdot(y, y), state.H_diag)),
+    masked = lambda buffer, row: jax.lax.dynamic_update_index_in_dim(  # noqa: E731
+        buffer, jnp.where(accept, row, _row(buffer, slot)), slot, 0
     )
-    d, al = jax.lax.cond(go & ~first, lambda: two_loop(g, history), lambda: (-g, state.al))
-    hyper = _numerics.hyper_dtype()
-    lr = jnp.asarray(options.lr).astype(hyper)
-    first_t = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(g)).astype(hyper)) * lr
-    t = jnp.where(first, first_t, lr)
-    state = history._replace(n_iter=n_iter, d=d, al=al, t=t, prev_flat_grad=g, prev_loss=run.loss)
-    begun = run._replace(state=state, n_iter=run.n_iter + 1)
-    gtd = jnp.vdot(g, d).astype(hyper)
-    no_descent = gtd > -options.tolerance_change
-    finished = _finish(begun, NO_DESCENT)
+    buffers = {"old_dirs": masked(state.old_dirs, y), "old_stps": masked(state.old_stps, s)}
 
-    if options.line_search_fn == "strong_wolfe":
-        search = wolfe_start(run.loss, g, gtd, t, d, options.max_eval - run.current_evals)
-        searching = begun._replace(phase=jnp.asarray(SEARCH, jnp.int32), search=search)
-        next_run = _select_run(no_descent, finished, searching)
-    else:
-        stepped = begun._replace(x=run.x + t.astype(run.x.dtype) * d, x_prev=run.x, fresh=jnp.asarray(False))
-        # The last iteration is not evaluated (torch skips the closure when n_iter ==
-        # max_iter), so no tolerance can be checked there: the run ran out of iterations.
-        last = begun.n_iter == options.max_iter
-        out_of_iterations = _finish(stepped, MAX_ITER)
-        evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
-        next_run = _select_run(no_descent, finished, _select_run(last, out_of_iterations, evaluate))
-    return _select_run(go, next_run, run._replace(state=run.state._replace(old_dirs=history.old_dirs, old_stps=history.old_stps)))
+    def begin(run: LbfgsRun) -> LbfgsRun:
+        state = run.state
+        history = state._replace(
+            **buffers,
+            ro=masked(state.ro, 1.0 / ys),
+            history_start=jnp.where(accept & full, (start + 1) % size, start),
+            history_len=jnp.where(accept & ~full, length + 1, length),
+            H_diag=jnp.where(first, jnp.ones_like(state.H_diag), jnp.where(accept, ys / jnp.vdot(y, y), state.H_diag)),
+        )
+        d, al = jax.lax.cond(~first, lambda: two_loop(g, history), lambda: (-g, state.al))
+        hyper = _numerics.hyper_dtype()
+        lr = jnp.asarray(options.lr).astype(hyper)
+        first_t = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(g)).astype(hyper)) * lr
+        t = jnp.where(first, first_t, lr)
+        state = history._replace(n_iter=n_iter, d=d, al=al, t=t, prev_flat_grad=g, prev_loss=run.loss)
+        begun = run._replace(state=state, n_iter=run.n_iter + 1)
+        gtd = jnp.vdot(g, d).astype(hyper)
+        no_descent = gtd > -options.tolerance_change
+        finished = _finish(begun, NO_DESCENT)
+
+        if options.line_search_fn == "strong_wolfe":
+            search = wolfe_start(run.loss, g, gtd, t, d, options.max_eval - run.current_evals)
+            searching = begun._replace(phase=jnp.asarray(SEARCH, jnp.int32), search=search)
+            next_run = _select_run(no_descent, finished, searching)
+        else:
+            stepped = begun._replace(x=run.x + t.astype(run.x.dtype) * d, x_prev=run.x, fresh=jnp.asarray(False))
+            # The last iteration is not evaluated (torch skips the closure when n_iter ==
+            # max_iter), so no tolerance can be checked there: the run ran out of iterations.
+            last = begun.n_iter == options.max_iter
+            out_of_iterations = _finish(stepped, MAX_ITER)
+            evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
+            next_run = _select_run(no_descent, finished, _select_run(last, out_of_iterations, evaluate))
+        return _without_history(next_run)
+
+    run = jax.lax.cond(go, begin, lambda run: run, _without_history(run))
+    return run._replace(state=run.state._replace(**buffers))
+
+
+def _without_history(run: LbfgsRun) -> LbfgsRun:
+    return run._replace(state=run.state._replace(**dict.fromkeys(_HISTORY)))
 
 
 def _end_iteration(run: LbfgsRun, options: LbfgsOptions):
@@ -359,8 +379,8 @@ def _end_iteration(run: LbfgsRun, options: LbfgsOptions):
     out_of_iterations = run.n_iter == options.max_iter
     out_of_evals = run.current_evals >= options.max_eval
     stop = out_of_iterations | out_of_evals | run.opt_cond | step_small | value_small
-    status = jnp.select(
-        [run.opt_cond, out_of_iterations, out_of_evals], [GRADIENT, MAX_ITER, MAX_EVAL], stalled
+    status = jnp.where(
+        run.opt_cond, GRADIENT, jnp.where(out_of_iterations, MAX_ITER, jnp.where(out_of_evals, MAX_EVAL, stalled))
     ).astype(jnp.int32)
     return run._replace(
         phase=jnp.where(stop, DONE, run.phase).astype(jnp.int32),
@@ -448,12 +468,17 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
         return _select_run(finite, run_ok, back_off), go_on & finite
 
     # The branches see the run without its [history_size, n] buffers (none of them
-    # touches those), so the switch never copies them.
+    # touches those), so the branching never copies them.
     big = {k: getattr(run.state, k) for k in _HISTORY}
-    small = run._replace(state=run.state._replace(**{k: None for k in _HISTORY}))
+    small = _without_history(run)
     evaluated = evaluated._replace(state=small.state)
     failure = failure._replace(state=small.state)
-    small, go_on = jax.lax.switch(jnp.clip(run_phase, 0, 2), (initial, searching, evaluated_step), small)
+    # A run with the line search is never in EVALUATE, one without it never in SEARCH: one
+    # branch for the first evaluation, the other for the one of those two that can
+    # occur. (A finished run, which only a batched loop feeds, takes the second: its
+    # result is not used.)
+    later = searching if options.line_search_fn == "strong_wolfe" else evaluated_step
+    small, go_on = jax.lax.cond(run_phase == INIT, initial, later, small)
     if on_iteration is not None:
         # An iteration ends when its line search finishes, or at the evaluation after an
         # unsearched step; small.x is then the accepted iterate.

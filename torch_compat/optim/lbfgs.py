@@ -30,17 +30,19 @@ def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable
     or parameter (they are its arguments).
 
     The other options are traced values, so changing ``lr``, ``max_iter``, ``max_eval``
-    or the tolerances never recompiles. One dispatch per closure call.
+    or the tolerances never recompiles. One dispatch per closure call, whose run goes in
+    and out packed (see :func:`_pack`); its history buffers are donated (updated in place).
     """
     static = core.LbfgsOptions(history_size=history_size, line_search_fn=line_search_fn)
 
-    def advance(run, value, grads, params, dynamic):
+    def advance(small, history, value, grads, params, dynamic):
         _, unflatten = _placed_unflatten(params)
+        run = _unpack(small, history)
         grad = core.flatten(grads)[0].astype(run.x.dtype)
         run = core.lbfgs_tell(run, value, grad, static._replace(**dynamic))
-        return run, unflatten(core.lbfgs_trial(run)), unflatten(run.x), _flags(run)
+        return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run)
 
-    return jax.jit(advance)
+    return jax.jit(advance, donate_argnums=1)
 
 
 def _placed_unflatten(params):
@@ -56,11 +58,67 @@ def _flags(run):
     return (run.phase == core.DONE).astype(jnp.int32) + 2 * run.torch_error.astype(jnp.int32)
 
 
+# -- a run between evaluations, packed into a few arrays -------------------------------
+#
+# A jitted call pays for each array it returns (a few microseconds each, as much as the
+# whole L-BFGS update on a small problem), and an LbfgsRun has about 40. Between two
+# evaluations the Python loop only carries the run from one call to the next, so it
+# travels packed: its fields of each dtype raveled into one vector each (``small``), and
+# the two [history_size, n] buffers as they are (``history``). The values are the same bits.
+
+
+def _history_free(run: core.LbfgsRun) -> core.LbfgsRun:
+    return run._replace(state=run.state._replace(old_dirs=None, old_stps=None))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(n: int, dtype, history_size: int):
+    """``(treedef, [(shape, dtype)] per leaf, dtypes)`` of a history-free run."""
+    zeros = jnp.zeros(n, dtype)
+    template = jax.eval_shape(lambda: core.lbfgs_begin(core.init_state(n, dtype, history_size), zeros))
+    leaves, treedef = jax.tree.flatten(_history_free(template))
+    specs = [(leaf.shape, leaf.dtype) for leaf in leaves]
+    return treedef, specs, tuple(dict.fromkeys(dt for _, dt in specs))
+
+
+def _pack(run: core.LbfgsRun) -> tuple:
+    """``(small, history)``: ``small`` a vector per dtype, ``history`` ``(old_dirs, old_stps)`` (traced)."""
+    treedef, specs, dtypes = _layout(run.x.size, run.x.dtype, run.state.ro.size)
+    leaves = jax.tree.leaves(_history_free(run))
+    if [(x.shape, x.dtype) for x in leaves] != specs:  # lbfgs_tell keeps every field's shape and dtype
+        raise AssertionError("the L-BFGS run's layout changed between evaluations")
+    groups = tuple(jnp.concatenate([jnp.ravel(x) for x in leaves if x.dtype == dt]) for dt in dtypes)
+    return groups, (run.state.old_dirs, run.state.old_stps)
+
+
+def _unpack(groups: tuple, history: tuple) -> core.LbfgsRun:
+    """The run that :func:`_pack` packed (traced; its layout follows from the shapes)."""
+    old_dirs, old_stps = history
+    history_size, n = old_dirs.shape
+    treedef, specs, dtypes = _layout(n, old_dirs.dtype, history_size)
+    offsets = [0] * len(dtypes)
+    leaves = []
+    for shape, dtype in specs:
+        group = dtypes.index(dtype)
+        size = int(np.prod(shape, dtype=int))
+        leaves.append(groups[group][offsets[group] : offsets[group] + size].reshape(shape))
+        offsets[group] += size
+    run = jax.tree.unflatten(treedef, leaves)
+    return run._replace(state=run.state._replace(old_dirs=old_dirs, old_stps=old_stps))
+
+
 @jax.jit
 def _begin(state, params):
     x, unflatten = _placed_unflatten(params)
     run = core.lbfgs_begin(state, x)
-    return run, unflatten(core.lbfgs_trial(run)), _flags(run)
+    return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run)
+
+
+@jax.jit
+def _unpacked(small, history, params):
+    """The packed run, and its point ``x`` in the parameters' shapes (once per step)."""
+    run = _unpack(small, history)
+    return run, _placed_unflatten(params)[1](run.x)
 
 
 class LBFGS(Optimizer):
@@ -209,22 +267,22 @@ class LBFGS(Optimizer):
         state = self.state[self._params[0]]
         params = [p.data for p in self._params]
         x, _ = core.flatten(params)
-        run, trial, flags = _begin(self._core_state(state, x.size, x.dtype, history_size), params)
-        orig_loss, current = None, params
-        before, start = run, current
+        small, history, trial, flags = _begin(self._core_state(state, x.size, x.dtype, history_size), params)
+        orig_loss, before = None, small
         while True:
             flags = int(flags)  # the one host sync per evaluation
             if flags & 2:
-                self._raise_as_torch(before, start, state, history_size)
+                self._raise_as_torch(before, history, params, state, history_size)
             if flags & 1:
                 break
             self._set_params(trial)
             loss = closure()
             if orig_loss is None:
                 orig_loss = loss
-            before, start = run, current
+            before = small
             value = loss if isinstance(loss, jax.Array) else jnp.asarray(loss)  # asarray costs a dispatch
-            run, trial, current, flags = advance(run, value, self._grads(), params, dynamic)
+            small, history, trial, flags = advance(small, history, value, self._grads(), params, dynamic)
+        run, current = _unpacked(small, history, params)
         self._set_params(current)
         iterated = int(run.n_iter) > 0 or state.get("d") is not None
         new_state = self._torch_state(run.state, history_size, iterated)
@@ -236,18 +294,22 @@ class LBFGS(Optimizer):
         state.update(new_state)
         return orig_loss
 
-    def _raise_as_torch(self, before, start, state, history_size):
+    def _raise_as_torch(self, before, history, params, state, history_size):
         """torch's ``_strong_wolfe`` raises ``IndexError`` when the closure's value is NaN at
         a point that meets the Wolfe conditions in its bracketing phase (it indexes a
         one-point bracket at 1). Raise it too, leaving what torch leaves: the parameters at
         the line search's start, ``func_evals`` and ``n_iter`` counted up to it (and ``al``
         as its two-loop recursion wrote it), the other keys as the previous step left them.
+
+        ``before`` is the packed run before the last evaluation; its history buffers were
+        donated to that evaluation, so the latest ones (``history``) stand in: nothing read
+        here comes from them.
         """
+        run, start = _unpacked(before, history, params)
         self._set_params(start)
-        partial = self._torch_state(before.state, history_size, True)
-        state["func_evals"], state["n_iter"] = partial["func_evals"], partial["n_iter"]
-        if "al" in partial:
-            state["al"] = partial["al"]
+        state["func_evals"], state["n_iter"] = int(run.state.func_evals), int(run.state.n_iter)
+        if int(run.state.n_iter) >= 2:  # torch's al, in _torch_state's layout
+            state["al"] = self._torch_state(run.state, history_size, True)["al"]
         raise IndexError("list index out of range")
 
     def _load_value(self, param, key, value):
