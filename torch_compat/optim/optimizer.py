@@ -1000,7 +1000,8 @@ class GradxformOptimizer(Optimizer):
         and a parameter whose first gradient came later has a smaller ``step``."""
 
         def replace(owner, name, value):
-            if name in cls._state_keys and cls._holds_state(owner) and isinstance(value, jax.Array):
+            # "step" even where torch keeps none (SGD): it says whether a buffer is set.
+            if (name == "step" or name in cls._state_keys) and cls._holds_state(owner) and isinstance(value, jax.Array):
                 if value.shape == ():
                     return [value] * count
             return value
