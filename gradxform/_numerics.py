@@ -138,17 +138,28 @@ def lerp(start, end, weight):
     them: ``tests/test_numerics.py``), with one formula computed instead of both (a
     scalar ``weight`` chooses them once for the whole array).
 
+    ``weight`` is a number, or the pair :func:`lerp_weight` made from it (for a weight
+    shared by many leaves: its scalar work is then done once, not once per leaf).
+
     >>> import jax.numpy as jnp
     >>> lerp(jnp.array([0.0, 1.0]), jnp.array([1.0, 3.0]), 0.25).tolist()
     [0.25, 1.5]
     >>> lerp(jnp.array([0.0, 1.0]), jnp.array([1.0, 3.0]), 0.75).tolist()
     [0.75, 2.5]
+    >>> lerp(jnp.array([0.0, 1.0]), jnp.array([1.0, 3.0]), lerp_weight(0.75, jnp.float32)).tolist()
+    [0.75, 2.5]
     """
-    weight = scalar(weight, start)
-    small = jnp.abs(weight) < 0.5
+    small, coefficient = weight if isinstance(weight, tuple) else lerp_weight(weight, start.dtype)
     base = jnp.where(small, start, end)
-    coefficient = jnp.where(small, weight, -(1 - weight))
     return base + coefficient * (end - start)
+
+
+def lerp_weight(weight, dtype) -> tuple[jax.Array, jax.Array]:
+    """:func:`lerp`'s choice for a scalar ``weight`` cast to ``dtype``'s real dtype:
+    ``(|weight| < 0.5, weight or -(1 - weight))``."""
+    weight = jnp.asarray(weight).astype(real_dtype(dtype))
+    small = jnp.abs(weight) < 0.5
+    return small, jnp.where(small, weight, -(1 - weight))
 
 
 def _placed(p) -> bool:

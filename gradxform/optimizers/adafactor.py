@@ -136,7 +136,7 @@ def scale_by_adafactor(
 
         def coefficients(real):
             beta_hat_, decay = cast(real)
-            return beta_hat_, decay, decay == 0
+            return _numerics.lerp_weight(beta_hat_, real), decay, decay == 0
 
         return (step,), (t, rho, _numerics.once_per_dtype(coefficients))
 

@@ -66,16 +66,16 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
         """The new step and the step's coefficients, a function of the compute dtype."""
         step = step + 1
         bc1, bc2 = bias_corrections(beta1, beta2, step)
-        return (step,), _numerics.cast_once(
-            1 - jnp.asarray(beta1), jnp.asarray(beta2), 1 - jnp.asarray(beta2), jnp.asarray(eps),
-            jnp.sqrt(bc2), 1 / bc1,
+        cast = _numerics.cast_once(jnp.asarray(beta2), 1 - jnp.asarray(beta2), jnp.asarray(eps), jnp.sqrt(bc2), 1 / bc1)
+        return (step,), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - jnp.asarray(beta1), real), *cast(real))
         )
 
     def leaf(g, m, v, vmax, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        one_minus_beta1, beta2_, one_minus_beta2, eps_, sqrt_bc2, inv_bc1 = coefficients(dtype)
-        m_new = _numerics.lerp(m.astype(dtype), g, one_minus_beta1)
+        lerp_weight, beta2_, one_minus_beta2, eps_, sqrt_bc2, inv_bc1 = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
         v_new = v.astype(dtype) * beta2_ + one_minus_beta2 * g * g
         if amsgrad:
             vmax = jnp.maximum(vmax.astype(dtype), v_new)

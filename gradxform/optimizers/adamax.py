@@ -52,13 +52,16 @@ def scale_by_adamax(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
         """The new step, and this step's coefficients (a function of dtype)."""
         step = step + 1
         bias_correction = 1 - jnp.asarray(beta1) ** step.astype(_numerics.hyper_dtype())
-        return (step,), _numerics.cast_once(1 - jnp.asarray(beta1), beta2, eps, 1 / bias_correction)
+        cast = _numerics.cast_once(beta2, eps, 1 / bias_correction)
+        return (step,), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - jnp.asarray(beta1), real), *cast(real))
+        )
 
     def leaf(g, m, u, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        one_minus_beta1, beta2_, eps_, inverse_correction = coefficients(dtype)
-        m_new = _numerics.lerp(m.astype(dtype), g, one_minus_beta1)
+        lerp_weight, beta2_, eps_, inverse_correction = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
         u_new = jnp.maximum(u.astype(dtype) * beta2_, jnp.abs(g) + eps_)
         direction = (m_new / u_new) * inverse_correction
         return direction, m_new.astype(m.dtype), u_new.astype(u.dtype)

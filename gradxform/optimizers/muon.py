@@ -143,8 +143,9 @@ def scale_by_muon(
             raise ValueError("Param gradient must be a 2D matrix")
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        buf_new = _numerics.lerp(buf.astype(dtype), g, coefficients(dtype)[0])
-        direction = _numerics.lerp(g, buf_new, momentum) if nesterov else buf_new
+        to_buffer, to_direction = coefficients(dtype)
+        buf_new = _numerics.lerp(buf.astype(dtype), g, to_buffer)
+        direction = _numerics.lerp(g, buf_new, to_direction) if nesterov else buf_new
         ortho = orthogonalize_via_newton_schulz(direction, ns_coefficients, ns_steps, eps)
         ratio = adjusted_lr_ratio(g.shape, adjust_lr_fn)
         return ortho.astype(dtype) * _numerics.scalar(ratio, g), buf_new.astype(buf.dtype)
@@ -154,7 +155,12 @@ def scale_by_muon(
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("momentum_buffer",))
-        cast = _numerics.cast_once(1 - jnp.asarray(momentum))
+        cast = _numerics.once_per_dtype(
+            lambda real: (
+                _numerics.lerp_weight(1 - jnp.asarray(momentum), real),
+                _numerics.lerp_weight(momentum, real),
+            )
+        )
         coefficients, (step,) = _numerics.scalar_rule(lambda step: ((step + 1,), cast), updates, state.step)
         direction, buf = _numerics.leafwise(
             leaf, updates, state.momentum_buffer, num_outputs=2, per_leaf=coefficients

@@ -71,15 +71,16 @@ def scale_by_nadam(beta1=0.9, beta2=0.999, eps=1e-8, momentum_decay=4e-3, *, sta
         mu_product_next = mu_product.astype(t.dtype) * mu_next
         grad_coef = (1.0 - mu) / (1.0 - mu_product.astype(t.dtype))
         avg_coef = mu_next / (1.0 - mu_product_next)
-        return (step, mu_product), _numerics.cast_once(
-            1 - b1, b2, 1 - b2, bias_correction2, jnp.asarray(eps), grad_coef, avg_coef
+        cast = _numerics.cast_once(b2, 1 - b2, bias_correction2, jnp.asarray(eps), grad_coef, avg_coef)
+        return (step, mu_product), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - b1, real), *cast(real))
         )
 
     def leaf(g, m, v, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        one_minus_b1, b2, one_minus_b2, bias_correction2, eps_, grad_coef, avg_coef = coefficients(dtype)
-        m_new = _numerics.lerp(m.astype(dtype), g, one_minus_b1)
+        lerp_weight, b2, one_minus_b2, bias_correction2, eps_, grad_coef, avg_coef = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
         v_new = v.astype(dtype) * b2 + one_minus_b2 * g * g
         denom = jnp.sqrt(v_new / bias_correction2) + eps_
         direction = grad_coef * g / denom + avg_coef * m_new / denom

@@ -93,14 +93,16 @@ def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
         rect = jnp.sqrt(
             (safe_rho_t - 4) * (safe_rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho_t)
         )
-        cast = _numerics.cast_once(1 - b1, b2, 1 - b2, bc1, jnp.sqrt(bc2), eps, rect)
-        return (step,), _numerics.once_per_dtype(lambda real: (*cast(real), rectify))
+        cast = _numerics.cast_once(b2, 1 - b2, bc1, jnp.sqrt(bc2), eps, rect)
+        return (step,), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - b1, real), *cast(real), rectify)
+        )
 
     def leaf(g, m, v, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        one_minus_b1, b2, one_minus_b2, bc1, sqrt_bc2, eps_, rect, rectify = coefficients(dtype)
-        m_new = _numerics.lerp(m.astype(dtype), g, one_minus_b1)
+        lerp_weight, b2, one_minus_b2, bc1, sqrt_bc2, eps_, rect, rectify = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
         v_new = v.astype(dtype) * b2 + one_minus_b2 * g * g
         corrected = m_new / bc1
         adaptive = sqrt_bc2 / (jnp.sqrt(v_new) + eps_)

@@ -69,10 +69,10 @@ def scale_by_rmsprop(
     def leaf(g, v, buf, gbar, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        alpha_, one_minus_alpha, eps_, momentum_ = coefficients(dtype)
+        alpha_, one_minus_alpha, eps_, momentum_, lerp_weight = coefficients(dtype)
         v_new = v.astype(dtype) * alpha_ + one_minus_alpha * g * g
         if centered:
-            gbar_new = _numerics.lerp(gbar.astype(dtype), g, one_minus_alpha)
+            gbar_new = _numerics.lerp(gbar.astype(dtype), g, lerp_weight)
             avg = jnp.sqrt(v_new - gbar_new * gbar_new)
             gbar = gbar_new.astype(gbar.dtype)
         else:
@@ -91,7 +91,10 @@ def scale_by_rmsprop(
             return updates, state
         _treecheck.check_state(updates, state, like=("square_avg", "momentum_buffer", "grad_avg"))
         cast = _numerics.cast_once(alpha, 1 - jnp.asarray(alpha), eps, 0.0 if momentum is None else momentum)
-        coefficients, (step,) = _numerics.scalar_rule(lambda step: ((step + 1,), cast), updates, state.step)
+        per_dtype = _numerics.once_per_dtype(
+            lambda real: (*cast(real), _numerics.lerp_weight(1 - jnp.asarray(alpha), real))
+        )
+        coefficients, (step,) = _numerics.scalar_rule(lambda step: ((step + 1,), per_dtype), updates, state.step)
         direction, v, buf, gbar = _numerics.leafwise(
             leaf,
             updates,
