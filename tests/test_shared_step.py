@@ -240,3 +240,29 @@ def test_a_checkpoint_of_the_per_leaf_layout(tmp_path):
     expected, _ = run(tx, params, grads[2:], state=state)
     for k in params:
         np.testing.assert_array_equal(np.asarray(resumed[k]), np.asarray(expected[k]))
+
+
+def test_torch_compat_keeps_a_step_per_parameter():
+    """torch_compat turns the core's one step into one per parameter: a parameter whose
+    first gradient came later has a smaller ``step`` in ``state`` and ``state_dict()``,
+    and gets the numbers of a parameter stepped that many times on its own."""
+    import torch_compat as tc
+
+    rng = np.random.default_rng(4)
+    a0, b0 = rng.normal(size=3), rng.normal(size=2)
+    grads = [(rng.normal(size=3), rng.normal(size=2)) for _ in range(3)]
+    a, b = tc.Parameter(jnp.asarray(a0)), tc.Parameter(jnp.asarray(b0))
+    opt = tc.optim.Adam([a, b], lr=0.1)
+    alone = tc.Parameter(jnp.asarray(b0))
+    opt_alone = tc.optim.Adam([alone], lr=0.1)
+    for k, (ga, gb) in enumerate(grads):
+        a.grad = jnp.asarray(ga)
+        b.grad = None if k == 0 else jnp.asarray(gb)  # b's first gradient comes at step 2
+        opt.step()
+        if k > 0:
+            alone.grad = jnp.asarray(gb)
+            opt_alone.step()
+    assert float(opt.state[a]["step"]) == 3.0 and float(opt.state[b]["step"]) == 2.0
+    steps = {i: float(s["step"]) for i, s in opt.state_dict()["state"].items()}
+    assert steps == {0: 3.0, 1: 2.0}
+    np.testing.assert_allclose(np.asarray(b.data), np.asarray(alone.data), rtol=1e-15, atol=0)
