@@ -304,8 +304,9 @@ def scalar_rule(rule: Callable[..., tuple], updates, *values) -> tuple[list, tup
     >>> import jax.numpy as jnp
     >>> rule = lambda step: ((step + 1,), 2 * (step + 1))
     >>> updates = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
-    >>> scalar_rule(rule, updates, jnp.asarray(4))
-    ([Array(10, dtype=int32, weak_type=True), Array(10, dtype=int32, weak_type=True)], (Array(5, dtype=int32, weak_type=True),))
+    >>> coefficients, (step,) = scalar_rule(rule, updates, jnp.asarray(4))
+    >>> [int(c) for c in coefficients], int(step)
+    ([10, 10], 5)
     >>> _, (steps,) = scalar_rule(rule, updates, {"a": jnp.asarray(1), "b": jnp.asarray(7)})
     >>> {k: int(v) for k, v in steps.items()}
     {'a': 2, 'b': 8}

@@ -121,7 +121,7 @@ def check_against_state(updates: Any, inner_state: Any) -> None:
 
     The first parameter-shaped buffer (``exp_avg``, ``momentum_buffer``, ...) gives the tree, shapes and dtype kinds;
     failing that, per-leaf ``step`` counters give the tree, or Adafactor's ``variance``
-    (one entry per parameter, ``None`` for a matrix). A state that holds none of them
+    and ``row_var`` (one of them per parameter). A state that holds none of them
     (SGD without momentum keeps nothing) checks nothing.
     """
     fields: dict[str, Any] = {}
@@ -135,9 +135,14 @@ def check_against_state(updates: Any, inner_state: Any) -> None:
     step = fields.get("step")
     if step is not None and not jax.tree_util.treedef_is_leaf(jax.tree.structure(step)):
         check_updates(updates, step, "parameters", check_dtype=False, check_shape=False)
-    elif "variance" in fields:
-        # Adafactor's: one entry per parameter, None for a matrix (whose factors it keeps).
-        entries = jax.tree.map(lambda x: 0 if x is None else x, fields["variance"], is_leaf=lambda x: x is None)
+    elif "variance" in fields and "row_var" in fields:
+        # Adafactor's: each parameter has a variance (vectors) or factors (matrices).
+        entries = jax.tree.map(
+            lambda variance, row: None if variance is None and row is None else 0,
+            fields["variance"],
+            fields["row_var"],
+            is_leaf=lambda x: x is None,
+        )
         check_updates(updates, entries, "parameters", check_dtype=False, check_shape=False)
 
 
