@@ -74,13 +74,36 @@ def scalar(value, like) -> jax.Array:
     return jnp.asarray(value).astype(real_dtype(like.dtype))
 
 
+def once_per_dtype(fn: Callable[[jnp.dtype], Any]) -> Callable[[Any], Any]:
+    """``fn`` of a real dtype, called once per real dtype however many leaves ask.
+
+    The returned function takes any dtype (complex64 asks for float32, as
+    :func:`real_dtype`) and returns ``fn``'s result for its real dtype, computed on the
+    first call only. An update rule applied leaf by leaf would otherwise trace the same
+    scalar work (casts, comparisons) once per leaf: identical work that costs tracing time
+    and HLO instructions for every leaf of the tree.
+
+    >>> import jax.numpy as jnp
+    >>> calls = []
+    >>> halves = once_per_dtype(lambda real: calls.append(real) or jnp.asarray(0.5, real))
+    >>> halves(jnp.float32) is halves(jnp.complex64), len(calls)
+    (True, 1)
+    """
+    cache = {}
+
+    def for_dtype(dtype):
+        real = real_dtype(dtype)
+        if real not in cache:
+            cache[real] = fn(real)
+        return cache[real]
+
+    return for_dtype
+
+
 def cast_once(*values):
     """A function of a dtype that returns ``values`` cast to its real dtype (as
-    :func:`scalar` does), casting them once per dtype however many leaves ask.
-
-    An update rule applied leaf by leaf would otherwise trace the same casts (and the
-    arithmetic that made ``values``) once per leaf: identical scalar work that costs
-    tracing time and HLO instructions for every leaf of the tree.
+    :func:`scalar` does), casting them once per dtype however many leaves ask
+    (:func:`once_per_dtype`).
 
     >>> import jax.numpy as jnp
     >>> coefficients = cast_once(jnp.asarray(0.1), jnp.asarray(2.0))
@@ -89,15 +112,7 @@ def cast_once(*values):
     >>> coefficients(jnp.float32) is coefficients(jnp.complex64)  # one real dtype
     True
     """
-    cache = {}
-
-    def coefficients(dtype):
-        real = real_dtype(dtype)
-        if real not in cache:
-            cache[real] = tuple(jnp.asarray(v).astype(real) for v in values)
-        return cache[real]
-
-    return coefficients
+    return once_per_dtype(lambda real: tuple(jnp.asarray(v).astype(real) for v in values))
 
 
 def as_real(x: jax.Array) -> jax.Array:
@@ -123,17 +138,28 @@ def lerp(start, end, weight):
     them: ``tests/test_numerics.py``), with one formula computed instead of both (a
     scalar ``weight`` chooses them once for the whole array).
 
+    ``weight`` is a number, or the pair :func:`lerp_weight` made from it (for a weight
+    shared by many leaves: its scalar work is then done once, not once per leaf).
+
     >>> import jax.numpy as jnp
     >>> lerp(jnp.array([0.0, 1.0]), jnp.array([1.0, 3.0]), 0.25).tolist()
     [0.25, 1.5]
     >>> lerp(jnp.array([0.0, 1.0]), jnp.array([1.0, 3.0]), 0.75).tolist()
     [0.75, 2.5]
+    >>> lerp(jnp.array([0.0, 1.0]), jnp.array([1.0, 3.0]), lerp_weight(0.75, jnp.float32)).tolist()
+    [0.75, 2.5]
     """
-    weight = scalar(weight, start)
-    small = jnp.abs(weight) < 0.5
+    small, coefficient = weight if isinstance(weight, tuple) else lerp_weight(weight, start.dtype)
     base = jnp.where(small, start, end)
-    coefficient = jnp.where(small, weight, -(1 - weight))
     return base + coefficient * (end - start)
+
+
+def lerp_weight(weight, dtype) -> tuple[jax.Array, jax.Array]:
+    """:func:`lerp`'s choice for a scalar ``weight`` cast to ``dtype``'s real dtype:
+    ``(|weight| < 0.5, weight or -(1 - weight))``."""
+    weight = jnp.asarray(weight).astype(real_dtype(dtype))
+    small = jnp.abs(weight) < 0.5
+    return small, jnp.where(small, weight, -(1 - weight))
 
 
 def _placed(p) -> bool:
@@ -211,20 +237,93 @@ def full_like_buffer(params, value, state_dtype=None):
     return jax.tree.map(make, params)
 
 
-def step_counts(params):
-    """One int32 step counter per parameter leaf, as torch keeps ``state["step"]``
-    (replicated over the leaf's devices)."""
-    return jax.tree.map(lambda p: replicated_like(jnp.zeros([], jnp.int32), p), params)
-
-
 def per_leaf_scalars(params, value, dtype=TORCH_SCALAR_DTYPE):
-    """One scalar per parameter leaf (torch's per-parameter ``eta``, ``mu``, ...).
+    """One scalar per parameter leaf: the per-leaf form of scalar state (see
+    :func:`scalar_rule`), as torch keeps ``state["step"]``, ``eta``, ... per parameter.
 
     Each is a new array: ``value`` may be a hyperparameter array held elsewhere in the
     state, and no two leaves of a state may share a buffer (``jax.jit(...,
     donate_argnums=...)`` refuses to donate one buffer twice).
     """
     return jax.tree.map(lambda p: replicated_like(jnp.array(value, dtype, copy=True), p), params)
+
+
+def shared_scalar(params, value, dtype=TORCH_SCALAR_DTYPE):
+    """One scalar for all the leaves of ``params``: the shared form of scalar state (see
+    :func:`scalar_rule`), a new array replicated over the devices of ``params``.
+
+    >>> import jax.numpy as jnp
+    >>> shared_scalar({"a": jnp.zeros(2), "b": jnp.zeros(3)}, 0, jnp.int32)
+    Array(0, dtype=int32)
+    """
+    return replicate_over_params(jnp.array(value, dtype, copy=True), params)
+
+
+def shared_step(params):
+    """The step counter of a transformation: one int32 zero for all of ``params``, as
+    optax's ``count`` (torch_compat turns it into torch's per-parameter ``step``)."""
+    return shared_scalar(params, 0, jnp.int32)
+
+
+def is_shared(value) -> bool:
+    """Whether scalar state ``value`` is in the shared form (one array), not a tree."""
+    return jax.tree_util.treedef_is_leaf(jax.tree.structure(value))
+
+
+def scalar_rule(rule: Callable[..., tuple], updates, *values) -> tuple[list, tuple]:
+    """Runs the scalar part of an update rule once per transformation, or once per leaf.
+
+    A transformation's scalar state (the step count, NAdam's ``mu_product``, ASGD's
+    ``eta`` and ``mu``) comes in one of two forms, and ``update`` accepts both:
+
+    * shared (what ``init`` makes): one scalar array for all the leaves, as optax's
+      ``count``. ``rule`` runs once, so every scalar coefficient (bias corrections,
+      step-dependent factors) is computed once, not once per leaf;
+    * per leaf: a tree of scalars with the structure of ``updates``, as torch keeps
+      ``state["step"]`` per parameter (torch_compat fills it so: a parameter whose first
+      gradient came later has a smaller step). ``rule`` runs once per leaf.
+
+    The new values keep the form they came in. With a single-array ``updates`` both
+    forms are the same array.
+
+    Args:
+      rule: ``rule(*scalars) -> (new_scalars, coefficients)``, with ``new_scalars`` a
+        tuple of one array per value, and ``coefficients`` anything the leaf function
+        needs (typically a :func:`cast_once` function of a dtype).
+      updates: the update tree.
+      *values: the scalar state fields, all in the same form.
+
+    Returns:
+      ``(coefficients, new_values)``: a list with one coefficients entry per leaf of
+      ``updates`` (the same object for every leaf in the shared form), and the tuple of
+      the new values in the form given.
+
+    Raises:
+      ValueError: if some of ``values`` are shared and others per leaf.
+
+    >>> import jax.numpy as jnp
+    >>> rule = lambda step: ((step + 1,), 2 * (step + 1))
+    >>> updates = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
+    >>> coefficients, (step,) = scalar_rule(rule, updates, jnp.asarray(4))
+    >>> [int(c) for c in coefficients], int(step)
+    ([10, 10], 5)
+    >>> _, (steps,) = scalar_rule(rule, updates, {"a": jnp.asarray(1), "b": jnp.asarray(7)})
+    >>> {k: int(v) for k, v in steps.items()}
+    {'a': 2, 'b': 8}
+    """
+    treedef = jax.tree.structure(updates)
+    shared = [is_shared(v) for v in values]
+    if all(shared):
+        new, coefficients = rule(*values)
+        return [coefficients] * treedef.num_leaves, tuple(new)
+    if any(shared):
+        raise ValueError(
+            "the optimizer state's scalar fields mix the shared form (one array) and the "
+            "per-leaf form (a tree like the updates); give them all in one form"
+        )
+    results = [rule(*scalars) for scalars in zip(*(treedef.flatten_up_to(v) for v in values))]
+    new = tuple(treedef.unflatten(list(column)) for column in zip(*(r[0] for r in results)))
+    return [r[1] for r in results], new
 
 
 def has_no_leaves(tree) -> bool:
@@ -237,14 +336,15 @@ def has_no_leaves(tree) -> bool:
     return not jax.tree.leaves(tree)
 
 
-def leafwise(fn: Callable[..., tuple], updates, *trees, num_outputs: int):
+def leafwise(fn: Callable[..., tuple], updates, *trees, num_outputs: int, per_leaf: list | None = None):
     """Maps ``fn`` over matching leaves of ``updates`` and ``trees``.
 
     ``fn`` gets real arrays: a complex leaf (and the matching leaves of the other trees)
     is passed through :func:`as_real`, and ``fn``'s outputs are turned back into complex
     arrays. ``fn`` returns a tuple of ``num_outputs`` arrays; the result is a tuple of
     ``num_outputs`` trees shaped like ``updates``. A tree given as ``None`` gives ``None``
-    leaves to ``fn``.
+    leaves to ``fn``. ``per_leaf``, a list with one entry per leaf (the coefficients of
+    :func:`scalar_rule`), gives ``fn`` its last argument as it is.
     """
     treedef = jax.tree.structure(updates)
     leaf_lists = [jax.tree.leaves(updates)]
@@ -254,11 +354,12 @@ def leafwise(fn: Callable[..., tuple], updates, *trees, num_outputs: int):
         else:
             leaf_lists.append(treedef.flatten_up_to(tree))
     outputs = [[] for _ in range(num_outputs)]
-    for leaves in zip(*leaf_lists):
+    extras = [()] * treedef.num_leaves if per_leaf is None else [(e,) for e in per_leaf]
+    for leaves, extra in zip(zip(*leaf_lists), extras):
         is_complex = any(leaf is not None and jnp.iscomplexobj(leaf) for leaf in leaves)
         if is_complex:
             leaves = [None if leaf is None else as_real(leaf) for leaf in leaves]
-        results = fn(*leaves)
+        results = fn(*leaves, *extra)
         if len(results) != num_outputs:
             raise AssertionError("leaf function returned the wrong number of outputs")
         for out, result in zip(outputs, results):

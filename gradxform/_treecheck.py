@@ -120,7 +120,8 @@ def check_against_state(updates: Any, inner_state: Any) -> None:
     """With no ``params``: checks ``updates`` against the per-parameter state, if it has one.
 
     The first parameter-shaped buffer (``exp_avg``, ``momentum_buffer``, ...) gives the tree, shapes and dtype kinds;
-    failing that, the per-leaf ``step`` counters give the tree. A state that holds neither
+    failing that, per-leaf ``step`` counters give the tree, or Adafactor's ``variance``
+    and ``row_var`` (one of them per parameter). A state that holds none of them
     (SGD without momentum keeps nothing) checks nothing.
     """
     fields: dict[str, Any] = {}
@@ -131,8 +132,18 @@ def check_against_state(updates: Any, inner_state: Any) -> None:
         if name in fields:
             check_updates(updates, fields[name], "parameters")
             return
-    if "step" in fields:
-        check_updates(updates, fields["step"], "parameters", check_dtype=False, check_shape=False)
+    step = fields.get("step")
+    if step is not None and not jax.tree_util.treedef_is_leaf(jax.tree.structure(step)):
+        check_updates(updates, step, "parameters", check_dtype=False, check_shape=False)
+    elif "variance" in fields and "row_var" in fields:
+        # Adafactor's: each parameter has a variance (vectors) or factors (matrices).
+        entries = jax.tree.map(
+            lambda variance, row: None if variance is None and row is None else 0,
+            fields["variance"],
+            fields["row_var"],
+            is_leaf=lambda x: x is None,
+        )
+        check_updates(updates, entries, "parameters", check_dtype=False, check_shape=False)
 
 
 # -- the optimizer state --------------------------------------------------------------
@@ -166,11 +177,21 @@ def check_state(updates: Any, state: Any, *, like: tuple[str, ...] = (), scalars
       state: a NamedTuple state.
       like: the fields holding one buffer per parameter, of its shape, and complex for
         a complex parameter. A field that is ``None`` (an option that is off) is skipped.
-      scalars: the fields holding one scalar (shape ``()``) per parameter.
+      scalars: the fields holding scalar state: one scalar (shape ``()``) for all the
+        parameters (the shared form), or one per parameter (a tree like ``updates``).
     """
     for name in like + scalars:
         tree = getattr(state, name)
         if tree is None:
+            continue
+        if name in scalars and jax.tree_util.treedef_is_leaf(jax.tree.structure(tree, is_leaf=_is_leaf)):
+            # The shared form: one scalar for every leaf (per-leaf scalars, a tree, are
+            # checked leaf by leaf below; for a single-array update both forms coincide).
+            if not hasattr(tree, "shape") or tuple(np.shape(tree)) != ():
+                raise ValueError(
+                    _STATE_PREFIX + f"the state's {name} is {_describe(tree)} where one scalar (shape ()) "
+                    "for all the leaves, or a tree of scalars like the updates, is expected" + _STATE_HINT
+                )
             continue
         if jax.tree.structure(tree, is_leaf=_is_leaf) != jax.tree.structure(updates, is_leaf=_is_leaf):
             raise ValueError(

@@ -201,7 +201,7 @@ def test_equinox_filter_and_partition_give_the_same_numbers():
 
     model, opt_state = model0, tx.init(eqx.filter(model0, eqx.is_array))
     # Groups by the modules' attribute paths: biases and the norm, the head's weight, the rest.
-    members = [sorted(ph.find_state_field(inner, "step")) for inner in opt_state.inner_states]
+    members = [sorted(ph.find_state_field(inner, "exp_avg")) for inner in opt_state.inner_states]
     assert members == [["body/bias", "head/bias", "norm/bias", "norm/weight"], ["head/weight"], ["body/weight"]]
     for _ in range(3):
         model, opt_state = filter_step(model, opt_state)

@@ -138,8 +138,9 @@ def members_of(state) -> list[tuple[str, ...]]:
     """Each group's leaves, read from the paths its state is keyed by."""
     out = []
     for inner in state.inner_states:
-        steps = ph.find_state_field(inner, "step")
-        out.append(tuple(sorted(steps)))
+        # The moments are keyed by path (the step is one scalar per group's transformation).
+        buffers = ph.find_state_field(inner, "exp_avg", None) or ph.find_state_field(inner, "momentum_buffer")
+        out.append(tuple(sorted(buffers)))
     return out
 
 

@@ -135,7 +135,7 @@ def test_without_params_the_state_buffers_stand_for_them(alias):
 
 def test_without_params_or_buffers_only_the_tree_is_checked():
     """Adafactor's per-parameter state is factored (no buffer of each parameter's shape):
-    its per-leaf step counters give the tree. SGD without momentum keeps nothing."""
+    its per-parameter ``variance`` entries (None for a matrix) give the tree. SGD without momentum keeps nothing."""
     params = params_for("adafactor")
     tx = gradxform.adafactor(0.1)
     state = tx.init(params)

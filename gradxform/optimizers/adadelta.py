@@ -16,7 +16,9 @@ class ScaleByAdadeltaState(NamedTuple):
     """State of :func:`scale_by_adadelta`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       square_avg: like params, running average of squared gradients.
       acc_delta: like params, running average of squared updates.
     """
@@ -44,25 +46,28 @@ def scale_by_adadelta(rho=0.9, eps=1e-6, *, state_dtype=None):
 
     def init(params):
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
-        return ScaleByAdadeltaState(_numerics.step_counts(params), zeros(), zeros())
+        return ScaleByAdadeltaState(_numerics.shared_step(params), zeros(), zeros())
 
-    def leaf(g, v, u, step):
+    def leaf(g, v, u, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        r, one_minus_r, e = (_numerics.scalar(x, g) for x in (rho, 1 - jnp.asarray(rho), eps))
+        r, one_minus_r, e = coefficients(dtype)
         v_new = v.astype(dtype) * r + one_minus_r * g * g
         std = jnp.sqrt(v_new + e)
         delta = jnp.sqrt(u.astype(dtype) + e) / std * g
         u_new = u.astype(dtype) * r + one_minus_r * delta * delta
-        return delta, v_new.astype(v.dtype), u_new.astype(u.dtype), step + 1
+        return delta, v_new.astype(v.dtype), u_new.astype(u.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("square_avg", "acc_delta"))
-        delta, v, u, step = _numerics.leafwise(
-            leaf, updates, state.square_avg, state.acc_delta, state.step, num_outputs=4
+        coefficients, (step,) = _numerics.scalar_rule(
+            lambda step: ((step + 1,), _numerics.cast_once(rho, 1 - jnp.asarray(rho), eps)), updates, state.step
+        )
+        delta, v, u = _numerics.leafwise(
+            leaf, updates, state.square_avg, state.acc_delta, num_outputs=3, per_leaf=coefficients
         )
         return delta, ScaleByAdadeltaState(step, v, u)
 

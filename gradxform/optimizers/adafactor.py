@@ -18,7 +18,9 @@ class ScaleByAdafactorState(NamedTuple):
     """State of :func:`scale_by_adafactor`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       row_var: for leaves with ``ndim >= 2``, shape ``(..., R, 1)``; else ``None`` leaves.
         Sharded as the parameter's leading dimensions, replicated along the last.
       col_var: for leaves with ``ndim >= 2``, shape ``(..., 1, C)``; else ``None`` leaves.
@@ -114,23 +116,38 @@ def scale_by_adafactor(
         treedef = jax.tree.structure(params)
         rows, cols, variances = list(zip(*[buffers(p) for p in jax.tree.leaves(params)])) or ((), (), ())
         return ScaleByAdafactorState(
-            _numerics.step_counts(params),
+            _numerics.shared_step(params),
             treedef.unflatten(rows),
             treedef.unflatten(cols),
             treedef.unflatten(variances),
         )
 
-    def leaf(g, p, row, col, var, step):
-        if jnp.iscomplexobj(g) or jnp.iscomplexobj(p):
-            raise ValueError(SPECS["adafactor"].complex_message)
-        param_dtype = p.dtype
-        dtype = _numerics.compute_dtype(g.dtype)
-        g, p = g.astype(dtype), p.astype(dtype)
+    def scalars(step):
+        """The new step, and this step's scalars: ``t``, ``rho`` (hyperparameter precision)
+        and a function of dtype giving ``beta_hat``, the decay and whether it is zero."""
         step = step + 1
         t = step.astype(_numerics.hyper_dtype())
         lr = jnp.asarray(learning_rate)
         beta_hat = t ** jnp.asarray(beta2_decay)
         rho = jnp.minimum(lr, 1 / jnp.sqrt(t))
+        weight_decay_ = jnp.asarray(weight_decay)
+        # torch skips the decay when weight_decay == 0 (so lr = inf gives no inf * 0 = NaN).
+        cast = _numerics.cast_once(beta_hat, jnp.where(weight_decay_ == 0, 0.0, lr * weight_decay_))
+
+        def coefficients(real):
+            beta_hat_, decay = cast(real)
+            return _numerics.lerp_weight(beta_hat_, real), decay, decay == 0
+
+        return (step,), (t, rho, _numerics.once_per_dtype(coefficients))
+
+    def leaf(g, p, row, col, var, step_scalars):
+        if jnp.iscomplexobj(g) or jnp.iscomplexobj(p):
+            raise ValueError(SPECS["adafactor"].complex_message)
+        t, rho, coefficients = step_scalars
+        param_dtype = p.dtype
+        dtype = _numerics.compute_dtype(g.dtype)
+        g, p = g.astype(dtype), p.astype(dtype)
+        beta_hat, decay, no_decay = coefficients(dtype)
         size = max(g.size, 1)
         param_rms = jnp.sqrt(jnp.sum(p * p)).astype(t.dtype) / math.sqrt(size)
         alpha = jnp.maximum(jnp.asarray(eps2), param_rms) * rho
@@ -149,11 +166,8 @@ def scale_by_adafactor(
         u_rms = jnp.sqrt(jnp.sum(u * u)).astype(t.dtype) / (math.sqrt(size) * jnp.asarray(d))
         denom = jnp.maximum(1.0, u_rms)
         update = -_numerics.scalar(alpha / denom, g) * u
-        weight_decay_ = jnp.asarray(weight_decay)
-        # torch skips the decay when weight_decay == 0 (so lr = inf gives no inf * 0 = NaN).
-        decay = _numerics.scalar(jnp.where(weight_decay_ == 0, 0.0, lr * weight_decay_), g)
-        update = jnp.where(decay == 0, update, update - decay * p)
-        return update, row, col, var, step
+        update = jnp.where(no_decay, update, update - decay * p)
+        return update, row, col, var
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -163,12 +177,13 @@ def scale_by_adafactor(
             raise ValueError("scale_by_adafactor needs the params argument of update")
         check_state(updates, state)
         treedef = jax.tree.structure(updates)
+        step_scalars, (step,) = _numerics.scalar_rule(scalars, updates, state.step)
         columns = [
             treedef.flatten_up_to(tree)
-            for tree in (updates, params, state.row_var, state.col_var, state.variance, state.step)
+            for tree in (updates, params, state.row_var, state.col_var, state.variance)
         ]
-        outputs = [leaf(*args) for args in zip(*columns)]
-        new_updates, row, col, var, step = (treedef.unflatten(list(c)) for c in zip(*outputs))
+        outputs = [leaf(*args, c) for *args, c in zip(*columns, step_scalars)]
+        new_updates, row, col, var = (treedef.unflatten(list(c)) for c in zip(*outputs))
         return new_updates, ScaleByAdafactorState(step, row, col, var)
 
     return GradientTransformation(init, update)

@@ -16,7 +16,9 @@ class ScaleByAdagradState(NamedTuple):
     """State of :func:`scale_by_adagrad`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       sum: like params, the running sum of squared gradients.
     """
 
@@ -46,26 +48,32 @@ def scale_by_adagrad(lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0, *, 
 
     def init(params):
         return ScaleByAdagradState(
-            _numerics.step_counts(params),
+            _numerics.shared_step(params),
             _numerics.full_like_buffer(params, initial_accumulator_value, state_dtype),
         )
 
-    def leaf(g, s, step):
-        dtype = _numerics.compute_dtype(g.dtype)
-        g = g.astype(dtype)
+    def scalars(step):
+        """The new step, and this step's coefficients (a function of dtype)."""
         step = step + 1
         t = step.astype(_numerics.hyper_dtype())
         decay = 1 / (1 + (t - 1) * jnp.asarray(lr_decay))
+        return (step,), _numerics.cast_once(eps, decay)
+
+    def leaf(g, s, coefficients):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        eps_, decay = coefficients(dtype)
         s_new = s.astype(dtype) + g * g
-        std = jnp.sqrt(s_new) + _numerics.scalar(eps, g)
-        return (g / std) * _numerics.scalar(decay, g), s_new.astype(s.dtype), step
+        std = jnp.sqrt(s_new) + eps_
+        return (g / std) * decay, s_new.astype(s.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("sum",))
-        direction, s, step = _numerics.leafwise(leaf, updates, state.sum, state.step, num_outputs=3)
+        coefficients, (step,) = _numerics.scalar_rule(scalars, updates, state.step)
+        direction, s = _numerics.leafwise(leaf, updates, state.sum, num_outputs=2, per_leaf=coefficients)
         return direction, ScaleByAdagradState(step, s)
 
     return GradientTransformation(init, update)

@@ -16,7 +16,9 @@ class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       exp_avg: like params, the first moment :math:`m_t`.
       exp_avg_sq: like params, the second moment :math:`v_t`.
       max_exp_avg_sq: like params with ``amsgrad``, else ``None``.
@@ -57,30 +59,36 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
     def init(params):
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
         return ScaleByAdamState(
-            _numerics.step_counts(params), zeros(), zeros(), zeros() if amsgrad else None
+            _numerics.shared_step(params), zeros(), zeros(), zeros() if amsgrad else None
         )
 
-    def leaf(g, m, v, vmax, step, coefficients):
+    def scalars(step):
+        """The new step and the step's coefficients, a function of the compute dtype."""
+        step = step + 1
+        bc1, bc2 = bias_corrections(beta1, beta2, step)
+        cast = _numerics.cast_once(jnp.asarray(beta2), 1 - jnp.asarray(beta2), jnp.asarray(eps), jnp.sqrt(bc2), 1 / bc1)
+        return (step,), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - jnp.asarray(beta1), real), *cast(real))
+        )
+
+    def leaf(g, m, v, vmax, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        one_minus_beta1, beta2_, one_minus_beta2, eps_ = coefficients(dtype)
-        step = step + 1
-        m_new = _numerics.lerp(m.astype(dtype), g, one_minus_beta1)
+        lerp_weight, beta2_, one_minus_beta2, eps_, sqrt_bc2, inv_bc1 = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
         v_new = v.astype(dtype) * beta2_ + one_minus_beta2 * g * g
-        bc1, bc2 = bias_corrections(beta1, beta2, step)
         if amsgrad:
             vmax = jnp.maximum(vmax.astype(dtype), v_new)
             second = vmax
         else:
             second = v_new
-        denom = jnp.sqrt(second) / _numerics.scalar(jnp.sqrt(bc2), g) + eps_
-        direction = (m_new / denom) * _numerics.scalar(1 / bc1, g)
+        denom = jnp.sqrt(second) / sqrt_bc2 + eps_
+        direction = (m_new / denom) * inv_bc1
         return (
             direction,
             m_new.astype(m.dtype),
             v_new.astype(v.dtype),
             None if vmax is None else vmax.astype(v.dtype),
-            step,
         )
 
     def update(updates, state, params=None, **extra_args):
@@ -88,17 +96,15 @@ def scale_by_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, amsgrad: bool = False, st
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
-        coefficients = _numerics.cast_once(
-            1 - jnp.asarray(beta1), jnp.asarray(beta2), 1 - jnp.asarray(beta2), jnp.asarray(eps)
-        )
-        direction, m, v, vmax, step = _numerics.leafwise(
-            lambda *leaves: leaf(*leaves, coefficients),
+        coefficients, (step,) = _numerics.scalar_rule(scalars, updates, state.step)
+        direction, m, v, vmax = _numerics.leafwise(
+            leaf,
             updates,
             state.exp_avg,
             state.exp_avg_sq,
             state.max_exp_avg_sq,
-            state.step,
-            num_outputs=5,
+            num_outputs=4,
+            per_leaf=coefficients,
         )
         return direction, ScaleByAdamState(step, m, v, vmax)
 

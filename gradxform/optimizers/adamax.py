@@ -16,7 +16,9 @@ class ScaleByAdamaxState(NamedTuple):
     """State of :func:`scale_by_adamax`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       exp_avg: like params, the first moment.
       exp_inf: like params, the exponentially weighted infinity norm.
     """
@@ -44,25 +46,34 @@ def scale_by_adamax(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
 
     def init(params):
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
-        return ScaleByAdamaxState(_numerics.step_counts(params), zeros(), zeros())
+        return ScaleByAdamaxState(_numerics.shared_step(params), zeros(), zeros())
 
-    def leaf(g, m, u, step):
+    def scalars(step):
+        """The new step, and this step's coefficients (a function of dtype)."""
+        step = step + 1
+        bias_correction = 1 - jnp.asarray(beta1) ** step.astype(_numerics.hyper_dtype())
+        cast = _numerics.cast_once(beta2, eps, 1 / bias_correction)
+        return (step,), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - jnp.asarray(beta1), real), *cast(real))
+        )
+
+    def leaf(g, m, u, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        step = step + 1
-        m_new = _numerics.lerp(m.astype(dtype), g, 1 - jnp.asarray(beta1))
-        u_new = jnp.maximum(u.astype(dtype) * _numerics.scalar(beta2, g), jnp.abs(g) + _numerics.scalar(eps, g))
-        bias_correction = 1 - jnp.asarray(beta1) ** step.astype(_numerics.hyper_dtype())
-        direction = (m_new / u_new) * _numerics.scalar(1 / bias_correction, g)
-        return direction, m_new.astype(m.dtype), u_new.astype(u.dtype), step
+        lerp_weight, beta2_, eps_, inverse_correction = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
+        u_new = jnp.maximum(u.astype(dtype) * beta2_, jnp.abs(g) + eps_)
+        direction = (m_new / u_new) * inverse_correction
+        return direction, m_new.astype(m.dtype), u_new.astype(u.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("exp_avg", "exp_inf"))
-        direction, m, u, step = _numerics.leafwise(
-            leaf, updates, state.exp_avg, state.exp_inf, state.step, num_outputs=4
+        coefficients, (step,) = _numerics.scalar_rule(scalars, updates, state.step)
+        direction, m, u = _numerics.leafwise(
+            leaf, updates, state.exp_avg, state.exp_inf, num_outputs=3, per_leaf=coefficients
         )
         return direction, ScaleByAdamaxState(step, m, u)
 

@@ -18,9 +18,12 @@ class ScaleByAsgdState(NamedTuple):
     """State of :func:`scale_by_asgd`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
-      eta: per-leaf float32 ``[]``, the current step size (float32 as torch keeps it).
-      mu: per-leaf float32 ``[]``, the averaging coefficient.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
+      eta: float32 ``[]``, the current step size (float32 as torch keeps it), in the
+        form of ``step``.
+      mu: float32 ``[]``, the averaging coefficient, in the form of ``step``.
       ax: like params, the averaged parameters (what ASGD returns as its solution).
     """
 
@@ -52,20 +55,16 @@ def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_d
 
     def init(params):
         return ScaleByAsgdState(
-            _numerics.step_counts(params),
-            _numerics.per_leaf_scalars(params, learning_rate),
-            _numerics.per_leaf_scalars(params, 1.0),
+            _numerics.shared_step(params),
+            _numerics.shared_scalar(params, learning_rate),
+            _numerics.shared_scalar(params, 1.0),
             _numerics.zeros_like_buffer(params, state_dtype),
         )
 
-    def leaf(g, p, eta, mu, ax, step):
-        dtype = _numerics.compute_dtype(g.dtype)
-        g, p = g.astype(dtype), p.astype(dtype)
+    def scalars(step, eta, mu):
+        """The new step, eta and mu, and this step's coefficients (a function of dtype)."""
         step = step + 1
         eta_value = eta.astype(_numerics.hyper_dtype())
-        new_p = p * _numerics.scalar(1 - jnp.asarray(lambd) * eta_value, g) - _numerics.scalar(eta_value, g) * g
-        mu_value = _numerics.scalar(mu, g)
-        ax_new = jnp.where(mu_value != 1, ax.astype(dtype) + (new_p - ax.astype(dtype)) * mu_value, new_p)
         t = step.astype(_numerics.hyper_dtype())
         lr = jnp.asarray(learning_rate)
         # torch builds the new values as float32 tensors, then copies them into eta and mu
@@ -74,7 +73,20 @@ def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_d
         new_mu = 1 / jnp.maximum(1, t - jnp.asarray(t0))
         new_eta = new_eta.astype(_numerics.TORCH_SCALAR_DTYPE).astype(eta.dtype)
         new_mu = new_mu.astype(_numerics.TORCH_SCALAR_DTYPE).astype(mu.dtype)
-        return new_p - p, new_eta, new_mu, ax_new.astype(ax.dtype), step
+
+        def coefficients(real):
+            decay, eta_, mu_ = (jnp.asarray(x).astype(real) for x in (1 - jnp.asarray(lambd) * eta_value, eta_value, mu))
+            return decay, eta_, mu_, mu_ != 1
+
+        return (step, new_eta, new_mu), _numerics.once_per_dtype(coefficients)
+
+    def leaf(g, p, ax, coefficients):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g, p = g.astype(dtype), p.astype(dtype)
+        decay, eta, mu, averaging = coefficients(dtype)
+        new_p = p * decay - eta * g
+        ax_new = jnp.where(averaging, ax.astype(dtype) + (new_p - ax.astype(dtype)) * mu, new_p)
+        return new_p - p, ax_new.astype(ax.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -83,9 +95,8 @@ def scale_by_asgd(learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, *, state_d
         _treecheck.check_state(updates, state, like=("ax",), scalars=("step", "eta", "mu"))
         if params is None:
             raise ValueError("scale_by_asgd needs the params argument of update")
-        updates, eta, mu, ax, step = _numerics.leafwise(
-            leaf, updates, params, state.eta, state.mu, state.ax, state.step, num_outputs=5
-        )
+        coefficients, (step, eta, mu) = _numerics.scalar_rule(scalars, updates, state.step, state.eta, state.mu)
+        updates, ax = _numerics.leafwise(leaf, updates, params, state.ax, num_outputs=2, per_leaf=coefficients)
         return updates, ScaleByAsgdState(step, eta, mu, ax)
 
     return GradientTransformation(init, update)

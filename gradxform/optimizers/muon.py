@@ -21,7 +21,9 @@ class ScaleByMuonState(NamedTuple):
     """State of :func:`scale_by_muon`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       momentum_buffer: like params.
     """
 
@@ -134,26 +136,34 @@ def scale_by_muon(
 
     def init(params):
         _check_2d(params)
-        return ScaleByMuonState(_numerics.step_counts(params), _numerics.zeros_like_buffer(params, state_dtype))
+        return ScaleByMuonState(_numerics.shared_step(params), _numerics.zeros_like_buffer(params, state_dtype))
 
-    def leaf(g, buf, step):
+    def leaf(g, buf, coefficients):
         if jnp.ndim(g) != 2:
             raise ValueError("Param gradient must be a 2D matrix")
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        buf_new = _numerics.lerp(buf.astype(dtype), g, 1 - jnp.asarray(momentum))
-        direction = _numerics.lerp(g, buf_new, momentum) if nesterov else buf_new
+        to_buffer, to_direction = coefficients(dtype)
+        buf_new = _numerics.lerp(buf.astype(dtype), g, to_buffer)
+        direction = _numerics.lerp(g, buf_new, to_direction) if nesterov else buf_new
         ortho = orthogonalize_via_newton_schulz(direction, ns_coefficients, ns_steps, eps)
         ratio = adjusted_lr_ratio(g.shape, adjust_lr_fn)
-        return ortho.astype(dtype) * _numerics.scalar(ratio, g), buf_new.astype(buf.dtype), step + 1
+        return ortho.astype(dtype) * _numerics.scalar(ratio, g), buf_new.astype(buf.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("momentum_buffer",))
-        direction, buf, step = _numerics.leafwise(
-            leaf, updates, state.momentum_buffer, state.step, num_outputs=3
+        cast = _numerics.once_per_dtype(
+            lambda real: (
+                _numerics.lerp_weight(1 - jnp.asarray(momentum), real),
+                _numerics.lerp_weight(momentum, real),
+            )
+        )
+        coefficients, (step,) = _numerics.scalar_rule(lambda step: ((step + 1,), cast), updates, state.step)
+        direction, buf = _numerics.leafwise(
+            leaf, updates, state.momentum_buffer, num_outputs=2, per_leaf=coefficients
         )
         return direction, ScaleByMuonState(step, buf)
 

@@ -16,8 +16,11 @@ class ScaleByNadamState(NamedTuple):
     """State of :func:`scale_by_nadam`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
-      mu_product: per-leaf float32 ``[]``, :math:`\\prod_{i \\le t} \\mu_i` (float32 as torch keeps it).
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
+      mu_product: float32 ``[]``, :math:`\\prod_{i \\le t} \\mu_i` (float32 as torch keeps it),
+        in the form of ``step`` (shared, or per leaf).
       exp_avg: like params.
       exp_avg_sq: like params.
     """
@@ -52,12 +55,11 @@ def scale_by_nadam(beta1=0.9, beta2=0.999, eps=1e-8, momentum_decay=4e-3, *, sta
     def init(params):
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
         return ScaleByNadamState(
-            _numerics.step_counts(params), _numerics.per_leaf_scalars(params, 1.0), zeros(), zeros()
+            _numerics.shared_step(params), _numerics.shared_scalar(params, 1.0), zeros(), zeros()
         )
 
-    def leaf(g, m, v, mu_product, step):
-        dtype = _numerics.compute_dtype(g.dtype)
-        g = g.astype(dtype)
+    def scalars(step, mu_product):
+        """The new step and mu_product, and the step's coefficients (a function of dtype)."""
         step = step + 1
         t = step.astype(_numerics.hyper_dtype())
         b1, b2, psi = (jnp.asarray(x) for x in (beta1, beta2, momentum_decay))
@@ -67,21 +69,31 @@ def scale_by_nadam(beta1=0.9, beta2=0.999, eps=1e-8, momentum_decay=4e-3, *, sta
         # torch multiplies its float32 mu_product tensor by the (double) mu in float32.
         mu_product = mu_product * mu.astype(mu_product.dtype)
         mu_product_next = mu_product.astype(t.dtype) * mu_next
-        m_new = _numerics.lerp(m.astype(dtype), g, 1 - b1)
-        v_new = v.astype(dtype) * _numerics.scalar(b2, g) + _numerics.scalar(1 - b2, g) * g * g
-        denom = jnp.sqrt(v_new / _numerics.scalar(bias_correction2, g)) + _numerics.scalar(eps, g)
         grad_coef = (1.0 - mu) / (1.0 - mu_product.astype(t.dtype))
         avg_coef = mu_next / (1.0 - mu_product_next)
-        direction = _numerics.scalar(grad_coef, g) * g / denom + _numerics.scalar(avg_coef, g) * m_new / denom
-        return direction, m_new.astype(m.dtype), v_new.astype(v.dtype), mu_product, step
+        cast = _numerics.cast_once(b2, 1 - b2, bias_correction2, jnp.asarray(eps), grad_coef, avg_coef)
+        return (step, mu_product), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - b1, real), *cast(real))
+        )
+
+    def leaf(g, m, v, coefficients):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        lerp_weight, b2, one_minus_b2, bias_correction2, eps_, grad_coef, avg_coef = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
+        v_new = v.astype(dtype) * b2 + one_minus_b2 * g * g
+        denom = jnp.sqrt(v_new / bias_correction2) + eps_
+        direction = grad_coef * g / denom + avg_coef * m_new / denom
+        return direction, m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("exp_avg", "exp_avg_sq"), scalars=("step", "mu_product"))
-        direction, m, v, mu_product, step = _numerics.leafwise(
-            leaf, updates, state.exp_avg, state.exp_avg_sq, state.mu_product, state.step, num_outputs=5
+        coefficients, (step, mu_product) = _numerics.scalar_rule(scalars, updates, state.step, state.mu_product)
+        direction, m, v = _numerics.leafwise(
+            leaf, updates, state.exp_avg, state.exp_avg_sq, num_outputs=3, per_leaf=coefficients
         )
         return direction, ScaleByNadamState(step, mu_product, m, v)
 

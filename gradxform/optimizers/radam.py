@@ -17,7 +17,9 @@ class ScaleByRadamState(NamedTuple):
     """State of :func:`scale_by_radam`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       exp_avg: like params.
       exp_avg_sq: like params.
     """
@@ -76,18 +78,14 @@ def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
 
     def init(params):
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
-        return ScaleByRadamState(_numerics.step_counts(params), zeros(), zeros())
+        return ScaleByRadamState(_numerics.shared_step(params), zeros(), zeros())
 
-    def leaf(g, m, v, step):
-        dtype = _numerics.compute_dtype(g.dtype)
-        g = g.astype(dtype)
+    def scalars(step):
+        """The new step, and this step's coefficients (a function of dtype)."""
         step = step + 1
         b1, b2 = jnp.asarray(beta1), jnp.asarray(beta2)
         t = step.astype(_numerics.hyper_dtype())
-        m_new = _numerics.lerp(m.astype(dtype), g, 1 - b1)
-        v_new = v.astype(dtype) * _numerics.scalar(b2, g) + _numerics.scalar(1 - b2, g) * g * g
         bc1, bc2 = bias_corrections(b1, b2, step)
-        corrected = m_new / _numerics.scalar(bc1, g)
         rho_inf = 2 / (1 - b2) - 1
         rho_t = _rho_t(rho_inf - 2 * t * (b2**t) / bc2, b2, t)
         rectify = rho_t > 5.0
@@ -95,17 +93,30 @@ def scale_by_radam(beta1=0.9, beta2=0.999, eps=1e-8, *, state_dtype=None):
         rect = jnp.sqrt(
             (safe_rho_t - 4) * (safe_rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho_t)
         )
-        adaptive = _numerics.scalar(jnp.sqrt(bc2), g) / (jnp.sqrt(v_new) + _numerics.scalar(eps, g))
-        direction = jnp.where(rectify, corrected * adaptive * _numerics.scalar(rect, g), corrected)
-        return direction, m_new.astype(m.dtype), v_new.astype(v.dtype), step
+        cast = _numerics.cast_once(b2, 1 - b2, bc1, jnp.sqrt(bc2), eps, rect)
+        return (step,), _numerics.once_per_dtype(
+            lambda real: (_numerics.lerp_weight(1 - b1, real), *cast(real), rectify)
+        )
+
+    def leaf(g, m, v, coefficients):
+        dtype = _numerics.compute_dtype(g.dtype)
+        g = g.astype(dtype)
+        lerp_weight, b2, one_minus_b2, bc1, sqrt_bc2, eps_, rect, rectify = coefficients(dtype)
+        m_new = _numerics.lerp(m.astype(dtype), g, lerp_weight)
+        v_new = v.astype(dtype) * b2 + one_minus_b2 * g * g
+        corrected = m_new / bc1
+        adaptive = sqrt_bc2 / (jnp.sqrt(v_new) + eps_)
+        direction = jnp.where(rectify, corrected * adaptive * rect, corrected)
+        return direction, m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("exp_avg", "exp_avg_sq"))
-        direction, m, v, step = _numerics.leafwise(
-            leaf, updates, state.exp_avg, state.exp_avg_sq, state.step, num_outputs=4
+        coefficients, (step,) = _numerics.scalar_rule(scalars, updates, state.step)
+        direction, m, v = _numerics.leafwise(
+            leaf, updates, state.exp_avg, state.exp_avg_sq, num_outputs=3, per_leaf=coefficients
         )
         return direction, ScaleByRadamState(step, m, v)
 

@@ -16,7 +16,9 @@ class ScaleByRmspropState(NamedTuple):
     """State of :func:`scale_by_rmsprop`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       square_avg: like params, running average of squared gradients.
       momentum_buffer: like params when ``momentum`` is used, else ``None``.
       grad_avg: like params when ``centered``, else ``None``.
@@ -58,45 +60,49 @@ def scale_by_rmsprop(
     def init(params):
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
         return ScaleByRmspropState(
-            _numerics.step_counts(params),
+            _numerics.shared_step(params),
             zeros(),
             zeros() if with_momentum else None,
             zeros() if centered else None,
         )
 
-    def leaf(g, v, buf, gbar, step):
+    def leaf(g, v, buf, gbar, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        v_new = v.astype(dtype) * _numerics.scalar(alpha, g) + _numerics.scalar(
-            1 - jnp.asarray(alpha), g
-        ) * g * g
+        alpha_, one_minus_alpha, eps_, momentum_, lerp_weight = coefficients(dtype)
+        v_new = v.astype(dtype) * alpha_ + one_minus_alpha * g * g
         if centered:
-            gbar_new = _numerics.lerp(gbar.astype(dtype), g, 1 - jnp.asarray(alpha))
+            gbar_new = _numerics.lerp(gbar.astype(dtype), g, lerp_weight)
             avg = jnp.sqrt(v_new - gbar_new * gbar_new)
             gbar = gbar_new.astype(gbar.dtype)
         else:
             avg = jnp.sqrt(v_new)
-        avg = avg + _numerics.scalar(eps, g)
+        avg = avg + eps_
         if with_momentum:
-            buf_new = buf.astype(dtype) * _numerics.scalar(momentum, g) + g / avg
+            buf_new = buf.astype(dtype) * momentum_ + g / avg
             direction, buf = buf_new, buf_new.astype(buf.dtype)
         else:
             direction = g / avg
-        return direction, v_new.astype(v.dtype), buf, gbar, step + 1
+        return direction, v_new.astype(v.dtype), buf, gbar
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("square_avg", "momentum_buffer", "grad_avg"))
-        direction, v, buf, gbar, step = _numerics.leafwise(
+        cast = _numerics.cast_once(alpha, 1 - jnp.asarray(alpha), eps, 0.0 if momentum is None else momentum)
+        per_dtype = _numerics.once_per_dtype(
+            lambda real: (*cast(real), _numerics.lerp_weight(1 - jnp.asarray(alpha), real))
+        )
+        coefficients, (step,) = _numerics.scalar_rule(lambda step: ((step + 1,), per_dtype), updates, state.step)
+        direction, v, buf, gbar = _numerics.leafwise(
             leaf,
             updates,
             state.square_avg,
             state.momentum_buffer,
             state.grad_avg,
-            state.step,
-            num_outputs=5,
+            num_outputs=4,
+            per_leaf=coefficients,
         )
         return direction, ScaleByRmspropState(step, v, buf, gbar)
 

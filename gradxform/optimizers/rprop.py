@@ -16,7 +16,9 @@ class ScaleByRpropState(NamedTuple):
     """State of :func:`scale_by_rprop`.
 
     Attributes:
-      step: per-leaf int32 ``[]``.
+      step: int32 ``[]``, the updates done: one scalar for all the leaves (what ``init``
+        makes), or a tree of per-leaf scalars like params (torch's per-parameter
+        ``step``, as torch_compat fills it); ``update`` keeps the form it is given.
       prev: like params, the previous (masked) gradient.
       step_size: like params, each element's step size (starts at the learning rate).
     """
@@ -49,29 +51,30 @@ def scale_by_rprop(learning_rate=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
 
     def init(params):
         return ScaleByRpropState(
-            _numerics.step_counts(params),
+            _numerics.shared_step(params),
             _numerics.zeros_like_buffer(params, state_dtype),
             _numerics.full_like_buffer(params, learning_rate, state_dtype),
         )
 
-    def leaf(g, prev, size, step):
+    def leaf(g, prev, size, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
         sign = jnp.sign(g * prev.astype(dtype))
-        eta_minus, eta_plus = (_numerics.scalar(e, g) for e in etas)
+        eta_minus, eta_plus, lo, hi = coefficients(dtype)
         factor = jnp.where(sign > 0, eta_plus, jnp.where(sign < 0, eta_minus, jnp.ones_like(g)))
-        lo, hi = (_numerics.scalar(s, g) for s in step_sizes)
         size_new = jnp.minimum(jnp.maximum(size.astype(dtype) * factor, lo), hi)
         g = jnp.where(sign < 0, jnp.zeros_like(g), g)
-        return -jnp.sign(g) * size_new, g.astype(prev.dtype), size_new.astype(size.dtype), step + 1
+        return -jnp.sign(g) * size_new, g.astype(prev.dtype), size_new.astype(size.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("prev", "step_size"))
-        updates, prev, size, step = _numerics.leafwise(
-            leaf, updates, state.prev, state.step_size, state.step, num_outputs=4
+        cast = _numerics.cast_once(*etas, *step_sizes)
+        coefficients, (step,) = _numerics.scalar_rule(lambda step: ((step + 1,), cast), updates, state.step)
+        updates, prev, size = _numerics.leafwise(
+            leaf, updates, state.prev, state.step_size, num_outputs=3, per_leaf=coefficients
         )
         return updates, ScaleByRpropState(step, prev, size)
 

@@ -16,7 +16,10 @@ class ScaleBySgdState(NamedTuple):
     """State of :func:`scale_by_sgd`.
 
     Attributes:
-      step: per-leaf int32 ``[]``, updates done (0 means the buffer is not yet set).
+      step: int32 ``[]``, updates done (0 means the buffer is not yet set): one scalar
+        for all the leaves (what ``init`` makes), or a tree of per-leaf scalars like
+        params (torch's per-parameter ``step``, as torch_compat fills it); ``update``
+        keeps the form it is given.
       momentum_buffer: like params (``state_dtype`` or the param dtype).
     """
 
@@ -48,26 +51,30 @@ def scale_by_sgd(momentum=0.9, dampening=0.0, nesterov: bool = False, *, state_d
     """
 
     def init(params):
-        return ScaleBySgdState(
-            _numerics.step_counts(params), _numerics.zeros_like_buffer(params, state_dtype)
-        )
+        return ScaleBySgdState(_numerics.shared_step(params), _numerics.zeros_like_buffer(params, state_dtype))
 
-    def leaf(g, buf, step):
+    def scalars(step):
+        """The new step; the coefficients, a function of dtype, with whether it is the first."""
+        cast = _numerics.cast_once(momentum, 1 - jnp.asarray(dampening))
+        return (step + 1,), _numerics.once_per_dtype(lambda real: (*cast(real), step == 0))
+
+    def leaf(g, buf, coefficients):
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
-        mu = _numerics.scalar(momentum, g)
-        new = buf.astype(dtype) * mu + g * _numerics.scalar(1 - jnp.asarray(dampening), g)
-        new = jnp.where(step == 0, g, new)
+        mu, one_minus_dampening, first = coefficients(dtype)
+        new = buf.astype(dtype) * mu + g * one_minus_dampening
+        new = jnp.where(first, g, new)
         direction = g + new * mu if nesterov else new
-        return direction, new.astype(buf.dtype), step + 1
+        return direction, new.astype(buf.dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         if _numerics.has_no_leaves(updates):
             return updates, state
         _treecheck.check_state(updates, state, like=("momentum_buffer",))
-        direction, buf, step = _numerics.leafwise(
-            leaf, updates, state.momentum_buffer, state.step, num_outputs=3
+        coefficients, (step,) = _numerics.scalar_rule(scalars, updates, state.step)
+        direction, buf = _numerics.leafwise(
+            leaf, updates, state.momentum_buffer, num_outputs=2, per_leaf=coefficients
         )
         return direction, ScaleBySgdState(step, buf)
 

@@ -20,7 +20,10 @@ class ScaleBySparseAdamState(NamedTuple):
     """State of :func:`scale_by_sparse_adam`.
 
     Attributes:
-      step: per-leaf int32 ``[]`` (counts every update, touched or not, as torch).
+      step: int32 ``[]``, the updates done (every update, touched or not, as torch): one
+        scalar for all the leaves (what ``init`` makes), or a tree of per-leaf scalars
+        like params (torch's per-parameter ``step``, as torch_compat fills it);
+        ``update`` keeps the form it is given.
       exp_avg: like params.
       exp_avg_sq: like params.
     """
@@ -77,29 +80,31 @@ def scale_by_sparse_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, maximize: bool = F
                 f"Complex params at {', '.join(complex_leaves)}: {SPECS['sparse_adam'].complex_message}"
             )
         zeros = lambda: _numerics.zeros_like_buffer(params, state_dtype)  # noqa: E731
-        return ScaleBySparseAdamState(_numerics.step_counts(params), zeros(), zeros())
+        return ScaleBySparseAdamState(_numerics.shared_step(params), zeros(), zeros())
 
-    def leaf(gm, m, v, step):
+    def scalars(step):
+        """The new step, and this step's coefficients (a function of dtype)."""
+        step = step + 1
+        bc1, bc2 = bias_corrections(beta1, beta2, step)
+        return (step,), _numerics.cast_once(1 - jnp.asarray(beta1), 1 - jnp.asarray(beta2), eps, jnp.sqrt(bc2) / bc1)
+
+    def leaf(gm, m, v, coefficients):
         g, mask = gm
         dtype = _numerics.compute_dtype(g.dtype)
         g = g.astype(dtype)
         if maximize:
             g = -g
-        step = step + 1
+        one_minus_beta1, one_minus_beta2, eps_, step_size = coefficients(dtype)
         m_old, v_old = m.astype(dtype), v.astype(dtype)
-        m_delta = (g - m_old) * _numerics.scalar(1 - jnp.asarray(beta1), g)
-        v_delta = (g * g - v_old) * _numerics.scalar(1 - jnp.asarray(beta2), g)
+        m_delta = (g - m_old) * one_minus_beta1
+        v_delta = (g * g - v_old) * one_minus_beta2
         m_new, v_new = m_delta + m_old, v_delta + v_old
-        bc1, bc2 = bias_corrections(beta1, beta2, step)
-        direction = (m_new / (jnp.sqrt(v_new) + _numerics.scalar(eps, g))) * _numerics.scalar(
-            jnp.sqrt(bc2) / bc1, g
-        )
+        direction = (m_new / (jnp.sqrt(v_new) + eps_)) * step_size
         zero = jnp.zeros_like(direction)
         return (
             jnp.where(mask, direction, zero),
             jnp.where(mask, m_new, m_old).astype(m.dtype),
             jnp.where(mask, v_new, v_old).astype(v.dtype),
-            step,
         )
 
     def update(updates, state, params=None, **extra_args):
@@ -110,16 +115,18 @@ def scale_by_sparse_adam(beta1=0.9, beta2=0.999, eps=1e-8, *, maximize: bool = F
         pairs = jax.tree.map(_dense_and_mask, updates, is_leaf=_is_bcoo)
         treedef = jax.tree.structure(state.exp_avg)
         pairs = treedef.flatten_up_to(pairs)
+        # The moments' tree stands for the updates' (whose BCOO leaves are not leaves to jax.tree).
+        coefficients, (step,) = _numerics.scalar_rule(scalars, state.exp_avg, state.step)
         outputs = [
-            leaf(gm, m, v, s)
-            for gm, m, v, s in zip(
+            leaf(gm, m, v, c)
+            for gm, m, v, c in zip(
                 pairs,
                 treedef.flatten_up_to(state.exp_avg),
                 treedef.flatten_up_to(state.exp_avg_sq),
-                treedef.flatten_up_to(state.step),
+                coefficients,
             )
         ]
-        direction, m, v, step = (treedef.unflatten(list(col)) for col in zip(*outputs))
+        direction, m, v = (treedef.unflatten(list(col)) for col in zip(*outputs))
         return direction, ScaleBySparseAdamState(step, m, v)
 
     return GradientTransformation(init, update)

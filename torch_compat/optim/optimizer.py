@@ -993,9 +993,27 @@ class GradxformOptimizer(Optimizer):
         return cls._state_class is None or isinstance(owner, cls._state_class)
 
     @classmethod
+    def _per_parameter(cls, inner: Any, count: int) -> Any:
+        """A fresh transformation state with its shared scalar state (the core keeps one
+        ``step``, ``eta``, ... for all the parameters) turned into one scalar per parameter,
+        the per-leaf form the core's ``update`` also takes: torch keeps them per parameter,
+        and a parameter whose first gradient came later has a smaller ``step``."""
+
+        def replace(owner, name, value):
+            # "step" even where torch keeps none (SGD): it says whether a buffer is set.
+            if (name == "step" or name in cls._state_keys) and cls._holds_state(owner) and isinstance(value, jax.Array):
+                if value.shape == ():
+                    return [value] * count
+            return value
+
+        return _replace_fields(inner, replace)
+
+    @classmethod
     def _fill(cls, inner: Any, stored: list[dict[str, Any]]) -> Any:
-        """Puts the stored per-parameter state into a fresh transformation state (checked
-        first with :meth:`_check_stored`)."""
+        """Puts the stored per-parameter state into a fresh transformation state (made
+        per parameter with :meth:`_per_parameter`, and checked first with
+        :meth:`_check_stored`)."""
+        inner = cls._per_parameter(inner, len(stored))
         cls._check_stored(inner, stored)
         keys = cls._state_keys
 
