@@ -287,8 +287,13 @@ def _cauchy_point(x, g, lower, upper, w, middle, theta):
     rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
     ds, ts, ws = d[order], breakpoint_[order], w[order]
 
+    # Prefix and suffix sums as parallel scans: XLA's CPU backend runs jnp.cumsum as a
+    # reduce-window, quadratic in n (400 us for n = 1000, against 90).
+    def prefix(v):
+        return jax.lax.associative_scan(jnp.add, v, axis=0)
+
     def suffix(v):
-        return jnp.concatenate([jnp.cumsum(v[::-1], axis=0)[::-1], jnp.zeros_like(v[:1])])
+        return jnp.concatenate([jax.lax.associative_scan(jnp.add, v, reverse=True, axis=0), jnp.zeros_like(v[:1])])
 
     # Segment j runs from the j-th smallest breakpoint (0 for j = 0) to the next one; on it
     # the variables of rank >= j move along d, the others sit at their bound.
@@ -299,7 +304,7 @@ def _cauchy_point(x, g, lower, upper, w, middle, theta):
     moving_sq = suffix(ds**2)  # d_j·d_j
     p = suffix(ws * ds[:, None])  # Wᵀ d_j
     at_bound = jnp.where(jnp.isfinite(ts), ts * ds, 0.0)
-    c = jnp.concatenate([jnp.zeros_like(ws[:1]), jnp.cumsum(ws * at_bound[:, None], axis=0)]) + t0[:, None] * p
+    c = jnp.concatenate([jnp.zeros_like(ws[:1]), prefix(ws * at_bound[:, None])]) + t0[:, None] * p
     pm = p @ middle
     slope = -moving_sq + theta * t0 * moving_sq - jnp.sum(pm * c, axis=1)
     curvature = theta * moving_sq - jnp.sum(pm * p, axis=1)
