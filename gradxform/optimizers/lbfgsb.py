@@ -18,6 +18,13 @@ it visits nearly the same points and stops for the same reasons:
    ``gtol=0.9``, ``xtol=0.1``) on ``[0, largest feasible step]``, at most 20 evaluations;
    a failed search drops the memory and retries along the projected gradient once.
 
+The loop runs one evaluation of ``fun`` per iteration (:func:`_solve`): a branch that
+evaluates and takes one ``dcsrch`` step (:func:`_tell`), then, when an iteration ended, a
+branch that updates the memory and plans the next one (:func:`_plan`). Its state is
+carried packed in four arrays (:class:`_Packed`). On problems of a few variables the
+time goes to XLA's per-kernel and per-thread-handoff costs rather than to arithmetic,
+and this layout keeps both low.
+
 The two-loop recursion of unbounded L-BFGS has no place here (the bounded method needs
 ``B`` itself, not its inverse); the pytree flattening is :mod:`lbfgs`'s.
 
@@ -44,6 +51,8 @@ from gradxform._paths import path_string
 from gradxform.optimizers import lbfgs as _lbfgs
 
 INIT, SEARCH, DONE, PLAN = 0, 1, 2, 3
+# The memory change an ended line search leaves to the plan (BoundedRun.pending).
+KEEP, ADD_PAIR, DROP = 0, 1, 2
 # dcsrch's answers: evaluate at the new step, or stop (converged or a warning: both
 # accept the step).
 _FG, _CONVERGED, _WARNING = 0, 1, 2
@@ -395,23 +404,27 @@ class BoundedRun(NamedTuple):
     search_evals: jax.Array  # int32, evaluations in this line search
     search: SearchState
     failed: jax.Array  # bool: stopped at a non-finite first point
+    pending: jax.Array  # int32, KEEP, ADD_PAIR or DROP: the memory change _plan makes first
+    change: jax.Array  # [n], the accepted step's gradient change (the pair's y)
 
 
 class _Packed(NamedTuple):
-    """A :class:`BoundedRun` as the loop carries it: four arrays instead of 36.
+    """A :class:`BoundedRun` as the loop carries it: four arrays instead of 38.
 
     XLA's CPU backend spends a kernel (a select or a copy) per carried array and per
     iteration on top of the arithmetic, which on problems of a few variables is most of
-    the time; packed, these costs are paid four times instead of 36. The solver's code
+    the time; packed, these costs are paid four times instead of 38. The solver's code
     works on the :class:`BoundedRun` view (:func:`_unpack`, :func:`_pack`: exact).
 
     Attributes:
-      vectors: ``[4, n]``: ``x, grad, direction, target``.
-      memory: ``[2, m, n]``: the memory's ``s`` and ``y``.
+      vectors: ``[5, n]``: ``x, grad, direction, target, change``.
+      memory: ``[2, m, n]``: the memory's ``s`` and ``y`` (``None`` where the code
+        does not need them: see :func:`_solve`).
       reals: ``value, step, max_step, slope0``, the memory's ``theta``, then the search
         state's real fields (``_SEARCH_REALS``).
       ints: int32 ``phase, status, n_iter, n_evals, search_evals``, the memory's
-        ``count``, ``failed``, then the search state's ``brackt`` and ``stage``.
+        ``count``, ``failed``, ``pending``, then the search state's ``brackt`` and
+        ``stage``.
     """
 
     vectors: jax.Array
@@ -437,8 +450,8 @@ def _pack(run: BoundedRun) -> _Packed:
     search = run.search
     dtype = run.x.dtype
     return _Packed(
-        vectors=_stacked([run.x, run.grad, run.direction, run.target], dtype),
-        memory=_stacked([run.memory.s, run.memory.y], dtype),
+        vectors=_stacked([run.x, run.grad, run.direction, run.target, run.change], dtype),
+        memory=None if run.memory.s is None else _stacked([run.memory.s, run.memory.y], dtype),
         reals=_stacked(
             [run.value, run.step, run.max_step, run.slope0, run.memory.theta]
             + [getattr(search, f) for f in _SEARCH_REALS],
@@ -446,16 +459,17 @@ def _pack(run: BoundedRun) -> _Packed:
         ),
         ints=_stacked(
             [run.phase, run.status, run.n_iter, run.n_evals, run.search_evals, run.memory.count]
-            + [run.failed, search.brackt, search.stage],
+            + [run.failed, run.pending, search.brackt, search.stage],
             jnp.int32,
         ),
     )
 
 
 def _unpack(packed: _Packed) -> BoundedRun:
-    x, grad, direction, target = packed.vectors
+    x, grad, direction, target, change = packed.vectors
     value, step, max_step, slope0, theta, *search_reals = packed.reals
-    phase, status, n_iter, n_evals, search_evals, count, failed, brackt, stage = packed.ints
+    phase, status, n_iter, n_evals, search_evals, count, failed, pending, brackt, stage = packed.ints
+    s, y = (None, None) if packed.memory is None else packed.memory
     search = SearchState(brackt=brackt.astype(bool), stage=stage, **dict(zip(_SEARCH_REALS, search_reals)))
     return BoundedRun(
         phase=phase,
@@ -463,7 +477,7 @@ def _unpack(packed: _Packed) -> BoundedRun:
         x=x,
         value=value,
         grad=grad,
-        memory=Memory(packed.memory[0], packed.memory[1], count, theta),
+        memory=Memory(s, y, count, theta),
         n_iter=n_iter,
         n_evals=n_evals,
         direction=direction,
@@ -474,6 +488,8 @@ def _unpack(packed: _Packed) -> BoundedRun:
         search_evals=search_evals,
         search=search,
         failed=failed.astype(bool),
+        pending=pending,
+        change=change,
     )
 
 
@@ -510,14 +526,24 @@ def _plan_once(run: BoundedRun, lower, upper, constrained, boxed) -> BoundedRun:
     return _select(retry, empty, started)
 
 
+def _remember(run: BoundedRun) -> BoundedRun:
+    """Makes the memory change the line search left pending (``run.pending``)."""
+    slope = jnp.vdot(run.grad, run.direction).astype(run.x.dtype)
+    added = _update_memory(run.memory, run.step * run.direction, run.change, slope - run.slope0, run.slope0, run.step)
+    dropped = _empty_memory(*run.memory.s.shape, run.x.dtype)
+    memory = _select(run.pending == ADD_PAIR, added, _select(run.pending == DROP, dropped, run.memory))
+    return run._replace(memory=memory, pending=jnp.asarray(KEEP, jnp.int32))
+
+
 def _plan(packed: _Packed, lower, upper, constrained, boxed) -> _Packed:
-    """Phase ``PLAN``: :func:`_plan_once`, and once more without memory when it asks to
-    (the second never does: it has no memory to drop). Leaves ``SEARCH`` or ``DONE``."""
-    plan = lambda p: _pack(_plan_once(_unpack(p), lower, upper, constrained, boxed))  # noqa: E731
+    """Phase ``PLAN``: the pending memory change, :func:`_plan_once`, and once more without
+    memory when it asks to (the second never does: it has no memory to drop). Leaves
+    ``SEARCH`` or ``DONE``."""
+    plan = lambda run: _pack(_plan_once(run, lower, upper, constrained, boxed))  # noqa: E731
     # (The barrier keeps XLA from moving the packing into the branches, which would
     # unpack the branch's operands again.)
-    packed = jax.lax.optimization_barrier(plan(packed))
-    return jax.lax.cond(packed.ints[0] == PLAN, plan, lambda p: p, packed)
+    packed = jax.lax.optimization_barrier(plan(_remember(_unpack(packed))))
+    return jax.lax.cond(packed.ints[0] == PLAN, lambda p: plan(_unpack(p)), lambda p: p, packed)
 
 
 def _start_line_search(run, z, d, slope, lower, upper, constrained, boxed):
@@ -565,9 +591,10 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions) -
     """Feeds ``fun``'s value and gradient at :func:`_trial`; returns the advanced run.
 
     The run leaves in phase ``SEARCH`` (evaluate the next step), ``PLAN`` (an iteration
-    ended, or a line search failed with memory to drop: :func:`_plan` comes next) or
-    ``DONE``. Every outcome is cheap, so all are computed and the right one selected: on
-    XLA's CPU backend a branch costs more than these few small arrays.
+    ended, or a line search failed with memory to drop: :func:`_plan` comes next and
+    makes the memory change left ``pending``) or ``DONE``; ``run.memory`` holds only
+    ``count`` and ``theta`` here. Every outcome is cheap, so all are computed and the
+    right one selected: on XLA's CPU backend a branch costs more than these few scalars.
     """
     dtype = run.x.dtype
     value = jnp.asarray(value).astype(dtype)
@@ -610,13 +637,12 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions) -
     ]
     codes = [_lbfgs.MAX_ITER, _lbfgs.MAX_EVAL, _lbfgs.GRADIENT, _lbfgs.VALUE_CHANGE]
     stop = checks[0] | checks[1] | checks[2] | checks[3]
-    memory = _update_memory(run.memory, run.step * run.direction, grad - run.grad, slope - run.slope0, run.slope0, run.step)
-    accept = _select(
-        stop, done(accepted, jnp.select(checks, codes, _lbfgs.RUNNING)), accepted._replace(memory=memory, phase=plan_next)
-    )
+    # (The plan adds the pair: the memory stays out of this part, see _solve.)
+    go_on = accepted._replace(phase=plan_next, pending=jnp.asarray(ADD_PAIR, jnp.int32), change=grad - run.grad)
+    accept = _select(stop, done(accepted, jnp.select(checks, codes, _lbfgs.RUNNING)), go_on)
     # The search ran out of evaluations: back at x, drop the memory and retry along the
     # projected gradient, or stop when the memory was empty already.
-    retry = searching._replace(memory=_empty_memory(*run.memory.s.shape, dtype), phase=plan_next)
+    retry = searching._replace(phase=plan_next, pending=jnp.asarray(DROP, jnp.int32))
     give_up = _select(run.memory.count > 0, retry, done(searching, LINE_SEARCH))
 
     after_search = _select(task != _FG, accept, _select(search_evals >= MAX_LINE_SEARCH, give_up, searching))
@@ -661,19 +687,33 @@ def _solve(
         search_evals=zero_i,
         search=_search_start(zero, zero, zero, zero),
         failed=jnp.asarray(False),
+        pending=jnp.asarray(KEEP, jnp.int32),
+        change=jnp.zeros_like(x0),
     )
 
-    def body(packed):
-        # Phase INIT or SEARCH: evaluate, then plan the next iteration if one ended (the
-        # only branch: planning costs a sort and two small factorisations).
-        run = _unpack(packed)
+    def evaluate(small):
+        # Phase INIT or SEARCH: one evaluation and what follows from it, on the small
+        # arrays only (not the memory's s and y).
+        run = _unpack(_Packed(small[0], None, small[1], small[2]))
         value, grad = value_and_grad(_trial(run, lower, upper))
         n_iter = run.n_iter
         run = _tell(run, value, grad, lower, upper, options)
         if on_iteration is not None:
             on_iteration(run.n_iter > n_iter, run.x, run.value, run.n_iter, run.n_evals)
+        packed = _pack(run)
+        return packed.vectors, packed.reals, packed.ints
+
+    def body(packed):
+        # Evaluate, then plan the next iteration if one ended. Both run as branches, so
+        # that the loop's body has a handful of thunks: XLA's CPU runtime runs a sequence
+        # of at most 8 thunks (or one over buffers of at most 512 bytes) in order on one
+        # thread, and a longer one in parallel, handing work between threads (tens of
+        # microseconds each time on these tiny kernels). The evaluation's branch takes
+        # only the small arrays; it always runs (the loop ends at DONE).
+        small = jax.lax.cond(packed.ints[0] != DONE, evaluate, lambda s: s, packed[:1] + packed[2:])
+        packed = _Packed(small[0], packed.memory, small[1], small[2])
         plan = lambda p: _plan(p, lower, upper, constrained, boxed)  # noqa: E731
-        return jax.lax.cond(run.phase == PLAN, plan, lambda p: p, _pack(run))
+        return jax.lax.cond(packed.ints[0] == PLAN, plan, lambda p: p, packed)
 
     return _unpack(jax.lax.while_loop(lambda p: p.ints[0] != DONE, body, _pack(run)))
 
