@@ -18,6 +18,13 @@ it visits nearly the same points and stops for the same reasons:
    ``gtol=0.9``, ``xtol=0.1``) on ``[0, largest feasible step]``, at most 20 evaluations;
    a failed search drops the memory and retries along the projected gradient once.
 
+The loop runs one evaluation of ``fun`` per iteration (:func:`_solve`): a branch that
+evaluates and takes one ``dcsrch`` step (:func:`_tell`), then, when an iteration ended, a
+branch that updates the memory and plans the next one (:func:`_plan`). Its state is
+carried packed in four arrays (:class:`_Packed`). On problems of a few variables the
+time goes to XLA's per-kernel and per-thread-handoff costs rather than to arithmetic,
+and this layout keeps both low.
+
 The two-loop recursion of unbounded L-BFGS has no place here (the bounded method needs
 ``B`` itself, not its inverse); the pytree flattening is :mod:`lbfgs`'s.
 
@@ -44,6 +51,8 @@ from gradxform._paths import path_string
 from gradxform.optimizers import lbfgs as _lbfgs
 
 INIT, SEARCH, DONE, PLAN = 0, 1, 2, 3
+# The memory change an ended line search leaves to the plan (BoundedRun.pending).
+KEEP, ADD_PAIR, DROP = 0, 1, 2
 # dcsrch's answers: evaluate at the new step, or stop (converged or a warning: both
 # accept the step).
 _FG, _CONVERGED, _WARNING = 0, 1, 2
@@ -287,8 +296,13 @@ def _cauchy_point(x, g, lower, upper, w, middle, theta):
     rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
     ds, ts, ws = d[order], breakpoint_[order], w[order]
 
+    # Prefix and suffix sums as parallel scans: XLA's CPU backend runs jnp.cumsum as a
+    # reduce-window, quadratic in n (400 us for n = 1000, against 90).
+    def prefix(v):
+        return jax.lax.associative_scan(jnp.add, v, axis=0)
+
     def suffix(v):
-        return jnp.concatenate([jnp.cumsum(v[::-1], axis=0)[::-1], jnp.zeros_like(v[:1])])
+        return jnp.concatenate([jax.lax.associative_scan(jnp.add, v, reverse=True, axis=0), jnp.zeros_like(v[:1])])
 
     # Segment j runs from the j-th smallest breakpoint (0 for j = 0) to the next one; on it
     # the variables of rank >= j move along d, the others sit at their bound.
@@ -299,7 +313,7 @@ def _cauchy_point(x, g, lower, upper, w, middle, theta):
     moving_sq = suffix(ds**2)  # d_j·d_j
     p = suffix(ws * ds[:, None])  # Wᵀ d_j
     at_bound = jnp.where(jnp.isfinite(ts), ts * ds, 0.0)
-    c = jnp.concatenate([jnp.zeros_like(ws[:1]), jnp.cumsum(ws * at_bound[:, None], axis=0)]) + t0[:, None] * p
+    c = jnp.concatenate([jnp.zeros_like(ws[:1]), prefix(ws * at_bound[:, None])]) + t0[:, None] * p
     pm = p @ middle
     slope = -moving_sq + theta * t0 * moving_sq - jnp.sum(pm * c, axis=1)
     curvature = theta * moving_sq - jnp.sum(pm * p, axis=1)
@@ -355,7 +369,10 @@ def _target(x, g, lower, upper, memory: Memory, constrained):
     def unconstrained(_):  # L-BFGS-B skips the Cauchy point without bounds
         return x, jnp.ones(x.shape, bool), jnp.zeros(w.shape[1], x.dtype)
 
-    xcp, free, c = jax.lax.cond(constrained | ~has_pairs, cauchy, unconstrained, None)
+    if constrained is True:  # known finite bounds: always the Cauchy point
+        xcp, free, c = cauchy(None)
+    else:
+        xcp, free, c = jax.lax.cond(constrained | ~has_pairs, cauchy, unconstrained, None)
     z = jax.lax.cond(
         has_pairs & jnp.any(free),
         lambda _: _subspace_minimum(x, g, lower, upper, xcp, free, c, w, middle, inverse, memory.theta),
@@ -387,6 +404,93 @@ class BoundedRun(NamedTuple):
     search_evals: jax.Array  # int32, evaluations in this line search
     search: SearchState
     failed: jax.Array  # bool: stopped at a non-finite first point
+    pending: jax.Array  # int32, KEEP, ADD_PAIR or DROP: the memory change _plan makes first
+    change: jax.Array  # [n], the accepted step's gradient change (the pair's y)
+
+
+class _Packed(NamedTuple):
+    """A :class:`BoundedRun` as the loop carries it: four arrays instead of 38.
+
+    XLA's CPU backend spends a kernel (a select or a copy) per carried array and per
+    iteration on top of the arithmetic, which on problems of a few variables is most of
+    the time; packed, these costs are paid four times instead of 38. The solver's code
+    works on the :class:`BoundedRun` view (:func:`_unpack`, :func:`_pack`: exact).
+
+    Attributes:
+      vectors: ``[5, n]``: ``x, grad, direction, target, change``.
+      memory: ``[2, m, n]``: the memory's ``s`` and ``y`` (``None`` where the code
+        does not need them: see :func:`_solve`).
+      reals: ``value, step, max_step, slope0``, the memory's ``theta``, then the search
+        state's real fields (``_SEARCH_REALS``).
+      ints: int32 ``phase, status, n_iter, n_evals, search_evals``, the memory's
+        ``count``, ``failed``, ``pending``, then the search state's ``brackt`` and
+        ``stage``.
+    """
+
+    vectors: jax.Array
+    memory: jax.Array
+    reals: jax.Array
+    ints: jax.Array
+
+
+_SEARCH_REALS = tuple(f for f in SearchState._fields if f not in ("brackt", "stage"))
+
+
+def _stacked(parts, dtype):
+    """``jnp.stack(parts)``, written as selects: XLA fuses these, and the computations of
+    the parts, into one kernel, where a stack costs one kernel per part."""
+    index = jax.lax.broadcasted_iota(jnp.int32, (len(parts), *jnp.shape(parts[0])), 0)
+    out = jnp.zeros(index.shape, dtype)
+    for i, part in enumerate(parts):
+        out = jnp.where(index == i, jnp.asarray(part).astype(dtype), out)
+    return out
+
+
+def _pack(run: BoundedRun) -> _Packed:
+    search = run.search
+    dtype = run.x.dtype
+    return _Packed(
+        vectors=_stacked([run.x, run.grad, run.direction, run.target, run.change], dtype),
+        memory=None if run.memory.s is None else _stacked([run.memory.s, run.memory.y], dtype),
+        reals=_stacked(
+            [run.value, run.step, run.max_step, run.slope0, run.memory.theta]
+            + [getattr(search, f) for f in _SEARCH_REALS],
+            dtype,
+        ),
+        ints=_stacked(
+            [run.phase, run.status, run.n_iter, run.n_evals, run.search_evals, run.memory.count]
+            + [run.failed, run.pending, search.brackt, search.stage],
+            jnp.int32,
+        ),
+    )
+
+
+def _unpack(packed: _Packed) -> BoundedRun:
+    x, grad, direction, target, change = packed.vectors
+    value, step, max_step, slope0, theta, *search_reals = packed.reals
+    phase, status, n_iter, n_evals, search_evals, count, failed, pending, brackt, stage = packed.ints
+    s, y = (None, None) if packed.memory is None else packed.memory
+    search = SearchState(brackt=brackt.astype(bool), stage=stage, **dict(zip(_SEARCH_REALS, search_reals)))
+    return BoundedRun(
+        phase=phase,
+        status=status,
+        x=x,
+        value=value,
+        grad=grad,
+        memory=Memory(s, y, count, theta),
+        n_iter=n_iter,
+        n_evals=n_evals,
+        direction=direction,
+        target=target,
+        step=step,
+        max_step=max_step,
+        slope0=slope0,
+        search_evals=search_evals,
+        search=search,
+        failed=failed.astype(bool),
+        pending=pending,
+        change=change,
+    )
 
 
 class BoundedOptions(NamedTuple):
@@ -401,12 +505,17 @@ def _trial(run: BoundedRun, lower, upper):
     return jnp.where((run.phase == SEARCH) & (run.step != 1), off_target, jnp.where(run.phase == SEARCH, run.target, run.x))
 
 
-def _plan(run: BoundedRun, lower, upper, constrained, boxed) -> BoundedRun:
-    """Computes the iteration's direction and starts its line search (phase ``PLAN``).
+def _select(pred, on_true, on_false):
+    """``on_true`` where ``pred`` else ``on_false``, leaf by leaf (both computed: cheap)."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
-    A direction that is not downhill drops the memory (the phase stays ``PLAN``, so the
-    direction is recomputed along the projected gradient); without memory the run stops
-    (``LINE_SEARCH``).
+
+def _plan_once(run: BoundedRun, lower, upper, constrained, boxed) -> BoundedRun:
+    """The iteration's direction and the start of its line search.
+
+    A direction that is not downhill drops the memory and leaves the phase at ``PLAN`` (the
+    direction is then recomputed along the projected gradient, see :func:`_plan`); one not
+    downhill without memory stops the run (``LINE_SEARCH``).
     """
     z, usable = _target(run.x, run.grad, lower, upper, run.memory, constrained)
     d = z - run.x
@@ -414,7 +523,27 @@ def _plan(run: BoundedRun, lower, upper, constrained, boxed) -> BoundedRun:
     retry = ~((slope < 0) & usable) & (run.memory.count > 0)
     empty = run._replace(memory=_empty_memory(*run.memory.s.shape, run.x.dtype))
     started = _start_line_search(run, z, d, slope, lower, upper, constrained, boxed)
-    return jax.tree.map(lambda a, b: jnp.where(retry, a, b), empty, started)
+    return _select(retry, empty, started)
+
+
+def _remember(run: BoundedRun) -> BoundedRun:
+    """Makes the memory change the line search left pending (``run.pending``)."""
+    slope = jnp.vdot(run.grad, run.direction).astype(run.x.dtype)
+    added = _update_memory(run.memory, run.step * run.direction, run.change, slope - run.slope0, run.slope0, run.step)
+    dropped = _empty_memory(*run.memory.s.shape, run.x.dtype)
+    memory = _select(run.pending == ADD_PAIR, added, _select(run.pending == DROP, dropped, run.memory))
+    return run._replace(memory=memory, pending=jnp.asarray(KEEP, jnp.int32))
+
+
+def _plan(packed: _Packed, lower, upper, constrained, boxed) -> _Packed:
+    """Phase ``PLAN``: the pending memory change, :func:`_plan_once`, and once more without
+    memory when it asks to (the second never does: it has no memory to drop). Leaves
+    ``SEARCH`` or ``DONE``."""
+    plan = lambda run: _pack(_plan_once(run, lower, upper, constrained, boxed))  # noqa: E731
+    # (The barrier keeps XLA from moving the packing into the branches, which would
+    # unpack the branch's operands again.)
+    packed = jax.lax.optimization_barrier(plan(_remember(_unpack(packed))))
+    return jax.lax.cond(packed.ints[0] == PLAN, lambda p: plan(_unpack(p)), lambda p: p, packed)
 
 
 def _start_line_search(run, z, d, slope, lower, upper, constrained, boxed):
@@ -441,7 +570,7 @@ def _start_line_search(run, z, d, slope, lower, upper, constrained, boxed):
         search=_search_start(run.value, slope.astype(run.x.dtype), step, max_step),
     )
     stopped = run._replace(phase=jnp.asarray(DONE, jnp.int32), status=jnp.asarray(LINE_SEARCH, jnp.int32))
-    return jax.tree.map(lambda a, b: jnp.where(stop, a, b), stopped, started)
+    return _select(stop, stopped, started)
 
 
 def _update_memory(memory: Memory, s, y, slope_change, slope0, step) -> Memory:
@@ -455,88 +584,90 @@ def _update_memory(memory: Memory, s, y, slope_change, slope0, step) -> Memory:
         count=jnp.minimum(memory.count + 1, memory.s.shape[0]),
         theta=jnp.vdot(y, y) / sy,
     )
-    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), added, memory)
+    return _select(keep, added, memory)
 
 
-def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions, constrained, boxed) -> BoundedRun:
-    """Feeds ``fun``'s value and gradient at :func:`_trial`; returns the advanced run."""
+def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions) -> BoundedRun:
+    """Feeds ``fun``'s value and gradient at :func:`_trial`; returns the advanced run.
+
+    The run leaves in phase ``SEARCH`` (evaluate the next step), ``PLAN`` (an iteration
+    ended, or a line search failed with memory to drop: :func:`_plan` comes next and
+    makes the memory change left ``pending``) or ``DONE``; ``run.memory`` holds only
+    ``count`` and ``theta`` here. Every outcome is cheap, so all are computed and the
+    right one selected: on XLA's CPU backend a branch costs more than these few scalars.
+    """
     dtype = run.x.dtype
     value = jnp.asarray(value).astype(dtype)
     grad = grad.astype(dtype)
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+    plan_next = jnp.asarray(PLAN, jnp.int32)
 
     def done(r, status):
         return r._replace(phase=jnp.asarray(DONE, jnp.int32), status=jnp.asarray(status, jnp.int32))
 
-    def initial(run):
-        run = run._replace(value=value, grad=grad, n_evals=jnp.ones([], jnp.int32))
-        pg = jnp.max(jnp.abs(projected_gradient(run.x, grad, lower, upper)), initial=0.0)
-        stop_grad = pg <= options.tolerance_grad
-        stop_iter = jnp.asarray(options.max_iter) <= 0
-        status = jnp.where(~finite, _lbfgs.NON_FINITE_VALUE, jnp.where(stop_grad, _lbfgs.GRADIENT, _lbfgs.MAX_ITER))
-        stopped = done(run, status)._replace(failed=~finite)
-        stop = ~finite | stop_grad | stop_iter
-        return jax.tree.map(lambda a, b: jnp.where(stop, a, b), stopped, run._replace(phase=jnp.asarray(PLAN, jnp.int32)))
+    # The first evaluation, at x0 (phase INIT).
+    first = run._replace(value=value, grad=grad, n_evals=jnp.ones([], jnp.int32))
+    pg = jnp.max(jnp.abs(projected_gradient(first.x, grad, lower, upper)), initial=0.0)
+    stop_grad = pg <= options.tolerance_grad
+    stop = ~finite | stop_grad | (jnp.asarray(options.max_iter) <= 0)
+    status = jnp.where(~finite, _lbfgs.NON_FINITE_VALUE, jnp.where(stop_grad, _lbfgs.GRADIENT, _lbfgs.MAX_ITER))
+    initial = _select(stop, done(first, status)._replace(failed=~finite), first._replace(phase=plan_next))
 
-    def searching(run):
-        x_new = _trial(run, lower, upper)
-        n_evals = run.n_evals + 1
-        search_evals = run.search_evals + 1
-        slope = jnp.vdot(grad, run.direction).astype(dtype)
-        search, next_step, task = _search_step(run.search, value, slope, run.step, run.max_step)
-        # A non-finite evaluation halves the step towards the best point and goes on.
-        search = jax.tree.map(lambda a, b: jnp.where(finite, a, b), search, run.search)
-        next_step = jnp.where(finite, next_step, run.search.stx + 0.5 * (run.step - run.search.stx))
-        task = jnp.where(finite, task, _FG)
-        run = run._replace(n_evals=n_evals, search_evals=search_evals)
+    # An evaluation of the line search (phase SEARCH): one dcsrch call.
+    x_new = _trial(run, lower, upper)
+    n_evals = run.n_evals + 1
+    search_evals = run.search_evals + 1
+    slope = jnp.vdot(grad, run.direction).astype(dtype)
+    search, next_step, task = _search_step(run.search, value, slope, run.step, run.max_step)
+    # A non-finite evaluation halves the step towards the best point and goes on.
+    search = _select(finite, search, run.search)
+    next_step = jnp.where(finite, next_step, run.search.stx + 0.5 * (run.step - run.search.stx))
+    task = jnp.where(finite, task, _FG)
+    searching = run._replace(n_evals=n_evals, search_evals=search_evals, search=search, step=next_step)
 
-        def accept(run):
-            old_value, old_grad = run.value, run.grad
-            run = run._replace(x=x_new, value=value, grad=grad, n_iter=run.n_iter + 1)
-            pg = jnp.max(jnp.abs(projected_gradient(x_new, grad, lower, upper)), initial=0.0)
-            scale = jnp.maximum(jnp.maximum(jnp.abs(old_value), jnp.abs(value)), 1.0)
-            checks = [
-                run.n_iter >= options.max_iter,
-                n_evals >= options.max_eval,
-                pg <= options.tolerance_grad,
-                (old_value - value) <= options.tolerance_change * scale,
-            ]
-            codes = [_lbfgs.MAX_ITER, _lbfgs.MAX_EVAL, _lbfgs.GRADIENT, _lbfgs.VALUE_CHANGE]
-            stop = checks[0] | checks[1] | checks[2] | checks[3]
-            status = jnp.select(checks, codes, _lbfgs.RUNNING)
+    # The step is accepted: the iteration ends, and the run stops or updates its memory.
+    accepted = searching._replace(x=x_new, value=value, grad=grad, n_iter=searching.n_iter + 1)
+    pg = jnp.max(jnp.abs(projected_gradient(x_new, grad, lower, upper)), initial=0.0)
+    scale = jnp.maximum(jnp.maximum(jnp.abs(run.value), jnp.abs(value)), 1.0)
+    checks = [
+        accepted.n_iter >= options.max_iter,
+        n_evals >= options.max_eval,
+        pg <= options.tolerance_grad,
+        (run.value - value) <= options.tolerance_change * scale,
+    ]
+    codes = [_lbfgs.MAX_ITER, _lbfgs.MAX_EVAL, _lbfgs.GRADIENT, _lbfgs.VALUE_CHANGE]
+    stop = checks[0] | checks[1] | checks[2] | checks[3]
+    # (The plan adds the pair: the memory stays out of this part, see _solve.)
+    go_on = accepted._replace(phase=plan_next, pending=jnp.asarray(ADD_PAIR, jnp.int32), change=grad - run.grad)
+    accept = _select(stop, done(accepted, jnp.select(checks, codes, _lbfgs.RUNNING)), go_on)
+    # The search ran out of evaluations: back at x, drop the memory and retry along the
+    # projected gradient, or stop when the memory was empty already.
+    retry = searching._replace(phase=plan_next, pending=jnp.asarray(DROP, jnp.int32))
+    give_up = _select(run.memory.count > 0, retry, done(searching, LINE_SEARCH))
 
-            def go_on(run):
-                memory = _update_memory(
-                    run.memory, run.step * run.direction, grad - old_grad, slope - run.slope0, run.slope0, run.step
-                )
-                return run._replace(memory=memory, phase=jnp.asarray(PLAN, jnp.int32))
-
-            return jax.lax.cond(stop, lambda r: done(r, status), go_on, run)
-
-        def give_up(run):
-            # The search ran out of evaluations: back at x, drop the memory and retry along
-            # the projected gradient, or stop when the memory was empty already.
-            empty = _empty_memory(*run.memory.s.shape, dtype)
-            retry = run._replace(memory=empty, phase=jnp.asarray(PLAN, jnp.int32))
-            return jax.tree.map(lambda a, b: jnp.where(run.memory.count > 0, a, b), retry, done(run, LINE_SEARCH))
-
-        continue_search = run._replace(search=search, step=next_step)
-        branch = jnp.where(task != _FG, 0, jnp.where(search_evals >= MAX_LINE_SEARCH, 1, 2))
-        return jax.lax.switch(branch, (accept, give_up, lambda r: r), continue_search)
-
-    return jax.lax.cond(run.phase == INIT, initial, searching, run)
+    after_search = _select(task != _FG, accept, _select(search_evals >= MAX_LINE_SEARCH, give_up, searching))
+    return _select(run.phase == INIT, initial, after_search)
 
 
 LINE_SEARCH = _lbfgs.LINE_SEARCH
 
 
-def _solve(value_and_grad, x0, lower, upper, history_size: int, options: BoundedOptions, on_iteration=None) -> BoundedRun:
-    """Runs L-BFGS-B from ``x0`` in one ``lax.while_loop``. ``on_iteration(ended, x,
-    value, n_iter, n_evals)``, if given, is called after each evaluation (``ended`` true
-    when it completed an iteration, as :func:`gradxform.optimizers.lbfgs.lbfgs_tell`'s)."""
+def _solve(
+    value_and_grad, x0, lower, upper, history_size: int, options: BoundedOptions, on_iteration=None, bounded=None
+) -> BoundedRun:
+    """Runs L-BFGS-B from ``x0`` in one ``lax.while_loop``, one evaluation of ``fun`` per
+    iteration of the loop.
+
+    ``on_iteration(ended, x, value, n_iter, n_evals)``, if given, is called after each
+    evaluation (``ended`` true when it completed an iteration, as
+    :func:`gradxform.optimizers.lbfgs.lbfgs_tell`'s). ``bounded``, if given, is
+    ``(constrained, boxed)`` as Python bools: whether any bound, and every bound, is finite
+    (known when the bounds are not traced; else computed in the loop).
+    """
     n, dtype = x0.size, x0.dtype
-    constrained = jnp.any(jnp.isfinite(lower) | jnp.isfinite(upper))
-    boxed = jnp.all(jnp.isfinite(lower) & jnp.isfinite(upper))
+    if bounded is None:
+        bounded = jnp.any(jnp.isfinite(lower) | jnp.isfinite(upper)), jnp.all(jnp.isfinite(lower) & jnp.isfinite(upper))
+    constrained, boxed = bounded
     zero = jnp.zeros([], dtype)
     zero_i = jnp.zeros([], jnp.int32)
     run = BoundedRun(
@@ -556,18 +687,35 @@ def _solve(value_and_grad, x0, lower, upper, history_size: int, options: Bounded
         search_evals=zero_i,
         search=_search_start(zero, zero, zero, zero),
         failed=jnp.asarray(False),
+        pending=jnp.asarray(KEEP, jnp.int32),
+        change=jnp.zeros_like(x0),
     )
 
-    def body(run):
+    def evaluate(small):
+        # Phase INIT or SEARCH: one evaluation and what follows from it, on the small
+        # arrays only (not the memory's s and y).
+        run = _unpack(_Packed(small[0], None, small[1], small[2]))
         value, grad = value_and_grad(_trial(run, lower, upper))
         n_iter = run.n_iter
-        run = _tell(run, value, grad, lower, upper, options, constrained, boxed)
+        run = _tell(run, value, grad, lower, upper, options)
         if on_iteration is not None:
             on_iteration(run.n_iter > n_iter, run.x, run.value, run.n_iter, run.n_evals)
-        # One place computes directions (at most twice: the retry without memory).
-        return jax.lax.while_loop(lambda r: r.phase == PLAN, lambda r: _plan(r, lower, upper, constrained, boxed), run)
+        packed = _pack(run)
+        return packed.vectors, packed.reals, packed.ints
 
-    return jax.lax.while_loop(lambda r: r.phase != DONE, body, run)
+    def body(packed):
+        # Evaluate, then plan the next iteration if one ended. Both run as branches, so
+        # that the loop's body has a handful of thunks: XLA's CPU runtime runs a sequence
+        # of at most 8 thunks (or one over buffers of at most 512 bytes) in order on one
+        # thread, and a longer one in parallel, handing work between threads (tens of
+        # microseconds each time on these tiny kernels). The evaluation's branch takes
+        # only the small arrays; it always runs (the loop ends at DONE).
+        small = jax.lax.cond(packed.ints[0] != DONE, evaluate, lambda s: s, packed[:1] + packed[2:])
+        packed = _Packed(small[0], packed.memory, small[1], small[2])
+        plan = lambda p: _plan(p, lower, upper, constrained, boxed)  # noqa: E731
+        return jax.lax.cond(packed.ints[0] == PLAN, plan, lambda p: p, packed)
+
+    return _unpack(jax.lax.while_loop(lambda p: p.ints[0] != DONE, body, _pack(run)))
 
 
 # -- bounds: checks and flattening -----------------------------------------------------
@@ -605,7 +753,9 @@ def _bound_tree(bound, x0, name: str):
         if jnp.iscomplexobj(x):
             raise ValueError(f"bounds: x0 at {path!r} is complex; bounds need real parameters")
         try:
-            out.append(jnp.broadcast_to(jnp.asarray(b, jnp.result_type(x)), jnp.shape(x)))
+            # numpy while known (outside jit, or constants inside it): see _known_bounds.
+            to = jnp if isinstance(b, jax.core.Tracer) else np
+            out.append(to.broadcast_to(to.asarray(b, jnp.result_type(x)), jnp.shape(x)))
         except (ValueError, TypeError) as error:
             raise ValueError(
                 f"bounds: {name} at {path!r} has shape {jnp.shape(b)}, which does not broadcast to x0's "
@@ -632,6 +782,17 @@ def _check_order(lower, upper, x0) -> None:
                 f"bounds: lower > upper at {path!r}{list(index) if index else ''}: "
                 f"{lo[index]} > {hi[index]}"
             )
+
+
+def _known_bounds(lower, upper, dtype):
+    """``(constrained, boxed)`` as Python bools (some bound finite, every bound finite) when
+    no bound is traced, else ``None``. Known, they choose the solver's code at trace time."""
+    leaves = jax.tree.leaves((lower, upper))
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return None
+    flat = lambda tree: np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(tree)] + [np.zeros(0)])  # noqa: E731
+    finite_lower, finite_upper = np.isfinite(flat(lower).astype(dtype)), np.isfinite(flat(upper).astype(dtype))
+    return bool(np.any(finite_lower | finite_upper)), bool(np.all(finite_lower & finite_upper))
 
 
 def minimize_bounded(
@@ -672,10 +833,11 @@ def minimize_bounded(
     _check_order(lower, upper, x0)
     max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
     options = BoundedOptions(max_iter, max_eval, tolerance_grad, tolerance_change)
+    x_flat, unflatten = _lbfgs.flatten(jax.lax.stop_gradient(x0))
+    bounded = _known_bounds(lower, upper, x_flat.dtype)
     lower, upper = jax.lax.stop_gradient((lower, upper))
     float_args, rebuild_args = split_differentiable(args)
     args_constant = rebuild_args(jax.lax.stop_gradient(float_args))
-    x_flat, unflatten = _lbfgs.flatten(jax.lax.stop_gradient(x0))
     lower_flat = ravel_pytree(lower)[0].astype(x_flat.dtype)
     upper_flat = ravel_pytree(upper)[0].astype(x_flat.dtype)
     x_flat = jnp.clip(x_flat, lower_flat, upper_flat)  # scipy projects x0 onto the box
@@ -686,7 +848,7 @@ def minimize_bounded(
         return value, _lbfgs.flatten(grad)[0].astype(v.dtype)
 
     on_iteration = None if callback is None else _lbfgs._progress_reporter(callback, unflatten)
-    run = _solve(value_and_grad, x_flat, lower_flat, upper_flat, int(history_size), options, on_iteration)
+    run = _solve(value_and_grad, x_flat, lower_flat, upper_flat, int(history_size), options, on_iteration, bounded)
     pg = jnp.max(jnp.abs(projected_gradient(run.x, run.grad, lower_flat, upper_flat)), initial=0.0)
     finite = jnp.isfinite(run.value) & jnp.all(jnp.isfinite(run.grad))
     status = jnp.where(
