@@ -109,6 +109,16 @@ def run(tx, params, grads, state=None):
     return params, state
 
 
+# The cases that take seconds (Newton-Schulz, factored moments) run with the slow set,
+# which CI runs too, to keep the default run under README's 10 minutes.
+SLOW_PER_LEAF = ("muon", "adafactor")
+SLOW_BOTH_FORMS = ("muon",)
+
+
+def _slow_for(slow):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in sorted(OPTIMIZERS)]
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_init_makes_one_scalar_per_transformation(name):
     """One step (and mu_product, eta, mu) for all the leaves: a scalar, not a tree."""
@@ -121,7 +131,7 @@ def test_init_makes_one_scalar_per_transformation(name):
     assert steps[0].dtype == jnp.int32 and int(steps[0]) == 0
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", _slow_for(SLOW_PER_LEAF))
 def test_per_leaf_steps_give_each_leaf_its_own_numbers(name):
     """A leaf whose first gradient came 7 steps later than the other's (torch_compat's
     lazy state): each leaf gets, bit for bit, what it gets when run on its own."""
@@ -144,7 +154,7 @@ def test_per_leaf_steps_give_each_leaf_its_own_numbers(name):
     assert {k: int(v) for k, v in steps.items()} == {"a": 3, "b": 10}  # the form is kept
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", _slow_for(SLOW_BOTH_FORMS))
 def test_both_forms_give_the_same_numbers(name):
     """Equal steps in the shared and the per-leaf form: the same numbers, bit for bit,
     op by op. Under ``jax.jit`` XLA fuses the two forms' loops differently (the shared
