@@ -302,14 +302,15 @@ class LBFGS(Optimizer):
         as its two-loop recursion wrote it), the other keys as the previous step left them.
 
         ``before`` is the packed run before the last evaluation; its history buffers were
-        donated to that evaluation, so the latest ones (``history``) stand in: nothing read
-        here comes from them.
+        donated to that evaluation, so the latest ones (``history``) stand in: none of the
+        entries kept here comes from them.
         """
         run, start = _unpacked(before, history, params)
         self._set_params(start)
-        state["func_evals"], state["n_iter"] = int(run.state.func_evals), int(run.state.n_iter)
-        if int(run.state.n_iter) >= 2:  # torch's al, in _torch_state's layout
-            state["al"] = self._torch_state(run.state, history_size, True)["al"]
+        partial = self._torch_state(run.state, history_size, True)
+        state["func_evals"], state["n_iter"] = partial["func_evals"], partial["n_iter"]
+        if "al" in partial:
+            state["al"] = partial["al"]
         raise IndexError("list index out of range")
 
     def _load_value(self, param, key, value):
