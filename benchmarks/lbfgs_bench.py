@@ -1,6 +1,6 @@
 """L-BFGS beside optax, scipy and torch, in one process (float64, history size 10).
 
-    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick] [--table {all,solve,implicit,compat}]
+    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick] [--table {all,solve,implicit,compat,bounds}]
 
 For each problem it prints the median warm solve time of
 
@@ -17,6 +17,10 @@ time as a ratio to gradxform's. Every solver runs to max|grad| <= 1e-7 (optax:
 The ``compat`` table (not part of ``all``) races torch's ``LBFGS.step(closure)`` and
 ``torch_compat``'s round-robin (``_timing.race``), the same closure work as above, and
 prints their ratio: the quickest way to compare the two on a loaded machine.
+
+The ``bounds`` table (not part of ``all``) is ``benchmarks/lbfgsb_bench.py``'s: the
+bounded solver (``minimize(..., bounds=...)``, L-BFGS-B) against scipy's L-BFGS-B and
+jaxopt's ``LBFGSB`` on scipy's bounded test problems (optimistix has no bounded solver).
 
 The ``implicit`` table times a hyperparameter gradient through a solve: the validation
 loss of an L2-regularised logistic regression, differentiated with respect to the
@@ -303,9 +307,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small problems only")
-    parser.add_argument("--table", choices=("all", "solve", "implicit", "compat"), default="all")
+    parser.add_argument("--table", choices=("all", "solve", "implicit", "compat", "bounds"), default="all")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
+    if args.table == "bounds":  # L-BFGS-B against scipy and jaxopt: lbfgsb_bench.py's table
+        import lbfgsb_bench
+
+        lbfgsb_bench.main(["--repeats", str(repeats)])
+        return
     try:
         import torch
 
