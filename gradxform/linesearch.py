@@ -188,9 +188,9 @@ def _bracket_step(s: WolfeState, c1, c2):
     over = out_of_budget | wolfe_met | bracketed
     bracket_f = jnp.stack([left(s.f0, s.f_new, s.f_prev), s.f_new])
     # One state for both outcomes: an ended bracketing phase never reads the previous
-    # point again, and one that goes on never reads the bracket, ``done``, ``low`` or
-    # ``insuf_progress`` (all rewritten when it ends; the last two are already 0 and
-    # False then). Only the step length differs: a program without ~20 selections.
+    # point again, and one that goes on never reads the bracket or ``low`` (rewritten
+    # when it ends; ``done`` and ``insuf_progress`` are False then either way). Only the
+    # step length differs: a program without ~20 selections, the same iterates.
     return s._replace(
         t=jnp.where(over, t, new_t),
         t_prev=t,
