@@ -201,6 +201,9 @@ def two_loop(grad, state: LbfgsState):
     size = state.ro.shape[0]
     length, start = state.history_len, state.history_start
 
+    # (The named scopes here name the parts of the program in profiles:
+    # benchmarks/lbfgs_overhead.py --where.)
+    @jax.named_scope("two_loop_backward")
     def backward(k, carry):
         q, al = carry
         i = length - 1 - k
@@ -211,6 +214,7 @@ def two_loop(grad, state: LbfgsState):
     q, al = jax.lax.fori_loop(0, length, backward, (-grad, state.al))
     r = q * state.H_diag
 
+    @jax.named_scope("two_loop_forward")
     def forward(i, r):
         j = jax.lax.rem(start + i, jnp.int32(size))
         be = jnp.vdot(_row(state.old_dirs, j), r) * _row(state.ro, j)
@@ -325,6 +329,7 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
     )
     buffers = {"old_dirs": masked(state.old_dirs, y), "old_stps": masked(state.old_stps, s)}
 
+    @jax.named_scope("iteration_start")
     def begin(run: LbfgsRun) -> LbfgsRun:
         state = run.state
         history = state._replace(
@@ -343,12 +348,13 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
         begun = run._replace(state=state, n_iter=run.n_iter + 1)
         gtd = jnp.vdot(g, d).astype(hyper)
         no_descent = gtd > -options.tolerance_change
-        finished = _finish(begun, NO_DESCENT)
 
         if options.line_search_fn == "strong_wolfe":
             search = wolfe_start(run.loss, g, gtd, t, d, options.max_eval - run.current_evals)
             searching = begun._replace(phase=jnp.asarray(SEARCH, jnp.int32), search=search)
-            next_run = _select_run(no_descent, finished, searching)
+            # (The finished run carries the new search too, never read: the two runs
+            # then differ in phase and status only, two selections instead of ~25.)
+            next_run = _select_run(no_descent, _finish(searching, NO_DESCENT), searching)
         else:
             stepped = begun._replace(x=run.x + t.astype(run.x.dtype) * d, x_prev=run.x, fresh=jnp.asarray(False))
             # The last iteration is not evaluated (torch skips the closure when n_iter ==
@@ -356,7 +362,7 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go) -> LbfgsRun:
             last = begun.n_iter == options.max_iter
             out_of_iterations = _finish(stepped, MAX_ITER)
             evaluate = stepped._replace(phase=jnp.asarray(EVALUATE, jnp.int32))
-            next_run = _select_run(no_descent, finished, _select_run(last, out_of_iterations, evaluate))
+            next_run = _select_run(no_descent, _finish(begun, NO_DESCENT), _select_run(last, out_of_iterations, evaluate))
         return _without_history(next_run)
 
     run = jax.lax.cond(go, begin, lambda run: run, _without_history(run))
@@ -416,6 +422,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
         torch_error=jnp.asarray(False),
     )
 
+    @jax.named_scope("first_evaluation")
     def initial(run):
         run = evaluated._replace(
             state=run.state._replace(func_evals=run.state.func_evals + 1),
@@ -429,6 +436,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
         run = _select_run(optimal, _finish(run, GRADIENT), _select_run(no_iteration, _finish(run, MAX_ITER), run))
         return _select_run(finite, run, failure._replace(state=run.state)), ~optimal & ~no_iteration & finite
 
+    @jax.named_scope("line_search_step")
     def searching(run):
         bracketing = run.search.phase == BRACKET
         search = wolfe_tell(
@@ -456,6 +464,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
         done = search.phase == FINISHED
         return _select_run(done, finished, run._replace(search=search, torch_error=torch_error)), done & go_on
 
+    @jax.named_scope("unsearched_step")
     def evaluated_step(run):
         counted = run.state._replace(func_evals=run.state.func_evals + 1)
         run_ok = evaluated._replace(
@@ -587,7 +596,8 @@ def _check_options(options: LbfgsOptions) -> None:
 
 def _run(value_and_grad, x_flat, state, options: LbfgsOptions, on_iteration=None):
     def body(run):
-        value, grad = value_and_grad(lbfgs_trial(run))
+        with jax.named_scope("objective"):
+            value, grad = value_and_grad(lbfgs_trial(run))
         return lbfgs_tell(run, value, grad, options, on_iteration)
 
     return jax.lax.while_loop(lambda run: run.phase != DONE, body, lbfgs_begin(state, x_flat))

@@ -1,0 +1,111 @@
+"""Where ``gradxform.minimize``'s warm time goes beside optax's, on XLA's CPU runtime.
+
+    python benchmarks/lbfgs_overhead.py [--repeats 15] [--quick] [--where N]
+
+On the ``lbfgs_bench.py`` problems (float64, history size 10, strong Wolfe; optax's
+``lbfgs`` in a ``lax.while_loop``) it times the two jitted solvers round-robin
+(``_timing.race``) and prints the warm medians, their ratio, and, from one profiled call
+of each (``jax.profiler``, as ``lbfgsb_overhead.py``), the thunks the runtime executed
+and the handoffs of work to its other thread, per solve and per evaluation. On small
+problems these counts, not arithmetic, set the time.
+
+``--where N`` prints instead, for ``gradxform.minimize`` on Rosenbrock-N, the thunks per
+evaluation of each computation of the compiled program (the loop body, each branch,
+the two-loop recursion's loops...), labelled by the JAX operations most of its
+instructions come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import pathlib
+import re
+import tempfile
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lbfgs_bench  # noqa: E402
+from _timing import race  # noqa: E402
+from lbfgsb_overhead import profile_counts  # noqa: E402
+
+
+_SCOPES = ("objective", "first_evaluation", "line_search_step", "unsearched_step", "iteration_start",
+           "two_loop_backward", "two_loop_forward", "bracket_step", "zoom_step")
+
+
+def where(n: int) -> None:
+    """Thunks per evaluation by computation of ``minimize`` on Rosenbrock-``n``."""
+    x0 = jnp.asarray(np.tile([-1.2, 1.0], n // 2))
+    solve = lbfgs_bench.gradxform_solver(lbfgs_bench.rosenbrock)
+    evals = int(jax.block_until_ready(solve(x0)).n_evals)
+    owner, labels, computation = {}, collections.defaultdict(collections.Counter), None
+    for line in solve.lower(x0).compile().as_text().splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
+        if header:
+            computation = header.group(1)
+            continue
+        instruction = re.match(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if instruction and computation:
+            owner[instruction.group(1)] = computation
+            name = re.search(r'op_name="(?:jit\(<lambda>\)/)?([^"]*)"', line)
+            if name:  # the named scopes (lbfgs.py, linesearch.py), without control flow's
+                scopes = [p for p in name.group(1).split("/") if p in _SCOPES]
+                labels[computation]["/".join(scopes) or "(other)"] += 1
+    with tempfile.TemporaryDirectory() as log_dir:
+        with jax.profiler.trace(log_dir):
+            jax.block_until_ready(solve(x0))
+        (path,) = pathlib.Path(log_dir).rglob("*.xplane.pb")
+        data = jax.profiler.ProfileData.from_file(str(path))
+    thunks = collections.Counter()
+    for plane in data.planes:
+        for line in plane.lines:
+            if "XLAEigen" in line.name or "PjRtCpuClient" in line.name:
+                for event in line.events:
+                    if not event.name.startswith(("end:", "ThreadpoolListener", "ThunkExecutor")):
+                        thunks[owner.get(event.name, "?")] += 1
+    print(f"# minimize on Rosenbrock-{n}: {evals} evaluations, {sum(thunks.values()) / evals:.1f} thunks per evaluation")
+    print("| thunks per evaluation | computation | most of its instructions from |")
+    print("|---|---|---|")
+    for computation, count in thunks.most_common():
+        label = ", ".join(f"{k} ({v})" for k, v in labels[computation].most_common(2))
+        print(f"| {count / evals:.1f} | {computation} | {label} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="5 repeats, no Rosenbrock-1000")
+    parser.add_argument("--where", type=int, metavar="N", help="thunks by computation on Rosenbrock-N")
+    args = parser.parse_args(argv)
+    if args.where:
+        where(args.where)
+        return
+    repeats = 5 if args.quick else args.repeats
+    print(f"# jax {jax.__version__}, {repeats} warm calls each, round-robin")
+    print("| problem | evaluations | gradxform (ms) | optax (ms) | ratio to optax | gradxform thunks | "
+          "optax thunks | gradxform handoffs | optax handoffs | gradxform thunks per evaluation |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, f, x0_np, _ in lbfgs_bench.problems():
+        if args.quick and name.endswith("1000"):
+            continue
+        x0 = jnp.asarray(x0_np)
+        ours, theirs = lbfgs_bench.gradxform_solver(f), lbfgs_bench.optax_solver(f)
+        evals = int(jax.block_until_ready(ours(x0)).n_evals)
+        jax.block_until_ready(theirs(x0))
+        calls = {"gradxform": lambda: jax.block_until_ready(ours(x0)),
+                 "optax": lambda: jax.block_until_ready(theirs(x0))}
+        times = race(calls, repeats)
+        (t_ours, h_ours), (t_theirs, h_theirs) = profile_counts(calls["gradxform"]), profile_counts(calls["optax"])
+        print(f"| {name} | {evals} | {times['gradxform'] * 1e3:.2f} | {times['optax'] * 1e3:.2f} | "
+              f"{times['gradxform'] / times['optax']:.2f} | {t_ours} | {t_theirs} | {h_ours} | {h_theirs} | "
+              f"{t_ours / evals:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
