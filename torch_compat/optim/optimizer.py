@@ -355,6 +355,9 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads a state dict made by ``state_dict()`` here or by torch (tensors or numpy arrays).
 
+        Equal scalar state values (``step``, ...) of parameters placed alike are loaded as
+        one array, which those parameters then share (see :class:`GradxformOptimizer`).
+
         Raises:
           ValueError: with torch's messages, when the number of groups or of parameters in
             a group differs. Nothing is changed then.
@@ -747,6 +750,18 @@ class GradxformOptimizer(Optimizer):
 
     ``step()`` runs every group in one jit-compiled call and writes back the parameters
     and the per-parameter state (created on a parameter's first step with a gradient).
+
+    Scalar state (``step``, ASGD's ``eta`` and ``mu``, NAdam's ``mu_product``) is kept per
+    parameter, as torch keeps it, but the parameters stepped together hold the same
+    arrays: each param group is split into step groups of parameters sharing them
+    (:meth:`_step_groups`), and each step group is one call of the core's ``update`` with
+    one scalar, so that its scalar work (``step + 1``, bias corrections, ...) is done once
+    per step group, not once per parameter. A parameter whose first gradient came later
+    holds its own ``step`` (its own step group, for good: nothing merges groups whose
+    values meet again, which would need a host read); so does one whose ``step`` a user
+    assigned. ``load_state_dict`` loads equal values placed alike as one array, so the
+    parameters of a saved optimizer step together again. ``state_dict()`` copies each
+    parameter's ``step``, as torch gives one per parameter. Scalar state is not donated.
 
     Compiled steps are shared by all optimizers of a class with the same static options
     (and state keys), in a cache of at most 64 entries (``_compile_cache_size``; the
