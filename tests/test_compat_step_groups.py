@@ -285,3 +285,46 @@ def test_scalar_kernels_do_not_grow_per_parameter(cls, options, make):
     ours = (_kernels_of_steady_step(cls, 12, **options) - _kernels_of_steady_step(cls, 6, **options)) / 6
     core = (_core_kernels(make, 12) - _core_kernels(make, 6)) / 6
     assert ours <= core, (ours, core)
+
+
+def test_a_skipped_step_keeps_a_one_element_step_of_shape_1():
+    """A loaded ``step`` of shape ``[1]`` (torch accepts any one-element step) survives a
+    skipped step as the scalar it is (before, the skip and the step disagreed on its
+    shape and the compiled step failed)."""
+    p = tc.Parameter(jnp.ones(3))
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = jnp.ones(3)
+    opt.step()
+    saved = opt.state_dict()
+    saved["state"][0]["step"] = np.array([1.0], np.float32)
+    opt.load_state_dict(saved)
+    opt.set_skip_non_finite()
+    p.grad = jnp.full(3, jnp.nan)
+    opt.step()
+    assert opt.skipped_steps == 1
+    assert opt.state[p]["step"].shape == () and float(opt.state[p]["step"]) == 1.0
+
+
+def test_param_groups_keep_steps_of_their_own():
+    """Each param group (its own options, one added later) has its own step groups: no
+    step array is shared across param groups, and each group's parameters move as in
+    an optimizer of that group alone."""
+    params = _params(4)
+    opt = optim.Adam([{"params": params[:2]}], lr=0.1)
+    _step(opt, params[:2], 0)
+    alone = [tc.Parameter(p.data) for p in params]
+    first = optim.Adam(alone[:2], lr=0.1)
+    first.load_state_dict(opt.state_dict())
+    opt.add_param_group({"params": params[2:], "betas": (0.8, 0.9)})
+    second = optim.Adam(alone[2:], lr=0.1, betas=(0.8, 0.9))
+    for t in (1, 2):
+        _step(opt, params, t)
+        for i, q in enumerate(alone):
+            q.grad = params[i].grad
+        first.step()
+        second.step()
+    steps = [opt.state[p]["step"] for p in params]
+    assert steps[0] is steps[1] and steps[2] is steps[3] and steps[0] is not steps[2]
+    assert [float(s) for s in steps] == [3.0, 3.0, 2.0, 2.0]
+    for p, q in zip(params, alone):
+        _close(p.data, q.data)
