@@ -132,6 +132,9 @@ class Optimizer:
     # Keys torch's ``__setstate__`` reads from every non-empty loaded per-parameter state
     # (a missing one is its KeyError at load_state_dict).
     _keys_read_on_load: ClassVar[tuple[str, ...]] = ()
+    # While load_state_dict runs: the scalar state arrays loaded so far, by value and
+    # placement (see _load_value).
+    _loaded_scalars: dict | None = None
 
     # torch's hook type aliases (the hook receives the optimizer, args and kwargs).
     OptimizerPreHook = Callable[[Any, Args, Kwargs], Optional[tuple[Args, Kwargs]]]
@@ -315,6 +318,11 @@ class Optimizer:
                 state_dict = result
         return state_dict
 
+    @classmethod
+    def _scalar_keys(cls) -> tuple[str, ...]:
+        """Per-parameter state keys holding one scalar that parameters may share (none here)."""
+        return ()
+
     def _load_value(self, param: Parameter, key: Hashable, value: Any) -> Any:
         """Converts a loaded state value: arrays to JAX, cast to the parameter's dtype
         (``step`` keeps its own dtype), as torch's ``_process_value_according_to_param_policy``.
@@ -330,6 +338,13 @@ class Optimizer:
                 host = np.asarray(value)
             if key != "step" and jnp.issubdtype(param.dtype, jnp.floating):  # torch: param.is_floating_point()
                 host = host.astype(param.dtype)
+            if self._loaded_scalars is not None and key in self._scalar_keys() and isinstance(host, np.ndarray):
+                # Equal scalar state (``step``, ...) placed alike is loaded as one array, so
+                # that parameters stepped together before saving step together again.
+                shared = (key, host.dtype.str, host.shape, host.tobytes(), param.data.sharding)
+                if shared not in self._loaded_scalars:
+                    self._loaded_scalars[shared] = _place_like(host, param)
+                return self._loaded_scalars[shared]
             return _place_like(host, param)
         if isinstance(value, dict):
             return {k: self._load_value(param, k, v) for k, v in value.items()}
@@ -339,6 +354,9 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads a state dict made by ``state_dict()`` here or by torch (tensors or numpy arrays).
+
+        Equal scalar state values (``step``, ...) of parameters placed alike are loaded as
+        one array, which those parameters then share (see :class:`GradxformOptimizer`).
 
         Raises:
           ValueError: with torch's messages, when the number of groups or of parameters in
@@ -364,12 +382,16 @@ class Optimizer:
             )
         )
         state: defaultdict[Any, dict[str, Any]] = defaultdict(dict)
-        for key, value in state_dict["state"].items():
-            if key in id_map:
-                param = id_map[key]
-                state[param] = self._load_value(param, None, value)
-            else:
-                state[key] = value
+        self._loaded_scalars = {}
+        try:
+            for key, value in state_dict["state"].items():
+                if key in id_map:
+                    param = id_map[key]
+                    state[param] = self._load_value(param, None, value)
+                else:
+                    state[key] = value
+        finally:
+            self._loaded_scalars = None
         self._check_loaded_state(state)
         param_groups = []
         for group, new_group in zip(groups, saved_groups):
@@ -677,21 +699,39 @@ def _skip_decision(control, kept):
 def _unchanged(donated, kept, shapes):
     """The results of a skipped step: the old parameters and state, shaped as ``shapes``.
 
-    A parameter without state gets placeholder zeros, which the caller does not store.
+    A parameter (or step group) without state gets placeholder zeros, which the caller
+    does not store.
     """
     results = []
-    for (params, buffers), (_, steps, _), (_, shape_entries) in zip(donated, kept, shapes):
-        entries = []
-        for buffer, step, shape_entry in zip(buffers, steps, shape_entries):
-            old = {**buffer, **step}
-            entries.append(
-                {
-                    k: jnp.asarray(old[k]).astype(v.dtype) if k in old else jnp.zeros(v.shape, v.dtype)
-                    for k, v in shape_entry.items()
-                }
+    for (params, buffers), (_, scalars, _), (_, buffer_shapes, scalar_shapes) in zip(donated, kept, shapes):
+        results.append(
+            (
+                list(params),
+                [_old_or_zeros(old, shape) for old, shape in zip(buffers, buffer_shapes)],
+                [_old_or_zeros(old, shape) for old, shape in zip(scalars, scalar_shapes)],
             )
-        results.append((list(params), entries))
+        )
     return results
+
+
+def _old_or_zeros(old: dict[str, Any], shapes: dict[str, Any]) -> dict[str, Any]:
+    """For each key of ``shapes``, the value in ``old`` cast and shaped as there (a loaded
+    one-element ``step`` may be ``[1]``), or zeros."""
+    return {
+        k: jnp.reshape(jnp.asarray(old[k]).astype(v.dtype), v.shape) if k in old else jnp.zeros(v.shape, v.dtype)
+        for k, v in shapes.items()
+    }
+
+
+def _as_jax(value: Any) -> jax.Array:
+    """A stored state value as a JAX array (a JAX array is passed as it is)."""
+    return value if isinstance(value, jax.Array) else jnp.asarray(value)
+
+
+# The per-parameter scalar state keys (one value per parameter in torch) that the core keeps
+# once per transformation: ``step`` (all but SGD and Muon), ASGD's ``eta`` and ``mu``,
+# NAdam's ``mu_product`` (tests/test_compat_step_groups.py checks the list against the core).
+_SCALAR_STATE_NAMES = ("step", "eta", "mu", "mu_product")
 
 
 class GradxformOptimizer(Optimizer):
@@ -710,6 +750,18 @@ class GradxformOptimizer(Optimizer):
 
     ``step()`` runs every group in one jit-compiled call and writes back the parameters
     and the per-parameter state (created on a parameter's first step with a gradient).
+
+    Scalar state (``step``, ASGD's ``eta`` and ``mu``, NAdam's ``mu_product``) is kept per
+    parameter, as torch keeps it, but the parameters stepped together hold the same
+    arrays: each param group is split into step groups of parameters sharing them
+    (:meth:`_step_groups`), and each step group is one call of the core's ``update`` with
+    one scalar, so that its scalar work (``step + 1``, bias corrections, ...) is done once
+    per step group, not once per parameter. A parameter whose first gradient came later
+    holds its own ``step`` (its own step group, for good: nothing merges groups whose
+    values meet again, which would need a host read); so does one whose ``step`` a user
+    assigned. ``load_state_dict`` loads equal values placed alike as one array, so the
+    parameters of a saved optimizer step together again. ``state_dict()`` copies each
+    parameter's ``step``, as torch gives one per parameter. Scalar state is not donated.
 
     Compiled steps are shared by all optimizers of a class with the same static options
     (and state keys), in a cache of at most 64 entries (``_compile_cache_size``; the
@@ -935,13 +987,32 @@ class GradxformOptimizer(Optimizer):
         return {k: v for k, v in group.items() if k in self.defaults and k not in self._hyperparams}
 
     @classmethod
-    def _check_stored(cls, inner: Any, stored: list[dict[str, Any]]) -> None:
+    def _scalar_keys(cls) -> tuple[str, ...]:
+        """The per-parameter state keys holding one scalar that the core keeps once for
+        all the leaves it steps (``step``, ASGD's ``eta`` and ``mu``, NAdam's
+        ``mu_product``): parameters stepped together share these arrays (see :meth:`step`)."""
+        return tuple(k for k in cls._state_keys if k in _SCALAR_STATE_NAMES)
+
+    @classmethod
+    def _expected_state(cls, inner: Any, count: int) -> list[dict[str, Any]]:
+        """For each of the ``count`` parameters of a fresh transformation state ``inner``,
+        the buffers its step needs, by state key, with their shapes (a parameter needing
+        none, such as Adafactor's ``variance`` of a matrix, lacks the key)."""
+        expected: list[dict[str, Any]] = [{} for _ in range(count)]
+        for name, value, owner, _ in _named_fields(cls._per_parameter(inner, count)):
+            if name in cls._state_keys and isinstance(value, list) and cls._holds_state(owner):
+                for entry, leaf in zip(expected, value):
+                    if leaf is not None:
+                        entry.setdefault(name, leaf)
+        return expected
+
+    @classmethod
+    def _check_stored(cls, expected: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:
         """Refuses broken per-parameter state as torch does, at trace time (before anything runs).
 
-        ``inner`` is a fresh transformation state: its fields hold, for each parameter,
-        the buffers its step needs, with their shapes (``None`` where a parameter needs
-        none, such as Adafactor's ``variance`` of a matrix). A parameter whose stored
-        state is empty starts afresh; any other must hold each of these keys (except
+        ``expected`` holds, for each parameter, the buffers its step needs, with their
+        shapes (:meth:`_expected_state`). A parameter whose stored state is empty starts
+        afresh; any other must hold each of these keys (except
         :attr:`_recreated_state_keys`) with that shape. Parameters are checked in order,
         and each one's keys in :attr:`_state_keys`'s order.
 
@@ -949,12 +1020,6 @@ class GradxformOptimizer(Optimizer):
           KeyError, RuntimeError, ...: from :meth:`_missing_state_error` and
             :meth:`_state_shape_error`.
         """
-        expected: list[dict[str, Any]] = [{} for _ in stored]
-        for name, value, owner, _ in _named_fields(inner):
-            if name in cls._state_keys and isinstance(value, list) and cls._holds_state(owner):
-                for entry, leaf in zip(expected, value):
-                    if leaf is not None:
-                        entry.setdefault(name, leaf)
         for saved, needed in zip(stored, expected):
             if not saved:
                 continue
@@ -995,9 +1060,8 @@ class GradxformOptimizer(Optimizer):
     @classmethod
     def _per_parameter(cls, inner: Any, count: int) -> Any:
         """A fresh transformation state with its shared scalar state (the core keeps one
-        ``step``, ``eta``, ... for all the parameters) turned into one scalar per parameter,
-        the per-leaf form the core's ``update`` also takes: torch keeps them per parameter,
-        and a parameter whose first gradient came later has a smaller ``step``."""
+        ``step``, ``eta``, ... for all the parameters) repeated once per parameter: the
+        per-leaf form, which :meth:`_expected_state` reads per parameter."""
 
         def replace(owner, name, value):
             # "step" even where torch keeps none (SGD): it says whether a buffer is set.
@@ -1009,48 +1073,97 @@ class GradxformOptimizer(Optimizer):
         return _replace_fields(inner, replace)
 
     @classmethod
-    def _fill(cls, inner: Any, stored: list[dict[str, Any]]) -> Any:
-        """Puts the stored per-parameter state into a fresh transformation state (made
-        per parameter with :meth:`_per_parameter`, and checked first with
-        :meth:`_check_stored`)."""
-        inner = cls._per_parameter(inner, len(stored))
-        cls._check_stored(inner, stored)
+    def _fill(cls, inner: Any, buffers: list[dict[str, Any]], scalars: dict[str, Any]) -> Any:
+        """Puts the stored state of a step group (parameters that share their scalar
+        state, see :meth:`_step_groups`) into ``inner``, a fresh transformation state for
+        them in the core's shared form (checked first with :meth:`_check_stored`).
+
+        ``buffers`` (one dict per parameter) go into the per-leaf fields, and the group's
+        ``scalars`` into the shared scalar fields (``step`` as the core's int32). A class
+        whose torch state keeps no step (SGD, Muon) gets step 1 where buffers are stored
+        ("not the first step") and the fresh 0 elsewhere.
+        """
         keys = cls._state_keys
+        continuing = "step" not in keys and any(k in saved for saved in buffers for k in keys)
 
         def replace(owner, name, value):
-            if not isinstance(value, list) or not cls._holds_state(owner):
+            if not cls._holds_state(owner):
                 return value
-            out = list(value)
-            for i, saved in enumerate(stored):
-                if not saved or out[i] is None:
-                    continue
-                if name == "step":
-                    if "step" in saved:
-                        out[i] = _shaped(saved["step"], ()).astype(jnp.int32)
-                    elif "step" not in keys and any(k in saved for k in keys):
-                        out[i] = jnp.ones([], jnp.int32)  # torch keeps no step: "not the first"
-                elif name in keys and saved.get(name) is not None:
-                    out[i] = _shaped(saved[name], jnp.shape(out[i]))
-            return out
+            if isinstance(value, list):
+                out = list(value)
+                for i, saved in enumerate(buffers):
+                    if out[i] is not None and name in keys and saved.get(name) is not None:
+                        out[i] = _shaped(saved[name], jnp.shape(out[i]))
+                return out
+            if (name == "step" or name in keys) and isinstance(value, jax.Array) and value.shape == ():
+                if name in scalars:
+                    saved = _shaped(scalars[name], ())
+                    return saved.astype(jnp.int32) if name == "step" else saved
+                if name == "step" and continuing:
+                    return jnp.ones([], jnp.int32)
+            return value
 
         return _replace_fields(inner, replace)
 
     @classmethod
-    def _extract(cls, inner: Any, count: int) -> list[dict[str, Any]]:
+    def _extract(cls, inner: Any, count: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The state of a step group after its update ``inner`` (the core's shared form,
+        for ``count`` parameters): the buffers, one dict per parameter, and the group's
+        scalars (:meth:`_scalar_keys`; ``step`` as torch's float32)."""
         fields = {}
         for name, value, owner, _ in _named_fields(inner):
             if cls._holds_state(owner):
                 fields.setdefault(name, value)
-        out = []
-        for i in range(count):
-            entry = {}
-            for key in cls._state_keys:
-                value = fields.get(key)
-                leaf = value[i] if isinstance(value, list) else None
-                if leaf is not None:
-                    entry[key] = leaf.astype(jnp.float32) if key == "step" else leaf
-            out.append(entry)
-        return out
+        scalar_keys = cls._scalar_keys()
+        buffers: list[dict[str, Any]] = [{} for _ in range(count)]
+        scalars = {}
+        for key in cls._state_keys:
+            value = fields.get(key)
+            if key in scalar_keys:
+                if value is not None:
+                    scalars[key] = value.astype(jnp.float32) if key == "step" else value
+            elif isinstance(value, list):
+                for entry, leaf in zip(buffers, value):
+                    if leaf is not None:
+                        entry[key] = leaf
+        return buffers, scalars
+
+    def _step_groups(self, stored: list[dict[str, Any]]) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+        """Splits a param group's parameters into step groups: parameters whose scalar
+        state (:meth:`_scalar_keys`) is held in the same arrays, which the compiled step
+        updates with one call of the core (its scalar work done once per group).
+
+        A step writes one new array per group into the state of all its parameters, so
+        parameters stepped together share their arrays, and sharing one is a host fact
+        (``id``), exact (an array never changes) and free. Parameters without state form
+        one group (they start together). A parameter whose first gradient came later,
+        a step a user assigned, or one loaded from a state dict with another value,
+        holds its own arrays: its own group. Where torch keeps no step (SGD, Muon), the
+        groups are the parameters with and without buffers.
+
+        Args:
+          stored: the state of each parameter (``None`` values left out).
+
+        Returns:
+          ``(partition, scalars)``: for each parameter the index of its group (numbered
+          in order of first appearance; static, part of the compile key), and for each
+          group its scalar state as JAX arrays (empty for parameters without state).
+        """
+        scalar_keys = self._scalar_keys()
+        index: dict[Hashable, int] = {}
+        partition, scalars = [], []
+        for saved in stored:
+            if not scalar_keys:
+                group_key: Hashable = ("buffers", any(k in saved for k in self._state_keys))
+            elif not saved:
+                group_key = ("fresh",)
+            else:
+                group_key = tuple(id(saved[k]) if k in saved else None for k in scalar_keys)
+            if group_key not in index:
+                index[group_key] = len(scalars)
+                scalars.append({k: _as_jax(saved[k]) for k in scalar_keys if k in saved})
+            partition.append(index[group_key])
+        return tuple(partition), scalars
 
     def _compiled_step(self, key: Hashable, statics: list[dict[str, Any]]) -> Callable:
         """The jit-compiled step for ``key``, from the class-wide cache (least recently used
@@ -1071,7 +1184,14 @@ class GradxformOptimizer(Optimizer):
 
     @classmethod
     def _compile(cls, statics: list[dict[str, Any]]) -> Callable:
-        """The jitted step of this class for the groups' static options ``statics``."""
+        """The jitted step of this class for the groups' static options ``statics`` (each
+        with its ``"step_groups"`` partition, see :meth:`_step_groups`).
+
+        The step takes, per param group, ``(params, buffers)`` (donated: one entry per
+        parameter) and ``(grads, scalars, hyperparameters)`` (``scalars``: one dict per
+        step group), and returns per param group the new parameters, the new buffers
+        (one dict per parameter) and the new scalars (one dict per step group).
+        """
 
         def run(donated, kept, control):
             if control is None:
@@ -1087,18 +1207,34 @@ class GradxformOptimizer(Optimizer):
 
         def compute(donated, kept):
             results = []
-            for options, (params, buffers), (grads, steps, hyper) in zip(statics, donated, kept):
-                stored = [{**b, **s} for b, s in zip(buffers, steps)]
+            for options, (params, buffers), (grads, scalars, hyper) in zip(statics, donated, kept):
                 hyper = {k: 0.0 if k in options["zero_options"] else v for k, v in hyper.items()}
                 tx = cls._make_transform({**options, **hyper})
-                fresh = tx.init(params)
-                inner = cls._fill(fresh.inner_state, stored)
-                updates, new_state = tx.update(grads, fresh._replace(inner_state=inner), params)
-                new_params = gradxform.apply_updates(params, updates)
-                results.append((new_params, cls._extract(new_state.inner_state, len(params))))
+                partition = options["step_groups"]
+                members = [[i for i, g in enumerate(partition) if g == k] for k in range(len(scalars))]
+                fresh = [tx.init([params[i] for i in idx]) for idx in members]
+                expected: list[dict[str, Any]] = [{} for _ in params]
+                for idx, state in zip(members, fresh):
+                    for i, entry in zip(idx, cls._expected_state(state.inner_state, len(idx))):
+                        expected[i] = entry
+                cls._check_stored(expected, [{**b, **scalars[g]} for b, g in zip(buffers, partition)])
+                new_params, new_buffers, new_scalars = list(params), list(buffers), []
+                for idx, state, group_scalars in zip(members, fresh, scalars):
+                    inner = cls._fill(state.inner_state, [buffers[i] for i in idx], group_scalars)
+                    subset = [params[i] for i in idx]
+                    updates, new_state = tx.update(
+                        [grads[i] for i in idx], state._replace(inner_state=inner), subset
+                    )
+                    entries, group_new = cls._extract(new_state.inner_state, len(idx))
+                    for i, value, entry in zip(idx, gradxform.apply_updates(subset, updates), entries):
+                        new_params[i], new_buffers[i] = value, entry
+                    new_scalars.append(group_new)
+                results.append((new_params, new_buffers, new_scalars))
             return results
 
         # Parameters and buffers are donated: the step updates them in place, as torch does.
+        # Scalar state is not: its arrays are shared by the parameters of a step group,
+        # and a user (or a scheduler) may hold on to a parameter's ``step``.
         return jax.jit(run, donate_argnums=0)
 
     def step(self, closure: Callable[[], Any] | None = None):
@@ -1149,8 +1285,11 @@ class GradxformOptimizer(Optimizer):
         """One compiled call over the groups' (parameter, gradient) pairs; writes back.
 
         Parameters whose id is in ``fresh`` start from no state (see
-        ``_repeats_see_initial_state``).
+        ``_repeats_see_initial_state``). Each param group's parameters are split into
+        step groups (:meth:`_step_groups`); the parameters of one get the same new
+        scalar arrays (``step``, ...) in their state.
         """
+        scalar_keys = self._scalar_keys()
         work, key, donated, kept = [], [], [], []
         for group, entries in zip(self.param_groups, entries_by_group):
             if not entries:
@@ -1158,25 +1297,20 @@ class GradxformOptimizer(Optimizer):
             params = [p for p, _ in entries]
             grads = [g for _, g in entries]
             stored = [
-                {}
-                if id(p) in fresh
-                else {
-                    k: v if isinstance(v, jax.Array) else jnp.asarray(v)
-                    for k, v in self.state.get(p, {}).items()
-                    if v is not None
-                }
+                {} if id(p) in fresh else {k: v for k, v in self.state.get(p, {}).items() if v is not None}
                 for p in params
             ]
+            partition, scalars = self._step_groups(stored)
             statics = {**self._static_options(group), **self._structure(group)}
             statics["zero_options"] = tuple(
                 k for k in self._zero_options if k in group and _to_float(group[k]) == 0
             )
-            work.append((params, statics))
+            statics["step_groups"] = partition
+            work.append((params, partition, statics))
             key.append((_freeze(statics), tuple(tuple(s) for s in stored)))
-            buffers = [{k: v for k, v in s.items() if k != "step"} for s in stored]
-            steps = [{k: v for k, v in s.items() if k == "step"} for s in stored]
+            buffers = [{k: _as_jax(v) for k, v in s.items() if k not in scalar_keys} for s in stored]
             donated.append(([p.data for p in params], buffers))
-            kept.append((grads, steps, self._hyper_arrays(group)))
+            kept.append((grads, scalars, self._hyper_arrays(group)))
         if not work:
             return
         control = None
@@ -1191,7 +1325,7 @@ class GradxformOptimizer(Optimizer):
             # decision, leaves the skip counters alone: torch runs no step at all).
             decision = self._skip_decision if self._skip_decision is not None else self._forced_skip
             control = (total, consecutive, limit, decision)
-        compiled = self._compiled_step(tuple(key), [statics for _, statics in work])
+        compiled = self._compiled_step(tuple(key), [statics for _, _, statics in work])
         results, control_out = compiled(donated, kept, control)
         skipped_fresh = False
         if control_out is not None:
@@ -1202,12 +1336,17 @@ class GradxformOptimizer(Optimizer):
             if any(not s for s in itertools.chain.from_iterable(k[1] for k in key)):
                 # A parameter without state: whether to create it needs the decision.
                 skipped_fresh = bool(skip)
-        for (params, _), (new_params, new_states), stored in zip(work, results, (k[1] for k in key)):
-            for p, value, entry, had_state in zip(params, new_params, new_states, stored):
+        for (params, partition, _), (new_params, new_buffers, new_scalars), stored in zip(
+            work, results, (k[1] for k in key)
+        ):
+            # One array per step group, written into the state of each of its parameters.
+            exported = [{k: self._export_step(v) if k == "step" else v for k, v in s.items()} for s in new_scalars]
+            for p, value, buffers, index, had_state in zip(params, new_params, new_buffers, partition, stored):
                 p._data = value  # the step's own output: no copy needed
+                entry = {**buffers, **exported[index]}
                 if not entry or (skipped_fresh and not had_state):
                     continue  # torch keeps no state for this parameter (SGD without momentum)
                 state = self.state[p]
                 for k in self._state_keys:  # jit returns dicts sorted; keep torch's key order
                     if k in entry:
-                        state[k] = self._export_step(entry[k]) if k == "step" else entry[k]
+                        state[k] = entry[k]
