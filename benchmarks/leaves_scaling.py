@@ -17,7 +17,9 @@ count for another. Each child:
    ``compile()``), each timed on its own, then runs it once;
 3. runs ``--repeats`` more steps and takes the median;
 4. reports its peak resident memory, ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
-   (the whole process: Python, JAX, XLA's compiler and the buffers), and three counts
+   (the whole process: Python, JAX, XLA's compiler and the buffers), the peak so far
+   after the imports and after the jitted init (where a difference in peak RSS comes
+   from), and three counts
    that, unlike the times, do not depend on the machine's load: the equations of the
    traced step's jaxpr, the instructions of the compiled step's entry computation, and
    its kernels (fusions).
@@ -64,6 +66,7 @@ def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int) 
         if contender == "flatten":
             tx = gradxform.flatten(tx)
         apply_updates = gradxform.apply_updates
+    import_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(size), jnp.float32) for _ in range(leaves)]
@@ -78,6 +81,7 @@ def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int) 
     state = jax.jit(tx.init)(params)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - start
+    init_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     jitted = jax.jit(step, donate_argnums=(0, 1))
     t0 = time.perf_counter()
@@ -107,6 +111,8 @@ def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int) 
         "compile_s": init_s + (t4 - t0),
         "step_ms": 1e3 * statistics.median(samples),
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        "import_rss_mb": import_rss_mb,  # after the imports and building the transformation
+        "init_rss_mb": init_rss_mb,  # after the jitted init too (the peak so far)
         # Deterministic measures of the work per leaf (the times above are noisy):
         "jaxpr_eqns": len(traced.jaxpr.eqns),
         "hlo_instructions": entry_instructions(hlo),
@@ -164,8 +170,9 @@ def main(argv=None):
           "one fresh process per contender")
     print()
     print("| leaves | contender | compile (s) | trace / lower / compile / 1st run (s) | peak RSS (MB) "
-          "| step (ms) | compile / optax | RSS / optax | step / optax | jaxpr eqns / HLO instructions / fusions |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| step (ms) | compile / optax | RSS / optax | step / optax | jaxpr eqns / HLO instructions / fusions "
+          "| RSS after import / init (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for leaves in [int(n) for n in args.leaves.split(",")]:
         rows = {}
         for contender in args.contenders.split(","):
@@ -173,7 +180,7 @@ def main(argv=None):
         base = rows.get("optax", {})
         for contender, r in rows.items():
             if "error" in r:
-                print(f"| {leaves} | {contender} | {r['error']} | | | | | | | |", flush=True)
+                print(f"| {leaves} | {contender} | {r['error']} | | | | | | | | |", flush=True)
                 continue
 
             def ratio(key):
@@ -182,7 +189,8 @@ def main(argv=None):
             split = f"{r['trace_s']:.1f} / {r['lower_s']:.1f} / {r['compile_only_s']:.1f} / {r['first_run_s']:.1f}"
             print(f"| {leaves} | {contender} | {r['compile_s']:.1f} | {split} | {r['maxrss_mb']:.0f} "
                   f"| {r['step_ms']:.2f} | {ratio('compile_s')} | {ratio('maxrss_mb')} | {ratio('step_ms')} "
-                  f"| {r['jaxpr_eqns']} / {r['hlo_instructions']} / {r['hlo_fusions']} |",
+                  f"| {r['jaxpr_eqns']} / {r['hlo_instructions']} / {r['hlo_fusions']} "
+                  f"| {r['import_rss_mb']:.0f} / {r['init_rss_mb']:.0f} |",
                   flush=True)
 
 

@@ -19,14 +19,13 @@ import math
 from typing import Sequence
 
 import jax
-from jax.experimental import sparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gradxform import _numerics, base
+from gradxform import _numerics, _treecheck, base
 
 
 def _is_sparse(x) -> bool:
-    return isinstance(x, sparse.JAXSparse)
+    return _treecheck.is_sparse(x)
 
 
 def _spec(shape: Sequence[int], axis, size: int) -> PartitionSpec:

@@ -6,7 +6,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import sparse
 
 from gradxform import _numerics, _treecheck
 from gradxform.base import GradientTransformation, chain
@@ -34,13 +33,13 @@ class ScaleBySparseAdamState(NamedTuple):
 
 
 def _is_bcoo(x) -> bool:
-    return isinstance(x, sparse.BCOO)
+    return _treecheck.is_sparse(x, "BCOO")
 
 
 def _dense_and_mask(g):
     """A gradient as (dense values, mask of the entries it has)."""
     if _is_bcoo(g):
-        hits = sparse.BCOO((jnp.ones(g.data.shape, jnp.int32), g.indices), shape=g.shape)
+        hits = type(g)((jnp.ones(g.data.shape, jnp.int32), g.indices), shape=g.shape)
         return g.todense(), hits.todense() > 0
     g = jnp.asarray(g)
     return g, g != 0
