@@ -274,7 +274,8 @@ def shared_scalar(params, value, dtype=TORCH_SCALAR_DTYPE):
 
 def shared_step(params):
     """The step counter of a transformation: one int32 zero for all of ``params``, as
-    optax's ``count`` (torch_compat turns it into torch's per-parameter ``step``)."""
+    optax's ``count`` (torch_compat gives it to each parameter of a step group as torch's
+    per-parameter ``step``)."""
     return shared_scalar(params, 0, jnp.int32)
 
 
@@ -293,8 +294,9 @@ def scalar_rule(rule: Callable[..., tuple], updates, *values) -> tuple[list, tup
       ``count``. ``rule`` runs once, so every scalar coefficient (bias corrections,
       step-dependent factors) is computed once, not once per leaf;
     * per leaf: a tree of scalars with the structure of ``updates``, as torch keeps
-      ``state["step"]`` per parameter (torch_compat fills it so: a parameter whose first
-      gradient came later has a smaller step). ``rule`` runs once per leaf.
+      ``state["step"]`` per parameter (a parameter whose first gradient came later has a
+      smaller step). ``rule`` runs once per leaf. torch_compat does not need it: it calls
+      ``update`` in the shared form once per group of parameters sharing a step.
 
     The new values keep the form they came in. With a single-array ``updates`` both
     forms are the same array.
