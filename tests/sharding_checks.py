@@ -341,6 +341,10 @@ def check_torch_compat():
         r_opt = cls(list(r_params.values()), **kwargs)
         r_opt.load_state_dict(saved)
         entry["load_problems"] = placement(r_params, r_opt)
+        # Parameters sharded differently, with equal steps: one step array after loading
+        # (one step group), as after the steps that made the state dict.
+        entry["step_arrays"] = [len({id(opt.state[p]["step"]) for p in params.values()})
+                                for params, opt in ((s_params, s_opt), (r_params, r_opt))]
         train(r_params, r_opt, 5, sharded(target))
         train(u_params, u_opt, 5, single(target))
         entry["after_load_problems"] = placement(r_params, r_opt)

@@ -138,6 +138,7 @@ def test_torch_compat_keeps_shardings(results, name):
     assert entry["constructor_keeps_sharding"]
     assert entry["step_problems"] == []
     assert entry["load_problems"] == []
+    assert entry["step_arrays"] == [1, 1]  # saved and loaded: one step group
     assert entry["after_load_problems"] == []
     assert entry["param_rel_diff"] <= REDUCTION_TOLERANCE
 

@@ -330,22 +330,27 @@ class Optimizer:
         The array is placed as the parameter is (see :func:`_place_like`): a loaded state
         of a sharded parameter is never gathered on one device."""
         if _is_array(value):
-            if isinstance(value, jax.Array) and not value.is_fully_addressable:
+            shareable = self._loaded_scalars is not None and key in self._scalar_keys()
+            if isinstance(value, jax.Array) and not value.is_fully_addressable and not (
+                shareable and value.is_fully_replicated
+            ):
                 # A global array of a multi-process run: no process can read it whole,
-                # so it is copied where it lives (a later step() donates the copy).
+                # so it is copied where it lives (a later step() donates the copy). A
+                # replicated scalar (``step``) is read, as every process holds it whole,
+                # so that equal ones are shared below.
                 host = jnp.array(value, copy=True)
             else:
                 host = np.asarray(value)
             if key != "step" and jnp.issubdtype(param.dtype, jnp.floating):  # torch: param.is_floating_point()
                 host = host.astype(param.dtype)
-            if self._loaded_scalars is not None and key in self._scalar_keys() and isinstance(host, np.ndarray):
+            placed = _place_like(host, param)
+            if shareable and isinstance(host, np.ndarray):
                 # Equal scalar state (``step``, ...) placed alike is loaded as one array, so
-                # that parameters stepped together before saving step together again.
-                shared = (key, host.dtype.str, host.shape, host.tobytes(), param.data.sharding)
-                if shared not in self._loaded_scalars:
-                    self._loaded_scalars[shared] = _place_like(host, param)
-                return self._loaded_scalars[shared]
-            return _place_like(host, param)
+                # that parameters stepped together before saving step together again (a
+                # scalar is replicated, so parameters sharded differently share it too).
+                shared = (key, host.dtype.str, host.shape, host.tobytes(), placed.sharding)
+                return self._loaded_scalars.setdefault(shared, placed)
+            return placed
         if isinstance(value, dict):
             return {k: self._load_value(param, k, v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
