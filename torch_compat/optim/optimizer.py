@@ -767,6 +767,11 @@ class GradxformOptimizer(Optimizer):
     assigned. ``load_state_dict`` loads equal values placed alike as one array, so the
     parameters of a saved optimizer step together again. ``state_dict()`` copies each
     parameter's ``step``, as torch gives one per parameter. Scalar state is not donated.
+    A step group's numbers are the core's ``update`` on its parameters, bit for bit; the
+    same parameter in a group of another size may differ in the last bit (XLA rounds a
+    coefficient computed once for several kernels apart from one fused into a single
+    kernel), which is why a loaded state must regroup as it was saved to continue bit
+    for bit.
 
     Compiled steps are shared by all optimizers of a class with the same static options
     (and state keys), in a cache of at most 64 entries (``_compile_cache_size``; the
