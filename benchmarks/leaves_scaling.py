@@ -2,10 +2,11 @@
 
     python benchmarks/leaves_scaling.py [--leaves 1000,4000,10000] [--size 16]
         [--optimizer adam|sgd] [--contenders gradxform,flatten,optax] [--repeats 20]
-        [--timeout 1800]
+        [--shapes K] [--timeout 1800]
 
-For each number of leaves N, a tree of N float32 leaves of ``--size`` values each is
-optimized by each contender, every contender in a FRESH PROCESS of its own (this script
+For each number of leaves N, a tree of N float32 leaves of ``--size`` values each
+(``--shapes K``: leaf i has ``size + i % K`` values, so the leaves have K distinct shapes;
+``--shapes 0``: N distinct shapes) is optimized by each contender, every contender in a FRESH PROCESS of its own (this script
 runs itself as a subprocess), so that one contender's compile caches and memory never
 count for another. Each child:
 
@@ -30,7 +31,17 @@ to optax in the same run. A child that fails or runs past ``--timeout`` seconds 
 reported as such (it is killed), and the next one runs.
 
 optax is needed for the optax rows only (a row whose package is not installed is left
-out). Keep memory in mind: at 10000 leaves optax's compile alone takes about 13 GB.
+out).
+
+Why ``--shapes`` matters: XLA's CPU compiler generates machine code once for kernels that
+are the same computation on the same shapes, so leaves of one shape share their kernels'
+code, and what grows with N is mostly the HLO passes, in proportion to the instructions.
+Each distinct kernel pays its own code generation too (about 10-20 ms and 1 MB of
+compile memory here). ``flatten`` has one distinct kernel per leaf (the slice of the
+flat update that the leaf adds), where the leaf-by-leaf layouts have three per distinct
+shape: it loses with few shapes and wins with many.
+
+Keep memory in mind: at 10000 leaves optax's compile alone takes about 13 GB.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ import time
 CONTENDERS = ("gradxform", "flatten", "optax")
 
 
-def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int) -> dict:
+def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int, shapes: int = 1) -> dict:
     """Runs one contender in this process; returns its measurements."""
     import jax
     import jax.numpy as jnp
@@ -69,8 +80,9 @@ def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int) 
     import_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     rng = np.random.default_rng(0)
-    params = [jnp.asarray(rng.standard_normal(size), jnp.float32) for _ in range(leaves)]
-    grads = [jnp.full((size,), 0.01, jnp.float32) for _ in range(leaves)]
+    sizes = [size + (i % shapes if shapes else i) for i in range(leaves)]
+    params = [jnp.asarray(rng.standard_normal(n), jnp.float32) for n in sizes]
+    grads = [jnp.full((n,), 0.01, jnp.float32) for n in sizes]
     jax.block_until_ready((params, grads))
 
     def step(p, s, g):
@@ -127,7 +139,7 @@ def entry_instructions(hlo: str) -> int:
     return sum(1 for line in entry.splitlines()[1:] if " = " in line)
 
 
-def run_child(contender, optimizer, leaves, size, repeats, timeout):
+def run_child(contender, optimizer, leaves, size, repeats, timeout, shapes=1):
     """Runs ``child`` in a fresh interpreter; returns its dict, or ``{"error": ...}``."""
     if contender != "gradxform" and contender != "flatten":
         try:
@@ -135,7 +147,7 @@ def run_child(contender, optimizer, leaves, size, repeats, timeout):
         except ImportError:
             return {"error": f"{contender} not installed"}
     cmd = [sys.executable, os.path.abspath(__file__), "--child", contender, "--optimizer", optimizer,
-           "--leaves", str(leaves), "--size", str(size), "--repeats", str(repeats)]
+           "--leaves", str(leaves), "--size", str(size), "--repeats", str(repeats), "--shapes", str(shapes)]
     # The child imports the gradxform of this checkout (the parent of benchmarks/).
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -156,17 +168,20 @@ def main(argv=None):
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="subset of " + ",".join(CONTENDERS))
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--shapes", type=int, default=1,
+                        help="number of distinct leaf shapes (leaf i has size + i %% K values); 0: every leaf its own")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.optimizer, int(args.leaves), args.size, args.repeats)))
+        print(json.dumps(child(args.child, args.optimizer, int(args.leaves), args.size, args.repeats, args.shapes)))
         return
 
     import jax
 
     print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"jax {jax.__version__}; {args.optimizer}, float32 leaves of {args.size} values; "
+          f"jax {jax.__version__}; {args.optimizer}, float32 leaves of {args.size} values"
+          f"{'' if args.shapes == 1 else f' + i % {args.shapes}' if args.shapes else ' + i'}; "
           "one fresh process per contender")
     print()
     print("| leaves | contender | compile (s) | trace / lower / compile / 1st run (s) | peak RSS (MB) "
@@ -176,7 +191,7 @@ def main(argv=None):
     for leaves in [int(n) for n in args.leaves.split(",")]:
         rows = {}
         for contender in args.contenders.split(","):
-            rows[contender] = run_child(contender, args.optimizer, leaves, args.size, args.repeats, args.timeout)
+            rows[contender] = run_child(contender, args.optimizer, leaves, args.size, args.repeats, args.timeout, args.shapes)
         base = rows.get("optax", {})
         for contender, r in rows.items():
             if "error" in r:
