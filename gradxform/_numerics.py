@@ -150,7 +150,9 @@ def lerp(start, end, weight):
     [0.75, 2.5]
     """
     small, coefficient = weight if isinstance(weight, tuple) else lerp_weight(weight, start.dtype)
-    base = jnp.where(small, start, end)
+    # lax.select, not jnp.where: the same program, without a jitted call to trace for
+    # every new leaf shape.
+    base = jax.lax.select(jnp.broadcast_to(small, jnp.shape(start)), start, end)
     return base + coefficient * (end - start)
 
 
