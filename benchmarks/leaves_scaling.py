@@ -5,10 +5,10 @@
         [--shapes K] [--timeout 1800]
 
 For each number of leaves N, a tree of N float32 leaves of ``--size`` values each
-(``--shapes K``: leaf i has ``size + i % K`` values, so the leaves have K distinct shapes;
-``--shapes 0``: N distinct shapes) is optimized by each contender, every contender in a FRESH PROCESS of its own (this script
-runs itself as a subprocess), so that one contender's compile caches and memory never
-count for another. Each child:
+(``--shapes K``: leaf i has ``size + i % K`` values, so the leaves have K distinct
+shapes; ``--shapes 0``: N distinct shapes) is optimized by each contender, every
+contender in a FRESH PROCESS of its own (this script runs itself as a subprocess), so
+that one contender's compile caches and memory never count for another. Each child:
 
 1. builds the transformation (the default alias, no opt-in: ``gradxform.adam(1e-3)``
    against ``optax.adam(1e-3)``; ``gradxform.flatten(gradxform.adam(1e-3))`` is the
@@ -173,6 +173,8 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.shapes < 0:
+        parser.error(f"--shapes must be 0 or more, got {args.shapes}")
     if args.child:
         print(json.dumps(child(args.child, args.optimizer, int(args.leaves), args.size, args.repeats, args.shapes)))
         return
