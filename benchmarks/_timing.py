@@ -1,14 +1,22 @@
-"""Timing shared by the benchmark scripts: interleaved medians.
+"""Timing shared by the benchmark scripts: interleaved medians, and fresh processes.
 
 These machines are noisy, and the noise drifts over seconds. Timing contender A's
 repeats, then B's, lets a burst of load fall on one of them only. :func:`race` warms
 every contender up, then runs the repeats round-robin (A, B, C, A, B, C, ...), so that
 drifting load falls on all of them alike and their ratios stay meaningful.
+
+Compile time and peak memory are measured in a fresh process per contender
+(:func:`run_child`), so that one contender's compile caches and memory never count for
+another.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -28,3 +36,25 @@ def race(runners: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
             run()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def run_child(script: str, args: list[str], timeout: float | None = None) -> dict:
+    """Runs the benchmark ``script`` (its ``__file__``) with ``args`` in a fresh interpreter;
+    returns the dict of the last line of its output that starts with ``{`` (JSON), or
+    ``{"error": why}`` when it printed none or ran past ``timeout`` seconds (then it is
+    killed).
+
+    The child imports the gradxform of this checkout (the parent of ``benchmarks/``), not
+    whichever one is installed.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run([sys.executable, os.path.abspath(script), *args], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"killed after {timeout} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:] or ''}"}

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
+
+from _timing import run_child
 
 VARIANTS = ("optax", "constants", "where", "select", "cond")
 SIZE = 16
@@ -119,13 +119,11 @@ def main(argv=None):
     runs = {v: [] for v in variants}
     for _ in range(args.repeats):  # interleaved, so that every variant sees the same load
         for variant in variants:
-            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", variant,
-                                   "--leaves", str(args.leaves)], capture_output=True, text=True)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            if lines:
-                runs[variant].append(json.loads(lines[-1]))
+            r = run_child(__file__, ["--child", variant, "--leaves", str(args.leaves)])
+            if "error" in r:
+                print(f"{variant} failed: {r['error']}", file=sys.stderr)
             else:
-                print(f"{variant} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                runs[variant].append(r)
     print(f"| variant ({args.leaves} leaves of {SIZE}) | compile wall (s) | compile CPU (s) | peak RSS (MB) "
           "| instructions per leaf | wall / optax | RSS / optax |")
     print("|---|---|---|---|---|---|---|")

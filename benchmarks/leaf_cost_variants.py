@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
-import sys
 import time
+
+from _timing import run_child
 
 VARIANTS = ("per_leaf", "shared", "stacked", "packed")
 SIZE = 16
@@ -103,13 +102,11 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     rows = {}
     for variant in args.variants.split(","):
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", variant,
-                               "--leaves", str(args.leaves)], capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            print(f"| {variant} | failed: {done.stderr.strip().splitlines()[-1:]} | | | |", flush=True)
+        r = run_child(__file__, ["--child", variant, "--leaves", str(args.leaves)])
+        if "error" in r:
+            print(f"| {variant} | failed: {r['error']} | | | |", flush=True)
             continue
-        r = rows[variant] = json.loads(lines[-1])
+        rows[variant] = r
         base = rows.get("per_leaf")
         ratio = f"{r['compile_s'] / base['compile_s']:.2f}" if base else "n/a"
         print(f"| {variant} | {r['trace_lower_s']:.1f} | {r['compile_s']:.1f} | {r['maxrss_mb']:.0f} | {ratio} |",

@@ -52,9 +52,9 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
-import sys
 import time
+
+from _timing import run_child
 
 CONTENDERS = ("gradxform", "flatten", "optax")
 
@@ -139,26 +139,15 @@ def entry_instructions(hlo: str) -> int:
     return sum(1 for line in entry.splitlines()[1:] if " = " in line)
 
 
-def run_child(contender, optimizer, leaves, size, repeats, timeout, shapes=1):
+def run_contender(contender, optimizer, leaves, size, repeats, timeout, shapes=1):
     """Runs ``child`` in a fresh interpreter; returns its dict, or ``{"error": ...}``."""
     if contender != "gradxform" and contender != "flatten":
         try:
             __import__(contender)
         except ImportError:
             return {"error": f"{contender} not installed"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", contender, "--optimizer", optimizer,
-           "--leaves", str(leaves), "--size", str(size), "--repeats", str(repeats), "--shapes", str(shapes)]
-    # The child imports the gradxform of this checkout (the parent of benchmarks/).
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"killed after {timeout} s"}
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:] or ''}"}
+    return run_child(__file__, ["--child", contender, "--optimizer", optimizer, "--leaves", str(leaves),
+                                "--size", str(size), "--repeats", str(repeats), "--shapes", str(shapes)], timeout)
 
 
 def main(argv=None):
@@ -193,7 +182,7 @@ def main(argv=None):
     for leaves in [int(n) for n in args.leaves.split(",")]:
         rows = {}
         for contender in args.contenders.split(","):
-            rows[contender] = run_child(contender, args.optimizer, leaves, args.size, args.repeats, args.timeout, args.shapes)
+            rows[contender] = run_contender(contender, args.optimizer, leaves, args.size, args.repeats, args.timeout, args.shapes)
         base = rows.get("optax", {})
         for contender, r in rows.items():
             if "error" in r:
