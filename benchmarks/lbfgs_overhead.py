@@ -7,12 +7,14 @@ On the ``lbfgs_bench.py`` problems (float64, history size 10, strong Wolfe; opta
 (``_timing.race``) and prints the warm medians, their ratio, and, from one profiled call
 of each (``jax.profiler``, as ``lbfgsb_overhead.py``), the thunks the runtime executed
 and the handoffs of work to its other thread, per solve and per evaluation. On small
-problems these counts, not arithmetic, set the time.
+problems these counts, not arithmetic, set the time; the thunks that touch a vector
+more than the scalar ones (``benchmarks/two_loop_variants.py``).
 
 ``--where N`` prints instead, for ``gradxform.minimize`` on Rosenbrock-N, the thunks per
 evaluation of each computation of the compiled program (the loop body, each branch,
-the two-loop recursion's loops...), labelled by the JAX operations most of its
-instructions come from.
+the two-loop recursion's loops...), with those among them that read or write an
+N-value vector, labelled by the JAX operations most of its instructions come from; then
+the totals per iteration, and optax's.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ _SCOPES = ("objective", "first_evaluation", "line_search_step", "unsearched_step
            "two_loop_backward", "two_loop_forward", "bracket_step", "zoom_step")
 
 
-def where(n: int) -> None:
-    """Thunks per evaluation by computation of ``minimize`` on Rosenbrock-``n``."""
-    x0 = jnp.asarray(np.tile([-1.2, 1.0], n // 2))
-    solve = lbfgs_bench.gradxform_solver(lbfgs_bench.rosenbrock)
-    evals = int(jax.block_until_ready(solve(x0)).n_evals)
-    owner, labels, computation = {}, collections.defaultdict(collections.Counter), None
+def _thunks_by_computation(solve, x0):
+    """The thunks one call of the jitted ``solve(x0)`` ran, by computation of its compiled
+    program: ``(thunks, vector, labels)``. ``vector`` counts those of them that read or
+    write an array with a dimension of ``x0``'s size (so ``x0``'s size should differ from
+    every other dimension in the program, such as the history size); ``labels`` counts
+    each computation's instructions by named scope."""
+    n = x0.size
+    owner, shapes, touches, computation = {}, {}, {}, None
+    labels = collections.defaultdict(collections.Counter)
     for line in solve.lower(x0).compile().as_text().splitlines():
         header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
         if header:
@@ -52,29 +57,57 @@ def where(n: int) -> None:
             continue
         instruction = re.match(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", line)
         if instruction and computation:
-            owner[instruction.group(1)] = computation
-            name = re.search(r'op_name="(?:jit\(<lambda>\)/)?([^"]*)"', line)
-            if name:  # the named scopes (lbfgs.py, linesearch.py), without control flow's
-                scopes = [p for p in name.group(1).split("/") if p in _SCOPES]
+            name, rest = instruction.group(1), line[instruction.end():]
+            call = re.search(r"\s([a-z][\w\-]*)\(([^)]*)\)", rest)  # the opcode after the shape
+            shapes[name] = rest[: call.start()] if call else rest
+            operands = re.findall(r"%([\w.\-]+)", call.group(2)) if call else []
+            owner[name] = computation
+            touches[name] = [shapes[name]] + [shapes.get(o, "") for o in operands]
+            scope = re.search(r'op_name="(?:jit\(<lambda>\)/)?([^"]*)"', line)
+            if scope:  # the named scopes (lbfgs.py, linesearch.py), without control flow's
+                scopes = [p for p in scope.group(1).split("/") if p in _SCOPES]
                 labels[computation]["/".join(scopes) or "(other)"] += 1
+    vector_dim = re.compile(rf"[\[,]{n}[\],]")
     with tempfile.TemporaryDirectory() as log_dir:
         with jax.profiler.trace(log_dir):
             jax.block_until_ready(solve(x0))
         (path,) = pathlib.Path(log_dir).rglob("*.xplane.pb")
         data = jax.profiler.ProfileData.from_file(str(path))
-    thunks = collections.Counter()
+    thunks, vector = collections.Counter(), collections.Counter()
     for plane in data.planes:
         for line in plane.lines:
             if "XLAEigen" in line.name or "PjRtCpuClient" in line.name:
                 for event in line.events:
                     if not event.name.startswith(("end:", "ThreadpoolListener", "ThunkExecutor")):
-                        thunks[owner.get(event.name, "?")] += 1
+                        computation = owner.get(event.name, "?")
+                        thunks[computation] += 1
+                        vector[computation] += any(vector_dim.search(t) for t in touches.get(event.name, ()))
+    return thunks, vector, labels
+
+
+def where(n: int) -> None:
+    """Thunks per evaluation by computation of ``minimize`` on Rosenbrock-``n``, and the
+    totals per iteration beside optax's."""
+    x0 = jnp.asarray(np.tile([-1.2, 1.0], n // 2))
+    solve = lbfgs_bench.gradxform_solver(lbfgs_bench.rosenbrock)
+    result = jax.block_until_ready(solve(x0))
+    evals, iterations = int(result.n_evals), int(result.n_iter)
+    thunks, vector, labels = _thunks_by_computation(solve, x0)
     print(f"# minimize on Rosenbrock-{n}: {evals} evaluations, {sum(thunks.values()) / evals:.1f} thunks per evaluation")
-    print("| thunks per evaluation | computation | most of its instructions from |")
-    print("|---|---|---|")
+    print(f"| thunks per evaluation | of which read or write a {n}-vector | computation | most of its instructions from |")
+    print("|---|---|---|---|")
     for computation, count in thunks.most_common():
         label = ", ".join(f"{k} ({v})" for k, v in labels[computation].most_common(2))
-        print(f"| {count / evals:.1f} | {computation} | {label} |")
+        print(f"| {count / evals:.1f} | {vector[computation] / evals:.1f} | {computation} | {label} |")
+    theirs = lbfgs_bench.optax_solver(lbfgs_bench.rosenbrock)
+    their_iterations = int(jax.block_until_ready(theirs(x0))[1])
+    their_thunks, their_vector, _ = _thunks_by_computation(theirs, x0)
+    print()
+    print(f"| per iteration (Rosenbrock-{n}) | thunks | of which read or write a {n}-vector | iterations |")
+    print("|---|---|---|---|")
+    for name, t, v, i in (("gradxform.minimize", thunks, vector, iterations),
+                          ("optax.lbfgs", their_thunks, their_vector, their_iterations)):
+        print(f"| {name} | {sum(t.values()) / i:.1f} | {sum(v.values()) / i:.1f} | {i} |")
 
 
 def main(argv=None):
