@@ -7,8 +7,8 @@ On the ``lbfgs_bench.py`` problems (float64, history size 10, strong Wolfe; opta
 (``_timing.race``) and prints the warm medians, their ratio, and, from one profiled call
 of each (``jax.profiler``, as ``lbfgsb_overhead.py``), the thunks the runtime executed
 and the handoffs of work to its other thread, per solve and per evaluation. On small
-problems these counts, not arithmetic, set the time; the thunks that touch a vector
-more than the scalar ones (``benchmarks/two_loop_variants.py``).
+problems these counts, not arithmetic, set the time, and among them the thunks that
+touch a vector count far more than the scalar ones (``benchmarks/two_loop_variants.py``).
 
 ``--where N`` prints instead, for ``gradxform.minimize`` on Rosenbrock-N, the thunks per
 evaluation of each computation of the compiled program (the loop body, each branch,
@@ -44,9 +44,9 @@ _SCOPES = ("objective", "first_evaluation", "line_search_step", "unsearched_step
 def _thunks_by_computation(solve, x0):
     """The thunks one call of the jitted ``solve(x0)`` ran, by computation of its compiled
     program: ``(thunks, vector, labels)``. ``vector`` counts those of them that read or
-    write an array with a dimension of ``x0``'s size (so ``x0``'s size should differ from
-    every other dimension in the program, such as the history size); ``labels`` counts
-    each computation's instructions by named scope."""
+    write an array with a dimension of ``x0``'s size (so that size should differ from
+    every other dimension in the program: the history size, 10, and the bracket's 2);
+    ``labels`` counts each computation's instructions by named scope."""
     n = x0.size
     owner, shapes, touches, computation = {}, {}, {}, None
     labels = collections.defaultdict(collections.Counter)
