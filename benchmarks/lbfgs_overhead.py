@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import pathlib
 import re
-import tempfile
 
 import jax
 
@@ -34,7 +32,7 @@ import numpy as np  # noqa: E402
 
 import lbfgs_bench  # noqa: E402
 from _timing import race  # noqa: E402
-from lbfgsb_overhead import profile_counts  # noqa: E402
+from lbfgsb_overhead import profile_counts, profile_events  # noqa: E402
 
 
 _SCOPES = ("objective", "first_evaluation", "line_search_step", "unsearched_step", "iteration_start",
@@ -68,20 +66,11 @@ def _thunks_by_computation(solve, x0):
                 scopes = [p for p in scope.group(1).split("/") if p in _SCOPES]
                 labels[computation]["/".join(scopes) or "(other)"] += 1
     vector_dim = re.compile(rf"[\[,]{n}[\],]")
-    with tempfile.TemporaryDirectory() as log_dir:
-        with jax.profiler.trace(log_dir):
-            jax.block_until_ready(solve(x0))
-        (path,) = pathlib.Path(log_dir).rglob("*.xplane.pb")
-        data = jax.profiler.ProfileData.from_file(str(path))
     thunks, vector = collections.Counter(), collections.Counter()
-    for plane in data.planes:
-        for line in plane.lines:
-            if "XLAEigen" in line.name or "PjRtCpuClient" in line.name:
-                for event in line.events:
-                    if not event.name.startswith(("end:", "ThreadpoolListener", "ThunkExecutor")):
-                        computation = owner.get(event.name, "?")
-                        thunks[computation] += 1
-                        vector[computation] += any(vector_dim.search(t) for t in touches.get(event.name, ()))
+    for event in profile_events(lambda: jax.block_until_ready(solve(x0)))[0]:
+        computation = owner.get(event, "?")
+        thunks[computation] += 1
+        vector[computation] += any(vector_dim.search(t) for t in touches.get(event, ()))
     return thunks, vector, labels
 
 

@@ -37,14 +37,15 @@ OPTIONS = lbfgsb_problems.SCIPY_DEFAULTS
 _NOT_THUNKS = ("end:", "ThreadpoolListener", "ThunkExecutor")
 
 
-def profile_counts(call) -> tuple[int, int]:
-    """``(thunks, handoffs)`` of one ``call()``, from a ``jax.profiler`` trace."""
+def profile_events(call) -> tuple[list[str], int]:
+    """The names of the thunks one ``call()`` ran (each an instruction of the compiled
+    program, once per run), and the number of handoffs, from a ``jax.profiler`` trace."""
     with tempfile.TemporaryDirectory() as log_dir:
         with jax.profiler.trace(log_dir):
             call()
         (path,) = pathlib.Path(log_dir).rglob("*.xplane.pb")
         data = jax.profiler.ProfileData.from_file(str(path))
-    thunks = handoffs = 0
+    thunks, handoffs = [], 0
     for plane in data.planes:
         for line in plane.lines:
             runtime_thread = "XLAEigen" in line.name or "PjRtCpuClient" in line.name
@@ -52,8 +53,14 @@ def profile_counts(call) -> tuple[int, int]:
                 if event.name == "ThreadpoolListener::Record":
                     handoffs += 1
                 elif runtime_thread and not event.name.startswith(_NOT_THUNKS):
-                    thunks += 1
+                    thunks.append(event.name)
     return thunks, handoffs
+
+
+def profile_counts(call) -> tuple[int, int]:
+    """``(thunks, handoffs)`` of one ``call()``, from a ``jax.profiler`` trace."""
+    thunks, handoffs = profile_events(call)
+    return len(thunks), handoffs
 
 
 def main(argv=None):
