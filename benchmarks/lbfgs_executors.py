@@ -70,21 +70,13 @@ def _owners(hlo_text: str) -> tuple[dict[str, str], dict[str, str]]:
     """Instruction name -> name of the computation that holds it, and computation name ->
     the named scope (``lbfgs.py``'s, as ``lbfgs_overhead.py --where``) most of its
     instructions come from."""
-    from lbfgs_overhead import _SCOPES
+    from lbfgs_overhead import hlo_instructions, named_scopes
 
-    owner, scopes, computation = {}, collections.defaultdict(collections.Counter), None
-    for line in hlo_text.splitlines():
-        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
-        if header:
-            computation = header.group(1)
-            continue
-        instruction = re.match(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", line)
-        if instruction and computation:
-            owner[instruction.group(1)] = computation
-            op_name = re.search(r'op_name="([^"]*)"', line)
-            named = [p for p in op_name.group(1).split("/") if p in _SCOPES] if op_name else []
-            if named:
-                scopes[computation]["/".join(named)] += 1
+    owner, scopes = {}, collections.defaultdict(collections.Counter)
+    for computation, name, rest in hlo_instructions(hlo_text):
+        owner[name] = computation
+        if named_scopes(rest):
+            scopes[computation][named_scopes(rest)] += 1
     return owner, {c: counts.most_common(1)[0][0] for c, counts in scopes.items()}
 
 

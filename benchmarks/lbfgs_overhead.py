@@ -39,6 +39,27 @@ _SCOPES = ("objective", "first_evaluation", "line_search_step", "unsearched_step
            "two_loop_backward", "two_loop_forward", "bracket_step", "zoom_step")
 
 
+def hlo_instructions(hlo_text: str):
+    """``(computation, instruction name, rest of the line after "name = ")`` for each
+    instruction of a compiled program's text (``.compile().as_text()``)."""
+    computation = None
+    for line in hlo_text.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
+        if header:
+            computation = header.group(1)
+            continue
+        instruction = re.match(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if instruction and computation:
+            yield computation, instruction.group(1), line[instruction.end():]
+
+
+def named_scopes(rest: str) -> str:
+    """The named scopes (``lbfgs.py``'s and ``linesearch.py``'s, without control flow's)
+    an instruction comes from, joined by ``/``, or ``""``."""
+    scope = re.search(r'op_name="([^"]*)"', rest)
+    return "/".join(p for p in scope.group(1).split("/") if p in _SCOPES) if scope else ""
+
+
 def _thunks_by_computation(solve, x0):
     """The thunks one call of the jitted ``solve(x0)`` ran, by computation of its compiled
     program: ``(thunks, vector, labels)``. ``vector`` counts those of them that read or
@@ -46,25 +67,16 @@ def _thunks_by_computation(solve, x0):
     every other dimension in the program: the history size, 10, and the bracket's 2);
     ``labels`` counts each computation's instructions by named scope."""
     n = x0.size
-    owner, shapes, touches, computation = {}, {}, {}, None
+    owner, shapes, touches = {}, {}, {}
     labels = collections.defaultdict(collections.Counter)
-    for line in solve.lower(x0).compile().as_text().splitlines():
-        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
-        if header:
-            computation = header.group(1)
-            continue
-        instruction = re.match(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", line)
-        if instruction and computation:
-            name, rest = instruction.group(1), line[instruction.end():]
-            call = re.search(r"\s([a-z][\w\-]*)\(([^)]*)\)", rest)  # the opcode after the shape
-            shapes[name] = rest[: call.start()] if call else rest
-            operands = re.findall(r"%([\w.\-]+)", call.group(2)) if call else []
-            owner[name] = computation
-            touches[name] = [shapes[name]] + [shapes.get(o, "") for o in operands]
-            scope = re.search(r'op_name="(?:jit\(<lambda>\)/)?([^"]*)"', line)
-            if scope:  # the named scopes (lbfgs.py, linesearch.py), without control flow's
-                scopes = [p for p in scope.group(1).split("/") if p in _SCOPES]
-                labels[computation]["/".join(scopes) or "(other)"] += 1
+    for computation, name, rest in hlo_instructions(solve.lower(x0).compile().as_text()):
+        call = re.search(r"\s([a-z][\w\-]*)\(([^)]*)\)", rest)  # the opcode after the shape
+        shapes[name] = rest[: call.start()] if call else rest
+        operands = re.findall(r"%([\w.\-]+)", call.group(2)) if call else []
+        owner[name] = computation
+        touches[name] = [shapes[name]] + [shapes.get(o, "") for o in operands]
+        if "op_name=" in rest:
+            labels[computation][named_scopes(rest) or "(other)"] += 1
     vector_dim = re.compile(rf"[\[,]{n}[\],]")
     thunks, vector = collections.Counter(), collections.Counter()
     for event in profile_events(lambda: jax.block_until_ready(solve(x0)))[0]:
