@@ -1,0 +1,107 @@
+"""``minimize`` of the working tree against ``minimize`` of a git revision, in one process.
+
+    python benchmarks/minimize_ab.py REV [--repeats 36]
+
+A change to the L-BFGS state machine moves the warm time by a few percent at most, less
+than the spread between two runs of ``lbfgs_overhead.py``. This script takes
+``gradxform/linesearch.py`` and ``gradxform/optimizers/lbfgs.py`` as they are at ``REV``
+(``git show``), loads them as modules of their own beside the working tree's (every
+other module is the working tree's, so REV must differ from it in those two files
+only), and on the ``lbfgs_bench.py`` problems:
+
+* checks that both give the same result, every array bit for bit;
+* times both and optax's ``lbfgs`` round-robin, each round in the next of the six
+  orders of the three (a solver's time depends on which one ran before it: in a fixed
+  order, two copies of the same code differed by 14% here), and prints the medians of
+  the per-round ratios (working tree / REV, and each / optax).
+
+For example, on a branch that changes the line search: ``python
+benchmarks/minimize_ab.py main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lbfgs_bench  # noqa: E402
+from gradxform.optimizers import lbfgs as tree_lbfgs  # noqa: E402
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, source: str, folder: pathlib.Path):
+    path = folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def revision_lbfgs(rev: str, folder: pathlib.Path):
+    """``gradxform.optimizers.lbfgs`` as it is at ``rev``, with its line search from
+    ``rev`` too."""
+    show = lambda path: subprocess.run(["git", "show", f"{rev}:{path}"], cwd=_ROOT, check=True,  # noqa: E731
+                                       capture_output=True, text=True).stdout
+    _load("rev_linesearch", show("gradxform/linesearch.py"), folder)
+    source = show("gradxform/optimizers/lbfgs.py")
+    if "from gradxform.linesearch import" not in source:
+        raise SystemExit(f"{rev}'s lbfgs.py does not import its line search as this script expects")
+    return _load("rev_lbfgs", source.replace("from gradxform.linesearch import", "from rev_linesearch import"), folder)
+
+
+def solver(module, f):
+    """``lbfgs_bench.gradxform_solver`` with ``module``'s ``minimize``."""
+    return jax.jit(lambda x: module.minimize(
+        f, x, max_iter=lbfgs_bench.MAX_ITER, max_eval=lbfgs_bench.MAX_ITER * 5, history_size=lbfgs_bench.HISTORY,
+        tolerance_grad=lbfgs_bench.TOL, tolerance_change=0.0, line_search_fn="strong_wolfe"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rev", help="the git revision to compare the working tree with")
+    parser.add_argument("--repeats", type=int, default=36, help="rounds (six orders, each as often)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        rev_lbfgs = revision_lbfgs(args.rev, pathlib.Path(folder))
+        print(f"# jax {jax.__version__}; medians of {args.repeats} per-round ratios; tree = working tree, "
+              f"rev = {args.rev}")
+        print("| problem | tree / rev | rev / optax | tree / optax | same result |")
+        print("|---|---|---|---|---|")
+        for name, f, x0, _ in lbfgs_bench.problems():
+            x = jnp.asarray(x0)
+            solvers = {"tree": solver(tree_lbfgs, f), "rev": solver(rev_lbfgs, f),
+                       "optax": lbfgs_bench.optax_solver(f)}
+            results = {key: jax.block_until_ready(solve(x)) for key, solve in solvers.items()}
+            same = all(np.array_equal(a, b) for a, b in
+                       zip(jax.tree.leaves(results["tree"]), jax.tree.leaves(results["rev"]), strict=True))
+            times = {key: [] for key in solvers}
+            orders = itertools.cycle(itertools.permutations(solvers))
+            for _ in range(args.repeats):
+                for key in next(orders):
+                    start = time.perf_counter()
+                    jax.block_until_ready(solvers[key](x))
+                    times[key].append(time.perf_counter() - start)
+            ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
+            print(f"| {name} | {ratio('tree', 'rev'):.3f} | {ratio('rev', 'optax'):.3f} "
+                  f"| {ratio('tree', 'optax'):.3f} | {same} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
