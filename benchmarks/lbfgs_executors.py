@@ -11,8 +11,8 @@ thunks (kernels, copies, nested loops and conditionals) in one of two ways
   most 8 thunks, or every buffer it touches holds at most 512 bytes, or each thunk
   depends on the one before it;
 * **as a graph** otherwise: each thunk starts when its inputs are ready, through atomic
-  counters and a ready queue, and when several are ready at once, half of them are
-  handed to another thread of the pool.
+  counters and a ready queue, and when many are ready at once (ten, in the loop of
+  ``--threshold``), half of them are handed to another thread of the pool.
 
 A thunk run as a graph costs more than one run in order, and a handoff costs more
 still on a 2-core machine. So two programs with the same arithmetic can differ in time
