@@ -12,6 +12,7 @@ another.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -36,6 +37,24 @@ def race(runners: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
             run()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def rounds(runners: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call of each runner over ``repeats`` rounds, one call of each per
+    round, the rounds going through every order of the runners in turn.
+
+    For ratios taken round by round. A call's time depends on which program ran just
+    before it, so a fixed order biases them: two copies of the same L-BFGS solve differed
+    by 14% in one (``minimize_ab.py``). Each runner must block until its work is done.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    orders = itertools.cycle(itertools.permutations(runners))
+    for _ in range(repeats):
+        for name in next(orders):
+            start = time.perf_counter()
+            runners[name]()
+            samples[name].append(time.perf_counter() - start)
+    return samples
 
 
 def run_child(script: str, args: list[str], timeout: float | None = None) -> dict:

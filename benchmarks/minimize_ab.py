@@ -11,9 +11,9 @@ only), and on the ``lbfgs_bench.py`` problems:
 
 * checks that both give the same result, every array bit for bit;
 * times both and optax's ``lbfgs`` round-robin, each round in the next of the six
-  orders of the three (a solver's time depends on which one ran before it: in a fixed
-  order, two copies of the same code differed by 14% here), and prints the medians of
-  the per-round ratios (working tree / REV, and each / optax).
+  orders of the three (``_timing.rounds``: in a fixed order, two copies of the same code
+  differed by 14% here), and prints the medians of the per-round ratios (working tree /
+  REV, and each / optax).
 
 For example, on a branch that changes the line search: ``python
 benchmarks/minimize_ab.py main``.
@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import itertools
 import pathlib
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 
@@ -39,6 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lbfgs_bench  # noqa: E402
+from _timing import rounds  # noqa: E402
 from gradxform.optimizers import lbfgs as tree_lbfgs  # noqa: E402
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -91,13 +90,8 @@ def main(argv=None):
             results = {key: jax.block_until_ready(solve(x)) for key, solve in solvers.items()}
             same = all(np.array_equal(a, b) for a, b in
                        zip(jax.tree.leaves(results["tree"]), jax.tree.leaves(results["rev"]), strict=True))
-            times = {key: [] for key in solvers}
-            orders = itertools.cycle(itertools.permutations(solvers))
-            for _ in range(args.repeats):
-                for key in next(orders):
-                    start = time.perf_counter()
-                    jax.block_until_ready(solvers[key](x))
-                    times[key].append(time.perf_counter() - start)
+            times = rounds({key: lambda s=solve: jax.block_until_ready(s(x)) for key, solve in solvers.items()},
+                           args.repeats)
             ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
             print(f"| {name} | {ratio('tree', 'rev'):.3f} | {ratio('rev', 'optax'):.3f} "
                   f"| {ratio('tree', 'optax'):.3f} | {same} |", flush=True)

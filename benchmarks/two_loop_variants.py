@@ -15,7 +15,7 @@ when compiling: XLA's runtime then skips the loop condition (a kernel per step).
 On the ``lbfgs_bench.py`` problems (float64, history size 10, strong Wolfe), the
 variants are compiled in this process (each patched in while tracing), checked to give
 the shipped iterates bit for bit, and timed against it round-robin, the order
-alternating each round (``_timing`` explains why). The table gives, per variant, the
+alternating each round (``_timing.rounds``). The table gives, per variant, the
 median of the per-round ratios to the shipped code and the kernels per evaluation from
 one profiled solve of each. (``lbfgs_executors.py`` shows why fewer kernels here do not
 mean less time: the loop bodies have at most 8 thunks, which XLA runs in order, cheaply.)
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 
@@ -35,6 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lbfgs_bench  # noqa: E402
+from _timing import rounds  # noqa: E402
 from gradxform.optimizers import lbfgs  # noqa: E402
 from lbfgsb_overhead import profile_counts  # noqa: E402
 
@@ -122,12 +122,8 @@ def main(argv=None):
             got = jax.block_until_ready(variant(x0))
             same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)))
             solvers = {"shipped": shipped, label: variant}
-            times = {key: [] for key in solvers}
-            for round_ in range(args.repeats):
-                for key in list(solvers)[:: 1 if round_ % 2 else -1]:
-                    start = time.perf_counter()
-                    jax.block_until_ready(solvers[key](x0))
-                    times[key].append(time.perf_counter() - start)
+            times = rounds({key: lambda s=solve: jax.block_until_ready(s(x0)) for key, solve in solvers.items()},
+                           args.repeats)
             ratio = statistics.median(b / a for a, b in zip(times["shipped"], times[label]))
             kernels = profile_counts(lambda: jax.block_until_ready(variant(x0)))[0] / evals
             shipped_ms, variant_ms = (statistics.median(times[key]) * 1e3 for key in solvers)
