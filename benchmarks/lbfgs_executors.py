@@ -80,26 +80,6 @@ def _owners(hlo_text: str) -> tuple[dict[str, str], dict[str, str]]:
     return owner, {c: counts.most_common(1)[0][0] for c, counts in scopes.items()}
 
 
-def _profile(call) -> tuple[collections.Counter, int]:
-    """How many times each thunk ran in one ``call()``, on any thread, and the handoffs."""
-    import jax
-
-    with tempfile.TemporaryDirectory() as log_dir:
-        with jax.profiler.trace(log_dir):
-            call()
-        (path,) = pathlib.Path(log_dir).rglob("*.xplane.pb")
-        data = jax.profiler.ProfileData.from_file(str(path))
-    runs, handoffs = collections.Counter(), 0
-    for plane in data.planes:
-        for line in plane.lines:
-            for event in line.events:
-                if event.name == "ThreadpoolListener::Record":
-                    handoffs += 1
-                else:
-                    runs[event.name] += 1
-    return runs, handoffs
-
-
 def child(problem: str, solver: str, log_path: str) -> None:
     """Compiles and profiles one solver on one problem; prints its counts as JSON."""
     import jax
@@ -109,6 +89,7 @@ def child(problem: str, solver: str, log_path: str) -> None:
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     import lbfgs_bench
+    from lbfgsb_overhead import profile_events
 
     (f, x0), = [(f, x0) for name, f, x0, _ in lbfgs_bench.problems() if name == problem]
     x = jax.block_until_ready(jnp.asarray(x0))
@@ -125,7 +106,8 @@ def child(problem: str, solver: str, log_path: str) -> None:
                          "this jaxlib logs them otherwise")
     out = jax.block_until_ready(compiled(x))
     iterations = int(out.n_iter) if solver == "gradxform" else int(out[1])
-    runs, handoffs = _profile(lambda: jax.block_until_ready(compiled(x)))
+    events, handoffs = profile_events(lambda: jax.block_until_ready(compiled(x)), all_threads=True)
+    runs = collections.Counter(events)
     owner, scope = _owners(compiled.as_text())
     in_order = graph = 0
     graphs = []

@@ -37,9 +37,12 @@ OPTIONS = lbfgsb_problems.SCIPY_DEFAULTS
 _NOT_THUNKS = ("end:", "ThreadpoolListener", "ThunkExecutor")
 
 
-def profile_events(call) -> tuple[list[str], int]:
+def profile_events(call, all_threads: bool = False) -> tuple[list[str], int]:
     """The names of the thunks one ``call()`` ran (each an instruction of the compiled
-    program, once per run), and the number of handoffs, from a ``jax.profiler`` trace."""
+    program, once per run), and the number of handoffs, from a ``jax.profiler`` trace.
+
+    Only the runtime's threads count, unless ``all_threads``: a small program that runs
+    all in order runs on the calling thread."""
     with tempfile.TemporaryDirectory() as log_dir:
         with jax.profiler.trace(log_dir):
             call()
@@ -48,7 +51,7 @@ def profile_events(call) -> tuple[list[str], int]:
     thunks, handoffs = [], 0
     for plane in data.planes:
         for line in plane.lines:
-            runtime_thread = "XLAEigen" in line.name or "PjRtCpuClient" in line.name
+            runtime_thread = all_threads or "XLAEigen" in line.name or "PjRtCpuClient" in line.name
             for event in line.events:
                 if event.name == "ThreadpoolListener::Record":
                     handoffs += 1
