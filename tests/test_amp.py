@@ -565,7 +565,16 @@ def test_live_torch_matches_golden(name, golden):
     _, arrays = golden
     fresh = make_golden_amp.run_torch(name)
     for key, value in fresh.items():
-        np.testing.assert_array_equal(value, arrays[f"{name}/{key}"], err_msg=key)
+        if key.startswith("param"):
+            # torch's own float32 Adam is not the same bit for bit on every CPU: on an AMD
+            # EPYC machine, 3 of odd_factors' 7 parameter values came out up to two units
+            # in the last place from the golden file (written on another machine), with
+            # the same torch 2.13.0 wheel under ATEN_CPU_CAPABILITY=default, avx2 and
+            # avx512 alike (the other cases matched exactly). The scales, trackers and
+            # step counts, which say what torch decided, stay exact.
+            np.testing.assert_array_max_ulp(value, arrays[f"{name}/{key}"], maxulp=4)
+        else:
+            np.testing.assert_array_equal(value, arrays[f"{name}/{key}"], err_msg=key)
 
 
 def test_live_messages_are_torchs():
