@@ -16,13 +16,15 @@ problems, into:
 * **at the solution**: the same three calls started at the solution (Rosenbrock's
   minimizer, all ones, or ``minimize``'s converged solution on the others), where
   ``minimize`` stops after one evaluation (0 iterations) and optax's loop, which always
-  takes a first step, takes one. This is the cost of a call that does no iterating;
+  takes a first step, takes one or a few (the table says how many). This is the cost of
+  a call that does (almost) no iterating;
 * **per iteration**: (solve - at the solution) / (iterations of the solve - iterations
   at the solution).
 
-All nine calls run round-robin through every order (``_timing.rounds``), each sample
-being ``--calls`` back-to-back calls; the medians are printed in microseconds per call,
-and the ratios to optax are medians of per-round ratios.
+The six calls (three solvers, two starts) run round-robin, each round in the next of
+their orders (``_timing.rounds``), each sample being ``--calls`` back-to-back calls; the
+medians are printed in microseconds per call, and the ratios to optax are medians of
+per-round ratios.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def iterations(out) -> int:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=30, help="rounds (each order of the nine calls as often)")
+    parser.add_argument("--repeats", type=int, default=30, help="rounds (each in the next order of the six calls)")
     parser.add_argument("--calls", type=int, default=20, help="back-to-back calls per sample")
     args = parser.parse_args(argv)
     print(f"# jax {jax.__version__}; float64, history {lbfgs_bench.HISTORY}; microseconds per call, medians of "
