@@ -303,19 +303,19 @@ def _where(pred, x, y):
     return x if x is y else jnp.where(pred, x, y)
 
 
-def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go, first_iteration: bool | None = None) -> LbfgsRun:
+def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go, never_first: bool = False) -> LbfgsRun:
     """torch's loop body up to the line search (direction, step length, descent test).
 
     When ``go`` is false the run comes back unchanged. The curvature pair is written into
     the history buffers in place (a masked row write, a no-op unless it is kept); the rest
     runs in a branch taken when ``go`` holds, which sees the run without those buffers.
-    ``first_iteration``: whether this is the state's first iteration (``n_iter`` 0 before
-    it), when the caller knows; ``None`` decides at run time.
+    ``never_first``: the caller knows this is not the state's first iteration (which
+    starts along ``-grad``), so that case is not traced; else it is decided at run time.
     """
     state = run.state
     g = run.grad
     n_iter = state.n_iter + 1
-    first = n_iter == 1 if first_iteration is None else jnp.asarray(first_iteration)
+    first = jnp.asarray(False) if never_first else n_iter == 1
     size = state.ro.shape[0]
     # The curvature pair of the last step, kept when y·s > 1e-10 (torch's test).
     y = g - state.prev_flat_grad
@@ -341,10 +341,10 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go, first_iteration: 
             history_len=jnp.where(accept & ~full, length + 1, length),
             H_diag=jnp.where(first, jnp.ones_like(state.H_diag), jnp.where(accept, ys / jnp.vdot(y, y), state.H_diag)),
         )
-        if first_iteration is None:
-            d, al = jax.lax.cond(~first, lambda: two_loop(g, history), lambda: (-g, state.al))
+        if never_first:
+            d, al = two_loop(g, history)
         else:
-            d, al = (-g, state.al) if first_iteration else two_loop(g, history)
+            d, al = jax.lax.cond(~first, lambda: two_loop(g, history), lambda: (-g, state.al))
         hyper = _numerics.hyper_dtype()
         lr = jnp.asarray(options.lr).astype(hyper)
         first_t = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(g)).astype(hyper)) * lr
@@ -509,8 +509,9 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
         on_iteration(ended, small.x, small.loss, small.n_iter, small.current_evals)
     # After a step's first evaluation an iteration has begun (or the run is done): a later
     # one never begins the state's first iteration.
-    first_iteration = False if first is False else None
-    return _begin_iteration(small._replace(state=small.state._replace(**big)), options, go_on, first_iteration)
+    return _begin_iteration(
+        small._replace(state=small.state._replace(**big)), options, go_on, never_first=first is False
+    )
 
 
 # -- pytrees <-> flat real vectors --------------------------------------------------------
