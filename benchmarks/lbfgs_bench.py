@@ -49,6 +49,9 @@ import numpy as np  # noqa: E402
 import gradxform  # noqa: E402
 
 MAX_ITER, HISTORY, TOL = 1000, 10, 1e-7
+# The options every L-BFGS here runs with (minimize's, torch's and torch_compat's names).
+OPTIONS = dict(max_iter=MAX_ITER, max_eval=MAX_ITER * 5, history_size=HISTORY, tolerance_grad=TOL,
+               tolerance_change=0.0, line_search_fn="strong_wolfe")
 
 
 def rosenbrock(x):
@@ -93,13 +96,10 @@ def timed(fn, repeats):
     return statistics.median(times), result
 
 
-def gradxform_solver(f):
-    return jax.jit(
-        lambda x: gradxform.minimize(
-            f, x, max_iter=MAX_ITER, max_eval=MAX_ITER * 5, history_size=HISTORY,
-            tolerance_grad=TOL, tolerance_change=0.0, line_search_fn="strong_wolfe",
-        )
-    )
+def gradxform_solver(f, outputs=lambda result: result):
+    """``minimize`` with ``OPTIONS``, jitted; ``outputs`` picks what the jitted call returns
+    from the ``MinimizeResult`` (all of it by default)."""
+    return jax.jit(lambda x: outputs(gradxform.minimize(f, x, **OPTIONS)))
 
 
 def optax_solver(f):
@@ -158,8 +158,7 @@ def torch_setup(spec, x0):
 
     def solve():
         x = torch.tensor(x0, requires_grad=True)
-        opt = torch.optim.LBFGS([x], max_iter=MAX_ITER, max_eval=MAX_ITER * 5, history_size=HISTORY,
-                                tolerance_grad=TOL, tolerance_change=0.0, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS([x], **OPTIONS)
 
         def closure():
             opt.zero_grad()
@@ -182,9 +181,7 @@ def compat_setup(f, x0):
 
     def solve():
         model = torch_compat.as_parameters({"x": jnp.asarray(x0)})
-        opt = optim.LBFGS(torch_compat.parameters(model), max_iter=MAX_ITER, max_eval=MAX_ITER * 5,
-                          history_size=HISTORY, tolerance_grad=TOL, tolerance_change=0.0,
-                          line_search_fn="strong_wolfe")
+        opt = optim.LBFGS(torch_compat.parameters(model), **OPTIONS)
 
         def closure():
             opt.zero_grad()
@@ -233,12 +230,10 @@ def implicit_table(repeats):
     train_loss, val_loss, d = make_hyper_problem()
     w0 = jnp.zeros(d)
     log_lam = jnp.asarray(np.log(1e-2))
-    options = dict(max_iter=MAX_ITER, max_eval=MAX_ITER * 5, history_size=HISTORY, tolerance_grad=TOL,
-                   tolerance_change=0.0, line_search_fn="strong_wolfe")
 
     def make_implicit():
         def hyper(log_lam):
-            result = gradxform.minimize(train_loss, w0, log_lam, **options)
+            result = gradxform.minimize(train_loss, w0, log_lam, **OPTIONS)
             return val_loss(result.params), result.n_iter
 
         return jax.jit(jax.grad(hyper, has_aux=True))
@@ -247,7 +242,7 @@ def implicit_table(repeats):
         # The same iterations (gradxform.lbfgs runs minimize's loop, without the implicit
         # rule), differentiated through every iteration and line-search step: forward mode,
         # since reverse mode cannot go through a lax.while_loop.
-        tx = gradxform.lbfgs(**{k: v for k, v in options.items()})
+        tx = gradxform.lbfgs(**OPTIONS)
 
         def hyper(log_lam):
             f = lambda w: train_loss(w, log_lam)  # noqa: E731

@@ -67,9 +67,7 @@ def revision_lbfgs(rev: str, folder: pathlib.Path):
 
 def solver(module, f):
     """``lbfgs_bench.gradxform_solver`` with ``module``'s ``minimize``."""
-    return jax.jit(lambda x: module.minimize(
-        f, x, max_iter=lbfgs_bench.MAX_ITER, max_eval=lbfgs_bench.MAX_ITER * 5, history_size=lbfgs_bench.HISTORY,
-        tolerance_grad=lbfgs_bench.TOL, tolerance_change=0.0, line_search_fn="strong_wolfe"))
+    return jax.jit(lambda x: module.minimize(f, x, **lbfgs_bench.OPTIONS))
 
 
 def main(argv=None):

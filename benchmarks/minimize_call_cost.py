@@ -43,16 +43,6 @@ from _timing import rounds  # noqa: E402
 import gradxform  # noqa: E402
 
 
-def minimize_solver(f, whole: bool):
-    def solve(x):
-        result = gradxform.minimize(
-            f, x, max_iter=lbfgs_bench.MAX_ITER, max_eval=lbfgs_bench.MAX_ITER * 5, history_size=lbfgs_bench.HISTORY,
-            tolerance_grad=lbfgs_bench.TOL, tolerance_change=0.0, line_search_fn="strong_wolfe")
-        return result if whole else (result.params, result.n_iter)
-
-    return jax.jit(solve)
-
-
 def iterations(out) -> int:
     return int(out.n_iter if isinstance(out, gradxform.MinimizeResult) else out[1])
 
@@ -69,8 +59,8 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, f, x0, kind in lbfgs_bench.problems():
         x0 = jnp.asarray(x0)
-        solvers = {"minimize, whole result": minimize_solver(f, True),
-                   "minimize, (params, n_iter)": minimize_solver(f, False),
+        solvers = {"minimize, whole result": lbfgs_bench.gradxform_solver(f),
+                   "minimize, (params, n_iter)": lbfgs_bench.gradxform_solver(f, lambda r: (r.params, r.n_iter)),
                    "optax.lbfgs": lbfgs_bench.optax_solver(f)}
         if kind == "rosenbrock":
             x_star = jnp.ones_like(x0)  # its minimizer, where the gradient is exactly zero
