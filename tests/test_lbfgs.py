@@ -356,11 +356,41 @@ def test_compat_evaluation_call_returns_few_arrays():
 
     advance = compat_lbfgs._compiled_advance(4, "strong_wolfe")
     params = [jnp.zeros(3), jnp.zeros((2, 2))]
-    core = gradxform._internal.lbfgs_core
-    small, history, _, _ = compat_lbfgs._begin(core.init_state(7, jnp.float64, 4), params)
+    small, history, _, _ = compat_lbfgs._begin((0, 0), None, params, 4)
     dynamic = dict(lr=1.0, max_iter=20, max_eval=25, tolerance_grad=1e-7, tolerance_change=1e-9)
     out = jax.eval_shape(advance, small, history, jnp.zeros([]), params, params, dynamic)
     assert len(jax.tree.leaves(out)) <= len(params) + 6
+
+
+def test_compat_steps_compile_once_as_the_history_grows():
+    """torch's state keeps the history as lists whose length grows step by step; the calls
+    that read it in and write it out at each step compile once, not once per length
+    (each would cost about as much as the step's own compile)."""
+    from torch_compat.optim import lbfgs as compat_lbfgs
+
+    target = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    model = torch_compat.as_parameters({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
+    opt = optim.LBFGS(torch_compat.parameters(model), max_iter=2, history_size=4, tolerance_grad=0.0,
+                      tolerance_change=0.0)
+
+    def loss(p):
+        return jnp.sum(jnp.cosh(p["w"] - target)) + jnp.sum((p["b"] - 0.5) ** 4)
+
+    def closure():
+        opt.zero_grad()
+        return torch_compat.backward(loss, model)
+
+    sizes = lambda: (compat_lbfgs._begin._cache_size(), compat_lbfgs._finish._cache_size())  # noqa: E731
+    before, lengths, compiled = sizes(), [], []
+    for _ in range(6):
+        opt.step(closure)
+        lengths.append(len(opt.state[opt.param_groups[0]["params"][0]]["old_dirs"]))
+        compiled.append(tuple(now - then for now, then in zip(sizes(), before)))
+    assert lengths == [0, 1, 2, 3, 4, 4]  # a pair per step here (the first step's two iterations make none)
+    # _begin: a fresh state, a saved one without pairs (H_diag is torch's int 1), one with
+    # pairs; _finish: one program. None more as the history grows from 1 pair to 4.
+    assert compiled[2] == compiled[-1]
+    assert compiled[-1][0] <= 3 and compiled[-1][1] <= 1
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])

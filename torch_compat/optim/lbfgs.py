@@ -107,18 +107,77 @@ def _unpack(groups: tuple, history: tuple) -> core.LbfgsRun:
     return run._replace(state=run.state._replace(old_dirs=old_dirs, old_stps=old_stps))
 
 
-@jax.jit
-def _begin(state, params):
+@functools.partial(jax.jit, static_argnums=3)
+def _begin(counts, saved, params, history_size: int):
+    """The packed run at the start of a step, its first trial point and flags.
+
+    ``counts`` is ``(func_evals, n_iter)``; ``saved`` holds torch's cached tensors, as
+    :meth:`LBFGS._saved` gathers them, or is ``None`` before the first iteration. The state
+    is rebuilt here in one compiled call, not by eager operations per key and row.
+    """
     x, unflatten = _placed_unflatten(params)
+    state = core.init_state(x.size, x.dtype, history_size)
+    state = state._replace(func_evals=jnp.asarray(counts[0], jnp.int32), n_iter=jnp.asarray(counts[1], jnp.int32))
+    if saved is not None:
+        state = _restored(state, saved, x.dtype)
     run = core.lbfgs_begin(state, x)
     return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run)
 
 
+def _restored(state: core.LbfgsState, saved: dict, dtype) -> core.LbfgsState:
+    """``state`` with torch's cached tensors written in (traced). The history comes in
+    torch's order, oldest first, so the ring buffer starts at row 0."""
+    n, hyper = state.d.size, _internal.hyper_dtype()
+
+    def cast(v, dt, shape=()):
+        return jnp.asarray(v).astype(dt).reshape(shape)
+
+    def stacked(values, shape=()):
+        return jnp.stack([cast(v, dtype, shape) for v in values])
+
+    return state._replace(
+        d=cast(saved["d"], dtype, n),
+        t=cast(saved["t"], hyper),
+        old_dirs=stacked(saved["old_dirs"], n),
+        old_stps=stacked(saved["old_stps"], n),
+        ro=stacked(saved["ro"]),
+        al=stacked(saved["al"]),
+        history_len=jnp.asarray(saved["history_len"], jnp.int32),
+        H_diag=cast(saved["H_diag"], dtype),
+        prev_flat_grad=cast(saved["prev_flat_grad"], dtype, n),
+        prev_loss=cast(saved["prev_loss"], hyper),
+    )
+
+
 @jax.jit
-def _unpacked(small, history, params):
-    """The packed run, and its point ``x`` in the parameters' shapes (once per step)."""
+def _finish(small, history, params):
+    """What the end of a step reads from the packed run, in one compiled call: the point
+    ``x`` in the parameters' shapes; the scalars, as one int32 vector ``[n_iter of this
+    step, status, func_evals, n_iter, history_len]`` and one float vector ``[t,
+    prev_loss]``; and torch's cached tensors, with the history rolled into torch's order
+    (oldest first; rows from ``history_len`` on are unused)."""
     run = _unpack(small, history)
-    return run, _placed_unflatten(params)[1](run.x)
+    state = run.state
+    shift = -state.history_start
+    ints = jnp.stack([run.n_iter, run.status, state.func_evals, state.n_iter, state.history_len])
+    cached = dict(
+        d=state.d,
+        old_dirs=jnp.roll(state.old_dirs, shift, axis=0),
+        old_stps=jnp.roll(state.old_stps, shift, axis=0),
+        ro=jnp.roll(state.ro, shift),
+        al=state.al,
+        H_diag=state.H_diag,
+        prev_flat_grad=state.prev_flat_grad,
+    )
+    return _placed_unflatten(params)[1](run.x), ints, jnp.stack([state.t, state.prev_loss]), cached
+
+
+def _rows(array, length: int) -> list:
+    """The first ``length`` rows of ``array``, each an array of its own, as torch keeps its
+    history (a list of tensors). One eager ``unstack`` of the whole buffer, whose shape
+    does not change between steps, so it compiles once, where slicing rows one by one
+    costs a dispatch each."""
+    return list(jnp.unstack(array))[:length]
 
 
 class LBFGS(Optimizer):
@@ -191,58 +250,45 @@ class LBFGS(Optimizer):
 
     # -- torch's state layout <-> gradxform's LbfgsState ----------------------------------
 
-    def _core_state(self, state: dict[str, Any], n: int, dtype, history_size: int) -> core.LbfgsState:
-        fresh = core.init_state(n, dtype, history_size)
-        fresh = fresh._replace(
-            func_evals=jnp.asarray(state.get("func_evals", 0), jnp.int32),
-            n_iter=jnp.asarray(state.get("n_iter", 0), jnp.int32),
-        )
-        if state.get("d") is None:  # no step yet, or only steps of max_iter <= 0 (torch's None)
-            return fresh
-        hyper = _internal.hyper_dtype()
-        as_vector = lambda v: jnp.asarray(np.asarray(v)).astype(dtype).reshape(n)  # noqa: E731
-        dirs, stps = list(state["old_dirs"])[-history_size:], list(state["old_stps"])[-history_size:]
-        ro = list(state["ro"])[-history_size:]
-        length = len(dirs)
-        old_dirs, old_stps, ro_array = fresh.old_dirs, fresh.old_stps, fresh.ro
-        if length:
-            old_dirs = old_dirs.at[:length].set(jnp.stack([as_vector(v) for v in dirs]))
-            old_stps = old_stps.at[:length].set(jnp.stack([as_vector(v) for v in stps]))
-            ro_array = ro_array.at[:length].set(jnp.asarray([float(np.asarray(v)) for v in ro], dtype))
-        al = [0.0 if v is None else float(np.asarray(v)) for v in state.get("al", [])][:history_size]
-        al_array = fresh.al.at[: len(al)].set(jnp.asarray(al, dtype)) if al else fresh.al
-        return fresh._replace(
-            d=as_vector(state["d"]),
-            t=jnp.asarray(float(np.asarray(state["t"])), hyper),
-            old_dirs=old_dirs,
-            old_stps=old_stps,
-            ro=ro_array,
-            al=al_array,
-            history_start=jnp.zeros([], jnp.int32),
-            history_len=jnp.asarray(length, jnp.int32),
-            H_diag=jnp.asarray(float(np.asarray(state["H_diag"])), dtype),
-            prev_flat_grad=as_vector(state["prev_flat_grad"]),
-            prev_loss=jnp.asarray(float(np.asarray(state["prev_loss"])), hyper),
-        )
+    @staticmethod
+    def _saved(state: dict[str, Any], history_size: int) -> dict[str, Any] | None:
+        """torch's cached tensors from ``state``, as :func:`_begin` reads them: the last
+        ``history_size`` history entries (``al``'s first), ``None`` where no step has
+        iterated (``d`` is ``None``: torch starts over)."""
+        if state.get("d") is None:
+            return None
+        saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
+        # Each list is padded with zeros to history_size entries, so that the compiled
+        # call sees the same structure whatever the history's length.
+        row, scalar = jnp.zeros_like(saved["d"]), jnp.zeros_like(saved["d"], shape=())
+        dirs = list(state["old_dirs"])[-history_size:]
+        saved["history_len"] = len(dirs)
+        pad = [row] * (history_size - len(dirs))
+        saved["old_dirs"], saved["old_stps"] = dirs + pad, list(state["old_stps"])[-history_size:] + pad
+        saved["ro"] = list(state["ro"])[-history_size:] + [scalar] * (history_size - len(dirs))
+        al = [scalar if v is None else v for v in state.get("al", ())][:history_size]
+        saved["al"] = al + [scalar] * (history_size - len(al))
+        return saved
 
     @staticmethod
-    def _torch_state(state: core.LbfgsState, history_size: int, iterated: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"func_evals": int(state.func_evals), "n_iter": int(state.n_iter)}
+    def _torch_state(ints, floats, cached, history_size: int, iterated: bool) -> dict[str, Any]:
+        """torch's state keys from what :func:`_finish` returned (``ints`` and ``floats``
+        on the host)."""
+        func_evals, n_iter, length = (int(v) for v in ints[2:])
+        out: dict[str, Any] = {"func_evals": func_evals, "n_iter": n_iter}
         if not iterated:
             return out
-        length, start = int(state.history_len), int(state.history_start)
-        order = [(start + i) % history_size for i in range(length)]
-        if int(state.n_iter) >= 2:
-            out["al"] = [state.al[i] for i in range(length)] + [None] * (history_size - length)
+        if n_iter >= 2:
+            out["al"] = _rows(cached["al"], length) + [None] * (history_size - length)
         out.update(
-            d=state.d,
-            t=float(state.t),
-            old_dirs=[state.old_dirs[j] for j in order],
-            old_stps=[state.old_stps[j] for j in order],
-            ro=[state.ro[j] for j in order],
-            H_diag=state.H_diag if length else 1,
-            prev_flat_grad=state.prev_flat_grad,
-            prev_loss=float(state.prev_loss),
+            d=cached["d"],
+            t=float(floats[0]),
+            old_dirs=_rows(cached["old_dirs"], length),
+            old_stps=_rows(cached["old_stps"], length),
+            ro=_rows(cached["ro"], length),
+            H_diag=cached["H_diag"] if length else 1,
+            prev_flat_grad=cached["prev_flat_grad"],
+            prev_loss=float(floats[1]),
         )
         return out
 
@@ -266,8 +312,8 @@ class LBFGS(Optimizer):
         )
         state = self.state[self._params[0]]
         params = [p.data for p in self._params]
-        x, _ = core.flatten(params)
-        small, history, trial, flags = _begin(self._core_state(state, x.size, x.dtype, history_size), params)
+        counts = (state.get("func_evals", 0), state.get("n_iter", 0))
+        small, history, trial, flags = _begin(counts, self._saved(state, history_size), params, history_size)
         orig_loss, before = None, small
         while True:
             flags = int(flags)  # the one host sync per evaluation
@@ -282,11 +328,12 @@ class LBFGS(Optimizer):
             before = small
             value = loss if isinstance(loss, jax.Array) else jnp.asarray(loss)  # asarray costs a dispatch
             small, history, trial, flags = advance(small, history, value, self._grads(), params, dynamic)
-        run, current = _unpacked(small, history, params)
+        current, ints, floats, cached = _finish(small, history, params)
         self._set_params(current)
-        iterated = int(run.n_iter) > 0 or state.get("d") is not None
-        new_state = self._torch_state(run.state, history_size, iterated)
-        if not iterated and int(run.status) == core.MAX_ITER:
+        ints, floats = jax.device_get((ints, floats))
+        iterated = int(ints[0]) > 0 or state.get("d") is not None
+        new_state = self._torch_state(ints, floats, cached, history_size, iterated)
+        if not iterated and int(ints[1]) == core.MAX_ITER:
             # max_iter <= 0: torch's loop did not run, and it stores its cached tensors,
             # all None (it only skips storing them when the start point is optimal).
             new_state.update(dict.fromkeys(_CACHED))
@@ -305,9 +352,9 @@ class LBFGS(Optimizer):
         donated to that evaluation, so the latest ones (``history``) stand in: none of the
         entries kept here comes from them.
         """
-        run, start = _unpacked(before, history, params)
+        start, ints, floats, cached = _finish(before, history, params)
         self._set_params(start)
-        partial = self._torch_state(run.state, history_size, True)
+        partial = self._torch_state(*jax.device_get((ints, floats)), cached, history_size, True)
         state["func_evals"], state["n_iter"] = partial["func_evals"], partial["n_iter"]
         if "al" in partial:
             state["al"] = partial["al"]
