@@ -1,6 +1,6 @@
 """L-BFGS beside optax, scipy and torch, in one process (float64, history size 10).
 
-    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick] [--table {all,solve,implicit,compat,bounds}]
+    python benchmarks/lbfgs_bench.py [--repeats 7] [--quick] [--table {all,solve,implicit,compat,steps,bounds}]
 
 For each problem it prints the median warm solve time of
 
@@ -16,7 +16,10 @@ time as a ratio to gradxform's. Every solver runs to max|grad| <= 1e-7 (optax:
 
 The ``compat`` table (not part of ``all``) races torch's ``LBFGS.step(closure)`` and
 ``torch_compat``'s round-robin (``_timing.race``), the same closure work as above, and
-prints their ratio: the quickest way to compare the two on a loaded machine.
+prints their ratio: the quickest way to compare the two on a loaded machine. The
+``steps`` table (not part of ``all``) does the same over 25 steps of one optimizer with
+torch's default ``history_size=100`` and ``max_iter=20``, where the state (history lists
+growing to 100 pairs) is read in and written out at every step.
 
 The ``bounds`` table (not part of ``all``) is ``benchmarks/lbfgsb_bench.py``'s: the
 bounded solver (``minimize(..., bounds=...)``, L-BFGS-B) against scipy's L-BFGS-B and
@@ -142,7 +145,8 @@ def scipy_solve(f, x0):
                             options=dict(maxcor=HISTORY, gtol=TOL, maxiter=MAX_ITER, ftol=0.0))
 
 
-def torch_setup(spec, x0):
+def torch_setup(spec, x0, options=OPTIONS, steps=1):
+    """A fresh ``torch.optim.LBFGS`` on the problem, stepped ``steps`` times per call."""
     import torch
 
     if spec == "rosenbrock":
@@ -158,7 +162,7 @@ def torch_setup(spec, x0):
 
     def solve():
         x = torch.tensor(x0, requires_grad=True)
-        opt = torch.optim.LBFGS([x], **OPTIONS)
+        opt = torch.optim.LBFGS([x], **options)
 
         def closure():
             opt.zero_grad()
@@ -166,13 +170,15 @@ def torch_setup(spec, x0):
             loss.backward()
             return loss
 
-        opt.step(closure)
+        for _ in range(steps):
+            opt.step(closure)
         return opt.state[x]["n_iter"]
 
     return solve
 
 
-def compat_setup(f, x0):
+def compat_setup(f, x0, options=OPTIONS, steps=1):
+    """The same with ``torch_compat.optim.LBFGS`` (the closure: ``torch_compat.backward``)."""
     import torch_compat
     from torch_compat import optim
 
@@ -181,13 +187,14 @@ def compat_setup(f, x0):
 
     def solve():
         model = torch_compat.as_parameters({"x": jnp.asarray(x0)})
-        opt = optim.LBFGS(torch_compat.parameters(model), **OPTIONS)
+        opt = optim.LBFGS(torch_compat.parameters(model), **options)
 
         def closure():
             opt.zero_grad()
             return torch_compat.backward(loss_fn, model)
 
-        opt.step(closure)
+        for _ in range(steps):
+            opt.step(closure)
         return opt.state[torch_compat.parameters(model)[0]]["n_iter"]
 
     return solve
@@ -302,7 +309,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small problems only")
-    parser.add_argument("--table", choices=("all", "solve", "implicit", "compat", "bounds"), default="all")
+    parser.add_argument("--table", choices=("all", "solve", "implicit", "compat", "steps", "bounds"), default="all")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
     if args.table == "bounds":  # L-BFGS-B against scipy and jaxopt: lbfgsb_bench.py's table
@@ -322,8 +329,8 @@ def main(argv=None):
 
     print(f"# {platform.processor() or platform.machine()}, {jax.device_count()} jax device(s), "
           f"jax {jax.__version__}, optax {optax.__version__}, scipy {scipy.__version__}, torch {torch_version}")
-    if args.table == "compat":
-        compat_table(args, repeats)
+    if args.table in ("compat", "steps"):
+        (compat_table if args.table == "compat" else steps_table)(args, repeats)
         return
     if args.table != "implicit":
         solve_table(args, repeats, torch_version)
@@ -345,6 +352,35 @@ def compat_table(args, repeats):
         times = race(solvers, repeats)
         print(f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | "
               f"{times['compat'] / times['torch']:.2f} | {iterations['torch']}, {iterations['compat']} |")
+
+
+STEPS = 25
+"""Steps per run in the ``steps`` table."""
+
+
+def steps_table(args, repeats):
+    """torch's LBFGS against torch_compat's over ``STEPS`` steps of one optimizer, with
+    torch's defaults (``history_size=100``, ``max_iter=20``) and the strong-Wolfe search:
+    the state is read in and written out at every step, its history lists growing to 100
+    pairs. A run starts from a fresh optimizer; runs are timed round-robin after one
+    untimed run each (the first, compile included, is printed apart)."""
+    from _timing import race
+
+    options = dict(line_search_fn="strong_wolfe")
+    print(f"| problem ({STEPS} steps) | torch.optim.LBFGS (ms) | torch_compat.optim.LBFGS (ms) | ratio to torch | "
+          "torch_compat's first run (s) | iterations (torch, compat) |")
+    print("|---|---|---|---|---|---|")
+    for name, f, x0_np, spec in problems():
+        if name == "rosenbrock-2" or (args.quick and name.endswith("1000")):
+            continue
+        solvers = {"torch": torch_setup(spec, x0_np, options, STEPS), "compat": compat_setup(f, x0_np, options, STEPS)}
+        start = time.perf_counter()
+        iterations = {"compat": int(solvers["compat"]())}
+        first = time.perf_counter() - start
+        iterations["torch"] = int(solvers["torch"]())
+        times = race(solvers, repeats, warmup=0)
+        print(f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | "
+              f"{times['compat'] / times['torch']:.2f} | {first:.2f} | {iterations['torch']}, {iterations['compat']} |")
 
 
 def solve_table(args, repeats, torch_version):

@@ -37,10 +37,13 @@ def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable
 
     def advance(small, history, value, grads, params, dynamic):
         _, unflatten = _placed_unflatten(params)
-        run = _unpack(small, history)
-        grad = core.flatten(grads)[0].astype(run.x.dtype)
-        run = core.lbfgs_tell(run, value, grad, static._replace(**dynamic))
-        return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run)
+        before = _unpack(small, history)
+        grad = core.flatten(grads)[0].astype(before.x.dtype)
+        run = core.lbfgs_tell(before, value, grad, static._replace(**dynamic))
+        # At most one curvature pair is stored per evaluation (at an iteration's start).
+        pushed = (run.state.history_len != before.state.history_len) | (
+            run.state.history_start != before.state.history_start)
+        return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run, pushed)
 
     return jax.jit(advance, donate_argnums=1)
 
@@ -52,10 +55,12 @@ def _placed_unflatten(params):
     return x, lambda v: jax.tree.map(_internal.like_param, unflatten(v), params)
 
 
-def _flags(run):
+def _flags(run, pushed=False):
     """What the Python loop reads after each evaluation, as one int32 (one host transfer):
-    bit 0 set when the step is done, bit 1 when torch would have raised (``torch_error``)."""
-    return (run.phase == core.DONE).astype(jnp.int32) + 2 * run.torch_error.astype(jnp.int32)
+    bit 0 set when the step is done, bit 1 when torch would have raised (``torch_error``),
+    bit 2 when the evaluation stored a curvature pair (the loop counts them)."""
+    done, error = (run.phase == core.DONE).astype(jnp.int32), run.torch_error.astype(jnp.int32)
+    return done + 2 * error + 4 * jnp.asarray(pushed).astype(jnp.int32)
 
 
 # -- a run between evaluations, packed into a few arrays -------------------------------
@@ -149,22 +154,29 @@ def _restored(state: core.LbfgsState, saved: dict, dtype) -> core.LbfgsState:
     )
 
 
-@jax.jit
-def _finish(small, history, params):
+@functools.partial(jax.jit, static_argnums=3)
+def _finish(small, history, params, newest: int):
     """What the end of a step reads from the packed run, in one compiled call: the point
     ``x`` in the parameters' shapes; the scalars, as one int32 vector ``[n_iter of this
     step, status, func_evals, n_iter, history_len]`` and one float vector ``[t,
-    prev_loss]``; and torch's cached tensors, with the history rolled into torch's order
-    (oldest first; rows from ``history_len`` on are unused)."""
+    prev_loss]``; and torch's cached tensors, of the history only the ``newest`` last
+    rows (and ``ro`` entries) in torch's order, oldest first.
+
+    The rows older than those the step stored are those it was given, unchanged: the
+    caller keeps its own arrays for them (as torch keeps its list), so that a step returns
+    as many rows as it stored, not the whole history. ``newest`` (``min(history_size,
+    max_iter)``, at least the pairs a step can store) is static, so the outputs do not
+    depend on how many the step stored."""
     run = _unpack(small, history)
     state = run.state
-    shift = -state.history_start
+    size = state.ro.size
+    rows = (state.history_start + state.history_len - newest + jnp.arange(newest)) % size
     ints = jnp.stack([run.n_iter, run.status, state.func_evals, state.n_iter, state.history_len])
     cached = dict(
         d=state.d,
-        old_dirs=jnp.roll(state.old_dirs, shift, axis=0),
-        old_stps=jnp.roll(state.old_stps, shift, axis=0),
-        ro=jnp.roll(state.ro, shift),
+        old_dirs=state.old_dirs[rows],
+        old_stps=state.old_stps[rows],
+        ro=state.ro[rows],
         al=state.al,
         H_diag=state.H_diag,
         prev_flat_grad=state.prev_flat_grad,
@@ -172,12 +184,11 @@ def _finish(small, history, params):
     return _placed_unflatten(params)[1](run.x), ints, jnp.stack([state.t, state.prev_loss]), cached
 
 
-def _rows(array, length: int) -> list:
-    """The first ``length`` rows of ``array``, each an array of its own, as torch keeps its
-    history (a list of tensors). One eager ``unstack`` of the whole buffer, whose shape
-    does not change between steps, so it compiles once, where slicing rows one by one
-    costs a dispatch each."""
-    return list(jnp.unstack(array))[:length]
+def _rows(array, count: int) -> list:
+    """The last ``count`` rows of ``array``, each an array of its own, as torch keeps its
+    history (a list of tensors): one eager ``unstack`` (compiled once per shape), where
+    slicing row by row costs a dispatch each."""
+    return list(jnp.unstack(array))[len(array) - count :] if count else []
 
 
 class LBFGS(Optimizer):
@@ -271,26 +282,45 @@ class LBFGS(Optimizer):
         return saved
 
     @staticmethod
-    def _torch_state(ints, floats, cached, history_size: int, iterated: bool) -> dict[str, Any]:
+    def _torch_state(ints, floats, cached, given, pushed: int, history_size: int, iterated: bool) -> dict[str, Any]:
         """torch's state keys from what :func:`_finish` returned (``ints`` and ``floats``
-        on the host)."""
+        on the host), ``given`` (the state the step began with) and ``pushed``, the
+        number of curvature pairs the step stored: the history lists are ``given``'s,
+        less the oldest entries dropped, plus the new ones, as torch's lists change."""
         func_evals, n_iter, length = (int(v) for v in ints[2:])
         out: dict[str, Any] = {"func_evals": func_evals, "n_iter": n_iter}
         if not iterated:
             return out
-        if n_iter >= 2:
-            out["al"] = _rows(cached["al"], length) + [None] * (history_size - length)
-        out.update(
+        new = min(pushed, length)
+        survivors = length - new  # the newest of the given entries, as many as were not dropped
+        history = {}
+        for key in ("old_dirs", "old_stps", "ro"):
+            kept = list(given[key])[-history_size:] if survivors else []
+            history[key] = kept[len(kept) - survivors :] + _rows(cached[key], new)
+        al = LBFGS._al(ints, cached, given, history_size)
+        if al is not None:
+            out["al"] = al
+        out.update(  # torch's order of keys
             d=cached["d"],
             t=float(floats[0]),
-            old_dirs=_rows(cached["old_dirs"], length),
-            old_stps=_rows(cached["old_stps"], length),
-            ro=_rows(cached["ro"], length),
+            **history,
             H_diag=cached["H_diag"] if length else 1,
             prev_flat_grad=cached["prev_flat_grad"],
             prev_loss=float(floats[1]),
         )
         return out
+
+    @staticmethod
+    def _al(ints, cached, given, history_size: int) -> list | None:
+        """torch's ``al`` (``None`` where torch has none yet: before its second iteration).
+        A step that ran no iteration leaves it as it was; else the two-loop recursion wrote
+        the first ``history_len`` entries, and torch's list holds ``None`` after them."""
+        steps_iterations, _, _, n_iter, length = (int(v) for v in ints)
+        if steps_iterations == 0 and "al" in given:
+            return given["al"]
+        if n_iter < 2:
+            return None
+        return _rows(cached["al"], history_size)[:length] + [None] * (history_size - length)
 
     def step(self, closure: Callable[[], Any]):
         """Performs one L-BFGS step: up to ``max_iter`` iterations, calling ``closure`` as torch does.
@@ -314,11 +344,13 @@ class LBFGS(Optimizer):
         params = [p.data for p in self._params]
         counts = (state.get("func_evals", 0), state.get("n_iter", 0))
         small, history, trial, flags = _begin(counts, self._saved(state, history_size), params, history_size)
-        orig_loss, before = None, small
+        newest = min(history_size, max(group["max_iter"], 0))  # at least the pairs this step can store
+        orig_loss, before, pushed = None, small, 0
         while True:
             flags = int(flags)  # the one host sync per evaluation
+            pushed += (flags >> 2) & 1
             if flags & 2:
-                self._raise_as_torch(before, history, params, state, history_size)
+                self._raise_as_torch(before, history, params, state, history_size, newest)
             if flags & 1:
                 break
             self._set_params(trial)
@@ -328,11 +360,11 @@ class LBFGS(Optimizer):
             before = small
             value = loss if isinstance(loss, jax.Array) else jnp.asarray(loss)  # asarray costs a dispatch
             small, history, trial, flags = advance(small, history, value, self._grads(), params, dynamic)
-        current, ints, floats, cached = _finish(small, history, params)
+        current, ints, floats, cached = _finish(small, history, params, newest)
         self._set_params(current)
         ints, floats = jax.device_get((ints, floats))
         iterated = int(ints[0]) > 0 or state.get("d") is not None
-        new_state = self._torch_state(ints, floats, cached, history_size, iterated)
+        new_state = self._torch_state(ints, floats, cached, state, pushed, history_size, iterated)
         if not iterated and int(ints[1]) == core.MAX_ITER:
             # max_iter <= 0: torch's loop did not run, and it stores its cached tensors,
             # all None (it only skips storing them when the start point is optimal).
@@ -341,7 +373,7 @@ class LBFGS(Optimizer):
         state.update(new_state)
         return orig_loss
 
-    def _raise_as_torch(self, before, history, params, state, history_size):
+    def _raise_as_torch(self, before, history, params, state, history_size, newest):
         """torch's ``_strong_wolfe`` raises ``IndexError`` when the closure's value is NaN at
         a point that meets the Wolfe conditions in its bracketing phase (it indexes a
         one-point bracket at 1). Raise it too, leaving what torch leaves: the parameters at
@@ -352,12 +384,13 @@ class LBFGS(Optimizer):
         donated to that evaluation, so the latest ones (``history``) stand in: none of the
         entries kept here comes from them.
         """
-        start, ints, floats, cached = _finish(before, history, params)
+        start, ints, _, cached = _finish(before, history, params, newest)
         self._set_params(start)
-        partial = self._torch_state(*jax.device_get((ints, floats)), cached, history_size, True)
-        state["func_evals"], state["n_iter"] = partial["func_evals"], partial["n_iter"]
-        if "al" in partial:
-            state["al"] = partial["al"]
+        ints = jax.device_get(ints)
+        state["func_evals"], state["n_iter"] = int(ints[2]), int(ints[3])
+        al = self._al(ints, cached, state, history_size)
+        if al is not None:
+            state["al"] = al
         raise IndexError("list index out of range")
 
     def _load_value(self, param, key, value):
