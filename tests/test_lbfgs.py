@@ -295,6 +295,56 @@ def test_compat_state_dict_crosses_to_torch_and_back():
     assert jopt.state[torch_compat.parameters(model)[0]]["func_evals"] == topt.state[tparams["b"]]["func_evals"]
 
 
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_compat_state_lists_follow_torch_step_by_step(line_search_fn):
+    """torch's history lists drop their oldest entries and append new ones as the steps go
+    on; torch_compat hands back the entries it kept as they were and adds the new ones.
+    After every step (a small history, so it wraps within and across steps) each list
+    entry matches torch's, in the same order."""
+    torch = pytest.importorskip("torch")
+    name, seed = "logistic", 7
+    options = dict(history_size=3, max_iter=2, line_search_fn=line_search_fn, tolerance_grad=0.0,
+                   tolerance_change=0.0)
+    data, x0 = problems.make(name, seed)
+    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in x0.items()}
+    tdata = {k: torch.tensor(v) for k, v in data.items()}
+    topt = torch.optim.LBFGS(list(tparams.values()), **options)
+    tf = problems.torch_objective(name)
+
+    def tclosure():
+        topt.zero_grad()
+        loss = tf(tparams, **tdata)
+        loss.backward()
+        return loss
+
+    model = torch_compat.as_parameters(x0)
+    jopt = optim.LBFGS(torch_compat.parameters(model), **options)
+    jf, jdata = problems.jax_objective(name), {k: jnp.asarray(v) for k, v in data.items()}
+
+    def jclosure():
+        jopt.zero_grad()
+        return torch_compat.backward(jf, model, **jdata)
+
+    lengths = []
+    for _ in range(6):
+        topt.step(tclosure)
+        jopt.step(jclosure)
+        theirs = topt.state[tparams[next(iter(tparams))]]
+        mine = jopt.state[torch_compat.parameters(model)[0]]
+        assert list(mine) == list(theirs)
+        assert (mine["n_iter"], mine["func_evals"]) == (theirs["n_iter"], theirs["func_evals"])
+        for key in ("old_dirs", "old_stps", "ro", "al")[: 4 if "al" in theirs else 3]:  # al: from torch's 2nd iteration
+            assert len(mine[key]) == len(theirs[key]), key
+            for got, want in zip(mine[key], theirs[key]):
+                assert (got is None) == (want is None), key
+                if want is not None:
+                    assert rel_err(np.asarray(got), want.detach().numpy()) <= RTOL, key
+        for key in ("d", "prev_flat_grad"):
+            assert rel_err(np.asarray(mine[key]), theirs[key].detach().numpy()) <= RTOL, key
+        lengths.append(len(mine["old_dirs"]))
+    assert lengths[-1] == 3 and lengths[0] < 3  # the history filled, then wrapped
+
+
 def test_compat_lbfgs_errors_match_torch():
     p = torch_compat.Parameter(jnp.zeros(2))
     q = torch_compat.Parameter(jnp.zeros(2))

@@ -369,7 +369,8 @@ class LBFGS(Optimizer):
             # max_iter <= 0: torch's loop did not run, and it stores its cached tensors,
             # all None (it only skips storing them when the start point is optimal).
             new_state.update(dict.fromkeys(_CACHED))
-        state.clear()
+        # Updated in place, as torch's: a key keeps its place, a new one comes last (torch
+        # adds al when its second iteration runs, after the keys a first step stored).
         state.update(new_state)
         return orig_loss
 
