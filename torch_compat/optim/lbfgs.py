@@ -344,7 +344,7 @@ class LBFGS(Optimizer):
         params = [p.data for p in self._params]
         counts = (state.get("func_evals", 0), state.get("n_iter", 0))
         small, history, trial, flags = _begin(counts, self._saved(state, history_size), params, history_size)
-        newest = min(history_size, max(group["max_iter"], 0))  # at least the pairs this step can store
+        newest = min(history_size, max(int(group["max_iter"]), 0))  # at least the pairs this step can store
         orig_loss, before, pushed = None, small, 0
         while True:
             flags = int(flags)  # the one host sync per evaluation
