@@ -345,6 +345,33 @@ def test_compat_state_lists_follow_torch_step_by_step(line_search_fn):
     assert lengths[-1] == 3 and lengths[0] < 3  # the history filled, then wrapped
 
 
+def test_compat_options_changed_between_steps_take_effect():
+    """The options passed to the compiled calls as arrays are made again when one of
+    them changes (a scheduler's lr, a new max_iter): a step after the change is the step
+    of an optimizer built with the new options and loaded with the same state."""
+    loss = lambda p: jnp.sum((p["x"] - 1.0) ** 4) + jnp.sum(p["x"] ** 2)  # noqa: E731
+
+    def make(x, **options):
+        model = torch_compat.as_parameters({"x": x})
+        opt = optim.LBFGS(torch_compat.parameters(model), **options)
+        return model, opt, lambda: (opt.zero_grad(), torch_compat.backward(loss, model))[1]
+
+    model, opt, closure = make(jnp.array([3.0, -2.0, 0.5]), lr=1.0, max_iter=3)
+    opt.step(closure)
+    saved, x1 = opt.state_dict(), model["x"].data
+    fresh_model, fresh, fresh_closure = make(x1, lr=0.1, max_iter=5)
+    fresh.load_state_dict(saved)
+    fresh.param_groups[0].update(lr=0.1, max_iter=5, max_eval=fresh.param_groups[0]["max_eval"])
+    same_model, same, same_closure = make(x1, lr=1.0, max_iter=3)
+    same.load_state_dict(saved)
+    opt.param_groups[0].update(lr=0.1, max_iter=5, max_eval=fresh.param_groups[0]["max_eval"])
+    for o, c in ((opt, closure), (fresh, fresh_closure), (same, same_closure)):
+        o.step(c)
+    np.testing.assert_array_equal(np.asarray(model["x"].data), np.asarray(fresh_model["x"].data))
+    assert opt.state[model["x"]]["n_iter"] == fresh.state[fresh_model["x"]]["n_iter"]
+    assert not np.array_equal(np.asarray(model["x"].data), np.asarray(same_model["x"].data))
+
+
 def test_compat_lbfgs_errors_match_torch():
     p = torch_compat.Parameter(jnp.zeros(2))
     q = torch_compat.Parameter(jnp.zeros(2))

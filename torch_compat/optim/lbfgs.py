@@ -240,6 +240,7 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
+        self._options = None  # (the options' values, them as arrays): see _dynamic
 
     # -- flat views of the parameters and gradients (complex as real pairs, as torch) ----
 
@@ -271,14 +272,15 @@ class LBFGS(Optimizer):
         saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
         # Each list is padded with zeros to history_size entries, so that the compiled
         # call sees the same structure whatever the history's length.
-        row, scalar = jnp.zeros_like(saved["d"]), jnp.zeros_like(saved["d"], shape=())
         dirs = list(state["old_dirs"])[-history_size:]
-        saved["history_len"] = len(dirs)
-        pad = [row] * (history_size - len(dirs))
+        al = list(state.get("al", ()))[:history_size]
+        saved["history_len"] = length = len(dirs)
+        full = length == history_size and len(al) == history_size and None not in al
+        row, zero = (None, None) if full else (jnp.zeros_like(saved["d"]), jnp.zeros_like(saved["d"], shape=()))
+        pad = [row] * (history_size - length)
         saved["old_dirs"], saved["old_stps"] = dirs + pad, list(state["old_stps"])[-history_size:] + pad
-        saved["ro"] = list(state["ro"])[-history_size:] + [scalar] * (history_size - len(dirs))
-        al = [scalar if v is None else v for v in state.get("al", ())][:history_size]
-        saved["al"] = al + [scalar] * (history_size - len(al))
+        saved["ro"] = list(state["ro"])[-history_size:] + [zero] * (history_size - length)
+        saved["al"] = [zero if v is None else v for v in al] + [zero] * (history_size - len(al))
         return saved
 
     @staticmethod
@@ -310,6 +312,24 @@ class LBFGS(Optimizer):
         )
         return out
 
+    def _dynamic(self, group: dict[str, Any]) -> dict[str, jax.Array]:
+        """The options the compiled calls take as values (so that changing one never
+        recompiles), as arrays: made again only when one of them changes, not at every
+        step (five eager conversions)."""
+        hyper = _internal.hyper_dtype()
+        values = (scalar(group["lr"]), group["max_iter"], group["max_eval"], group["tolerance_grad"],
+                  group["tolerance_change"], hyper)
+        if self._options is None or self._options[0] != values:
+            lr, max_iter, max_eval, tolerance_grad, tolerance_change, _ = values
+            self._options = values, dict(
+                lr=jnp.asarray(lr, hyper),
+                max_iter=jnp.asarray(max_iter, jnp.int32),
+                max_eval=jnp.asarray(max_eval, jnp.int32),
+                tolerance_grad=jnp.asarray(tolerance_grad, hyper),
+                tolerance_change=jnp.asarray(tolerance_change, hyper),
+            )
+        return self._options[1]
+
     @staticmethod
     def _al(ints, cached, given, history_size: int) -> list | None:
         """torch's ``al`` (``None`` where torch has none yet: before its second iteration).
@@ -332,14 +352,7 @@ class LBFGS(Optimizer):
         self._spec.check_torch(group, "step")
         history_size = group["history_size"]
         advance = _compiled_advance(history_size, group["line_search_fn"])
-        hyper = _internal.hyper_dtype()
-        dynamic = dict(
-            lr=jnp.asarray(scalar(group["lr"]), hyper),
-            max_iter=jnp.asarray(group["max_iter"], jnp.int32),
-            max_eval=jnp.asarray(group["max_eval"], jnp.int32),
-            tolerance_grad=jnp.asarray(group["tolerance_grad"], hyper),
-            tolerance_change=jnp.asarray(group["tolerance_change"], hyper),
-        )
+        dynamic = self._dynamic(group)
         state = self.state[self._params[0]]
         params = [p.data for p in self._params]
         counts = (state.get("func_evals", 0), state.get("n_iter", 0))
