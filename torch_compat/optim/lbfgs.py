@@ -146,7 +146,6 @@ def _restored(state: core.LbfgsState, saved: dict, dtype) -> core.LbfgsState:
         old_dirs=stacked(saved["old_dirs"], n),
         old_stps=stacked(saved["old_stps"], n),
         ro=stacked(saved["ro"]),
-        al=stacked(saved["al"]),
         history_len=jnp.asarray(saved["history_len"], jnp.int32),
         H_diag=cast(saved["H_diag"], dtype),
         prev_flat_grad=cast(saved["prev_flat_grad"], dtype, n),
@@ -265,22 +264,21 @@ class LBFGS(Optimizer):
     @staticmethod
     def _saved(state: dict[str, Any], history_size: int) -> dict[str, Any] | None:
         """torch's cached tensors from ``state``, as :func:`_begin` reads them: the last
-        ``history_size`` history entries (``al``'s first), ``None`` where no step has
-        iterated (``d`` is ``None``: torch starts over)."""
+        ``history_size`` history entries, ``None`` where no step has iterated (``d`` is
+        ``None``: torch starts over). Not ``al``: the two-loop recursion writes its entries
+        before it reads them, and a step that runs none keeps torch's (see :meth:`_al`)."""
         if state.get("d") is None:
             return None
         saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
         # Each list is padded with zeros to history_size entries, so that the compiled
         # call sees the same structure whatever the history's length.
-        dirs = list(state["old_dirs"])[-history_size:]
-        al = list(state.get("al", ()))[:history_size]
+        dirs, stps, ro = (list(state[key])[-history_size:] for key in ("old_dirs", "old_stps", "ro"))
         saved["history_len"] = length = len(dirs)
-        full = length == history_size and len(al) == history_size and None not in al
-        row, zero = (None, None) if full else (jnp.zeros_like(saved["d"]), jnp.zeros_like(saved["d"], shape=()))
-        pad = [row] * (history_size - length)
-        saved["old_dirs"], saved["old_stps"] = dirs + pad, list(state["old_stps"])[-history_size:] + pad
-        saved["ro"] = list(state["ro"])[-history_size:] + [zero] * (history_size - length)
-        saved["al"] = [zero if v is None else v for v in al] + [zero] * (history_size - len(al))
+        if length < history_size:
+            pad = history_size - length
+            row, zero = jnp.zeros_like(saved["d"]), jnp.zeros_like(saved["d"], shape=())
+            dirs, stps, ro = dirs + [row] * pad, stps + [row] * pad, ro + [zero] * pad
+        saved.update(old_dirs=dirs, old_stps=stps, ro=ro)
         return saved
 
     @staticmethod
