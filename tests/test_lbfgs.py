@@ -244,9 +244,9 @@ def test_lbfgs_transform_equals_minimize():
     assert int(state2.lbfgs.func_evals) == int(result.n_evals)
 
 
-def test_compat_state_dict_crosses_to_torch_and_back():
-    torch = pytest.importorskip("torch")
-    name, seed, options = "logistic", 5, dict(history_size=4, max_iter=6, line_search_fn="strong_wolfe")
+def _torch_and_compat(torch, name, seed, options):
+    """torch's LBFGS and torch_compat's on the same problem: ``(tparams, topt, tclosure,
+    model, jopt, jclosure)``."""
     data, x0 = problems.make(name, seed)
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in x0.items()}
     tdata = {k: torch.tensor(v) for k, v in data.items()}
@@ -261,13 +261,19 @@ def test_compat_state_dict_crosses_to_torch_and_back():
 
     model = torch_compat.as_parameters(x0)
     jopt = optim.LBFGS(torch_compat.parameters(model), **options)
-    jf = problems.jax_objective(name)
-    jdata = {k: jnp.asarray(v) for k, v in data.items()}
+    jf, jdata = problems.jax_objective(name), {k: jnp.asarray(v) for k, v in data.items()}
 
     def jclosure():
         jopt.zero_grad()
         return torch_compat.backward(jf, model, **jdata)
 
+    return tparams, topt, tclosure, model, jopt, jclosure
+
+
+def test_compat_state_dict_crosses_to_torch_and_back():
+    torch = pytest.importorskip("torch")
+    options = dict(history_size=4, max_iter=6, line_search_fn="strong_wolfe")
+    tparams, topt, tclosure, model, jopt, jclosure = _torch_and_compat(torch, "logistic", 5, options)
     topt.step(tclosure)
     jopt.step(jclosure)
     to_numpy = lambda v: v.detach().numpy() if torch.is_tensor(v) else v  # noqa: E731
@@ -302,29 +308,9 @@ def test_compat_state_lists_follow_torch_step_by_step(line_search_fn):
     After every step (a small history, so it wraps within and across steps) each list
     entry matches torch's, in the same order."""
     torch = pytest.importorskip("torch")
-    name, seed = "logistic", 7
     options = dict(history_size=3, max_iter=2, line_search_fn=line_search_fn, tolerance_grad=0.0,
                    tolerance_change=0.0)
-    data, x0 = problems.make(name, seed)
-    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in x0.items()}
-    tdata = {k: torch.tensor(v) for k, v in data.items()}
-    topt = torch.optim.LBFGS(list(tparams.values()), **options)
-    tf = problems.torch_objective(name)
-
-    def tclosure():
-        topt.zero_grad()
-        loss = tf(tparams, **tdata)
-        loss.backward()
-        return loss
-
-    model = torch_compat.as_parameters(x0)
-    jopt = optim.LBFGS(torch_compat.parameters(model), **options)
-    jf, jdata = problems.jax_objective(name), {k: jnp.asarray(v) for k, v in data.items()}
-
-    def jclosure():
-        jopt.zero_grad()
-        return torch_compat.backward(jf, model, **jdata)
-
+    tparams, topt, tclosure, model, jopt, jclosure = _torch_and_compat(torch, "logistic", 7, options)
     lengths = []
     for _ in range(6):
         topt.step(tclosure)
