@@ -330,7 +330,7 @@ def main(argv=None):
     print(f"# {platform.processor() or platform.machine()}, {jax.device_count()} jax device(s), "
           f"jax {jax.__version__}, optax {optax.__version__}, scipy {scipy.__version__}, torch {torch_version}")
     if args.table in ("compat", "steps"):
-        (compat_table if args.table == "compat" else steps_table)(args, repeats)
+        compat_table(args, repeats, steps=1 if args.table == "compat" else STEPS)
         return
     if args.table != "implicit":
         solve_table(args, repeats, torch_version)
@@ -338,47 +338,33 @@ def main(argv=None):
         implicit_table(repeats)
 
 
-def compat_table(args, repeats):
-    """torch's LBFGS.step(closure) against torch_compat's, timed round-robin."""
-    from _timing import race
-
-    print("| problem | torch.optim.LBFGS (ms) | torch_compat.optim.LBFGS (ms) | ratio to torch | iterations (torch, compat) |")
-    print("|---|---|---|---|---|")
-    for name, f, x0_np, spec in problems():
-        if args.quick and name.endswith("1000"):
-            continue
-        solvers = {"torch": torch_setup(spec, x0_np), "compat": compat_setup(f, x0_np)}
-        iterations = {key: int(solve()) for key, solve in solvers.items()}
-        times = race(solvers, repeats)
-        print(f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | "
-              f"{times['compat'] / times['torch']:.2f} | {iterations['torch']}, {iterations['compat']} |")
-
-
 STEPS = 25
 """Steps per run in the ``steps`` table."""
 
 
-def steps_table(args, repeats):
-    """torch's LBFGS against torch_compat's over ``STEPS`` steps of one optimizer, with
-    torch's defaults (``history_size=100``, ``max_iter=20``) and the strong-Wolfe search:
-    the state is read in and written out at every step, its history lists growing to 100
-    pairs. A run starts from a fresh optimizer; runs are timed round-robin after one
-    untimed run each (the first, compile included, is printed apart)."""
+def compat_table(args, repeats, steps=1):
+    """torch's LBFGS.step(closure) against torch_compat's, timed round-robin after a first
+    run of each (torch_compat's, its compiles included, is printed apart).
+
+    With ``steps=1`` (the ``compat`` table) a run is one step with ``OPTIONS``. Else (the
+    ``steps`` table) it is ``steps`` steps of one fresh optimizer with torch's defaults
+    (``history_size=100``, ``max_iter=20``) and the strong-Wolfe search: the state is read
+    in and written out at every step, its history lists growing to 100 pairs."""
     from _timing import race
 
-    options = dict(line_search_fn="strong_wolfe")
-    print(f"| problem ({STEPS} steps) | torch.optim.LBFGS (ms) | torch_compat.optim.LBFGS (ms) | ratio to torch | "
-          "torch_compat's first run (s) | iterations (torch, compat) |")
+    options = OPTIONS if steps == 1 else dict(line_search_fn="strong_wolfe")
+    print(f"| problem ({steps} step{'s' * (steps > 1)}) | torch.optim.LBFGS (ms) | torch_compat.optim.LBFGS (ms) | "
+          "ratio to torch | torch_compat's first run (s) | iterations (torch, compat) |")
     print("|---|---|---|---|---|---|")
     for name, f, x0_np, spec in problems():
-        if name == "rosenbrock-2" or (args.quick and name.endswith("1000")):
+        if (args.quick and name.endswith("1000")) or (steps > 1 and name == "rosenbrock-2"):
             continue
-        solvers = {"torch": torch_setup(spec, x0_np, options, STEPS), "compat": compat_setup(f, x0_np, options, STEPS)}
+        solvers = {"torch": torch_setup(spec, x0_np, options, steps), "compat": compat_setup(f, x0_np, options, steps)}
         start = time.perf_counter()
         iterations = {"compat": int(solvers["compat"]())}
         first = time.perf_counter() - start
         iterations["torch"] = int(solvers["torch"]())
-        times = race(solvers, repeats, warmup=0)
+        times = race(solvers, repeats)
         print(f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | "
               f"{times['compat'] / times['torch']:.2f} | {first:.2f} | {iterations['torch']}, {iterations['compat']} |")
 
