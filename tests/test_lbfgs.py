@@ -346,11 +346,11 @@ def test_compat_options_changed_between_steps_take_effect():
     opt.step(closure)
     saved, x1 = opt.state_dict(), model["x"].data
     fresh_model, fresh, fresh_closure = make(x1, lr=0.1, max_iter=5)
-    fresh.load_state_dict(saved)
-    fresh.param_groups[0].update(lr=0.1, max_iter=5, max_eval=fresh.param_groups[0]["max_eval"])
+    fresh.load_state_dict(saved)  # loads the saved group's options too: set the new ones again
+    fresh.param_groups[0].update(lr=0.1, max_iter=5)
     same_model, same, same_closure = make(x1, lr=1.0, max_iter=3)
     same.load_state_dict(saved)
-    opt.param_groups[0].update(lr=0.1, max_iter=5, max_eval=fresh.param_groups[0]["max_eval"])
+    opt.param_groups[0].update(lr=0.1, max_iter=5)
     for o, c in ((opt, closure), (fresh, fresh_closure), (same, same_closure)):
         o.step(c)
     np.testing.assert_array_equal(np.asarray(model["x"].data), np.asarray(fresh_model["x"].data))
