@@ -7,7 +7,15 @@ any test module builds an array.
 import os
 import pathlib
 
-import jax
+import pytest
+
+try:
+    import jax
+except ModuleNotFoundError as error:  # pytest run by a Python where the project was not installed
+    raise pytest.UsageError(
+        f"{error}. Install the project and its test dependencies into the Python that runs "
+        'pytest first, as README says: python -m pip install -e ".[test]"'
+    ) from None
 
 jax.config.update("jax_enable_x64", True)
 
