@@ -8,6 +8,7 @@ exactly. Live comparisons on other seeds run when torch is importable.
 
 import functools
 import json
+import logging
 import pathlib
 import pickle
 
@@ -417,23 +418,27 @@ def test_compat_evaluation_call_returns_few_arrays():
     however many fields the run has."""
     from torch_compat.optim import lbfgs as compat_lbfgs
 
-    advance = compat_lbfgs._compiled_advance(4, "strong_wolfe")
-    params = [jnp.zeros(3), jnp.zeros((2, 2))]
-    small, history, _, _ = compat_lbfgs._begin((0, 0), None, params, 4)
+    start, advance = compat_lbfgs._compiled_calls(4, "strong_wolfe")
+    model = torch_compat.as_parameters({"a": jnp.zeros(3), "b": jnp.zeros((2, 2))})
+    opt = optim.LBFGS(torch_compat.parameters(model), history_size=4)
+    params = [p.data for p in torch_compat.parameters(model)]
+    saved = opt._saved({}, params, 4)  # a fresh state's
     dynamic = dict(lr=1.0, max_iter=20, max_eval=25, tolerance_grad=1e-7, tolerance_change=1e-9)
+    first = start((0, 0), saved, jnp.ones([]), [jnp.ones(3), jnp.ones((2, 2))], params, dynamic)
+    small, history, _, _ = first
     out = jax.eval_shape(advance, small, history, jnp.zeros([]), params, params, dynamic)
-    assert len(jax.tree.leaves(out)) <= len(params) + 6
+    for returned in (first, out):
+        assert len(jax.tree.leaves(returned)) <= len(params) + 6
 
 
 def test_compat_steps_compile_once_as_the_history_grows():
     """torch's state keeps the history as lists whose length grows step by step; the calls
     that read it in and write it out at each step compile once, not once per length
-    (each would cost about as much as the step's own compile)."""
-    from torch_compat.optim import lbfgs as compat_lbfgs
-
+    (each would cost about as much as the step's own compile), and a fresh state's step
+    starts with the same compiled call as the others."""
     target = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
     model = torch_compat.as_parameters({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
-    opt = optim.LBFGS(torch_compat.parameters(model), max_iter=2, history_size=4, tolerance_grad=0.0,
+    opt = optim.LBFGS(torch_compat.parameters(model), max_iter=2, history_size=7, tolerance_grad=0.0,
                       tolerance_change=0.0)
 
     def loss(p):
@@ -443,17 +448,30 @@ def test_compat_steps_compile_once_as_the_history_grows():
         opt.zero_grad()
         return torch_compat.backward(loss, model)
 
-    sizes = lambda: (compat_lbfgs._begin._cache_size(), compat_lbfgs._finish._cache_size())  # noqa: E731
-    before, lengths, compiled = sizes(), [], []
-    for _ in range(6):
-        opt.step(closure)
-        lengths.append(len(opt.state[opt.param_groups[0]["params"][0]]["old_dirs"]))
-        compiled.append(tuple(now - then for now, then in zip(sizes(), before)))
-    assert lengths == [0, 1, 2, 3, 4, 4]  # a pair per step here (the first step's two iterations make none)
-    # _begin: a fresh state, a saved one without pairs (H_diag is torch's int 1), one with
-    # pairs; _finish: one program. None more as the history grows from 1 pair to 4.
-    assert compiled[2] == compiled[-1]
-    assert compiled[-1][0] <= 3 and compiled[-1][1] <= 1
+    compiled = []
+
+    class Compiles(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Finished XLA compilation of jit("):
+                compiled[-1].append(message[len("Finished XLA compilation of jit(") :].split(")")[0])
+
+    handler, lengths = Compiles(), []
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            for _ in range(9):
+                compiled.append([])
+                opt.step(closure)
+                lengths.append(len(opt.state[opt.param_groups[0]["params"][0]]["old_dirs"]))
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    assert lengths == [0, 1, 2, 3, 4, 5, 6, 7, 7]  # a pair per step (the first step's two iterations make none)
+    programs = [name for step in compiled for name in step]
+    assert programs.count("start") == 1 and programs.count("advance") == 1 and programs.count("_finish") == 1
+    # The lists' entries: an unstack per shape, and a program that takes one entry (a few
+    # entries of a long list), each compiled once. None more as the history grows.
+    assert compiled[4:] == [[]] * 5, compiled
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])

@@ -22,30 +22,48 @@ _CACHED = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_advance(history_size: int, line_search_fn: str | None) -> Callable:
-    """One jitted evaluation step per structure: flatten the gradients, ``lbfgs_tell``,
-    and the next point to evaluate, unflattened into the parameters' shapes.
+def _compiled_calls(history_size: int, line_search_fn: str | None) -> tuple[Callable, Callable]:
+    """``(start, advance)``, the two jitted calls of a step, per structure; each returns
+    the packed run (see :func:`_pack`), the next point to evaluate, unflattened into the
+    parameters' shapes, and the flags (:func:`_flags`).
 
-    Cached for the 64 structures used last; the compiled function refers to no optimizer
-    or parameter (they are its arguments).
+    * ``start(counts, saved, value, grads, params, dynamic)`` begins the step from
+      torch's state (``counts`` is ``(func_evals, n_iter)``; ``saved`` holds torch's
+      cached tensors, as :meth:`LBFGS._saved` gathers them) and takes the first
+      evaluation, at ``params`` themselves. The
+      state is rebuilt here, not by eager operations per key and row, and the step's
+      first dispatch is also its first evaluation's.
+    * ``advance(small, history, value, grads, params, dynamic)`` takes each later
+      evaluation. Its history buffers are donated (updated in place).
 
+    Each traces only its own case of ``lbfgs_tell`` (the first evaluation, or a later
+    one), with no branch on the phase. Cached for the 64 structures used last; the
+    compiled functions refer to no optimizer or parameter (they are their arguments).
     The other options are traced values, so changing ``lr``, ``max_iter``, ``max_eval``
-    or the tolerances never recompiles. One dispatch per closure call, whose run goes in
-    and out packed (see :func:`_pack`); its history buffers are donated (updated in place).
+    or the tolerances never recompiles.
     """
     static = core.LbfgsOptions(history_size=history_size, line_search_fn=line_search_fn)
 
+    def start(counts, saved, value, grads, params, dynamic):
+        x, unflatten = _placed_unflatten(params)
+        state = core.init_state(x.size, x.dtype, history_size)
+        state = state._replace(func_evals=jnp.asarray(counts[0], jnp.int32), n_iter=jnp.asarray(counts[1], jnp.int32))
+        state = _restored(state, saved, x.dtype)
+        return evaluated(core.lbfgs_begin(state, x), value, grads, unflatten, dynamic, first=True)
+
     def advance(small, history, value, grads, params, dynamic):
-        _, unflatten = _placed_unflatten(params)
-        before = _unpack(small, history)
+        unflatten = _placed_unflatten(params)[1]
+        return evaluated(_unpack(small, history), value, grads, unflatten, dynamic, first=False)
+
+    def evaluated(before, value, grads, unflatten, dynamic, first):
         grad = core.flatten(grads)[0].astype(before.x.dtype)
-        run = core.lbfgs_tell(before, value, grad, static._replace(**dynamic))
+        run = core.lbfgs_tell(before, value, grad, static._replace(**dynamic), first=first)
         # At most one curvature pair is stored per evaluation (at an iteration's start).
         pushed = (run.state.history_len != before.state.history_len) | (
             run.state.history_start != before.state.history_start)
         return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run, pushed)
 
-    return jax.jit(advance, donate_argnums=1)
+    return jax.jit(start), jax.jit(advance, donate_argnums=1)
 
 
 def _placed_unflatten(params):
@@ -112,23 +130,6 @@ def _unpack(groups: tuple, history: tuple) -> core.LbfgsRun:
     return run._replace(state=run.state._replace(old_dirs=old_dirs, old_stps=old_stps))
 
 
-@functools.partial(jax.jit, static_argnums=3)
-def _begin(counts, saved, params, history_size: int):
-    """The packed run at the start of a step, its first trial point and flags.
-
-    ``counts`` is ``(func_evals, n_iter)``; ``saved`` holds torch's cached tensors, as
-    :meth:`LBFGS._saved` gathers them, or is ``None`` before the first iteration. The state
-    is rebuilt here in one compiled call, not by eager operations per key and row.
-    """
-    x, unflatten = _placed_unflatten(params)
-    state = core.init_state(x.size, x.dtype, history_size)
-    state = state._replace(func_evals=jnp.asarray(counts[0], jnp.int32), n_iter=jnp.asarray(counts[1], jnp.int32))
-    if saved is not None:
-        state = _restored(state, saved, x.dtype)
-    run = core.lbfgs_begin(state, x)
-    return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run)
-
-
 def _restored(state: core.LbfgsState, saved: dict, dtype) -> core.LbfgsState:
     """``state`` with torch's cached tensors written in (traced). The history comes in
     torch's order, oldest first, so the ring buffer starts at row 0."""
@@ -183,11 +184,31 @@ def _finish(small, history, params, newest: int):
     return _placed_unflatten(params)[1](run.x), ints, jnp.stack([state.t, state.prev_loss]), cached
 
 
-def _rows(array, count: int) -> list:
-    """The last ``count`` rows of ``array``, each an array of its own, as torch keeps its
-    history (a list of tensors): one eager ``unstack`` (compiled once per shape), where
-    slicing row by row costs a dispatch each."""
-    return list(jnp.unstack(array))[len(array) - count :] if count else []
+def _entries(array, count: int, last: bool = True) -> list:
+    """The last ``count`` entries of ``array`` (the first ones with ``last=False``), each
+    an array of its own, as torch keeps its history (a list of tensors).
+
+    A jitted call pays for each array it returns, about 1.5 µs, and a call of its own
+    costs about 5 µs: a few entries of many (a step that stores a pair or two of a long
+    history) are taken one call each, more by one ``unstack`` of them all. Two programs
+    per shape, compiled once: a program per count would compile at each new length of
+    the history, about 5 ms per entry it returns."""
+    if count <= 0:
+        return []
+    first = len(array) - count if last else 0
+    if 3 * count < len(array):
+        return [_entry(array, i) for i in range(first, first + count)]
+    return list(jnp.unstack(array)[first : first + count])
+
+
+@jax.jit
+def _entry(array, i):
+    return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False)
+
+
+def _array(loss):
+    """The closure's loss as an array (``jnp.asarray`` costs a dispatch: only where needed)."""
+    return loss if isinstance(loss, jax.Array) else jnp.asarray(loss)
 
 
 class LBFGS(Optimizer):
@@ -240,6 +261,7 @@ class LBFGS(Optimizer):
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
         self._options = None  # (the options' values, them as arrays): see _dynamic
+        self._blanks = None  # (the parameters' layout, zeros and a one): see _blank
 
     # -- flat views of the parameters and gradients (complex as real pairs, as torch) ----
 
@@ -261,25 +283,40 @@ class LBFGS(Optimizer):
 
     # -- torch's state layout <-> gradxform's LbfgsState ----------------------------------
 
-    @staticmethod
-    def _saved(state: dict[str, Any], history_size: int) -> dict[str, Any] | None:
-        """torch's cached tensors from ``state``, as :func:`_begin` reads them: the last
-        ``history_size`` history entries, ``None`` where no step has iterated (``d`` is
-        ``None``: torch starts over). Not ``al``: the two-loop recursion writes its entries
-        before it reads them, and a step that runs none keeps torch's (see :meth:`_al`)."""
+    def _saved(self, state: dict[str, Any], params: list, history_size: int) -> dict[str, Any]:
+        """torch's cached tensors from ``state``, as the start of a step reads them: the last
+        ``history_size`` history entries. Where no step has iterated (``d`` is ``None``:
+        torch starts over), a fresh state's values: zeros, and ``H_diag`` 1. Not ``al``:
+        the two-loop recursion writes its entries before it reads them, and a step that
+        runs none keeps torch's (see :meth:`_al`).
+
+        Each list is padded with zeros to ``history_size`` entries (never read: the
+        compiled call reads ``history_len`` of them), so that one compiled start serves
+        every step, whatever the history's length, fresh or not."""
+        blank = self._blank(params)
         if state.get("d") is None:
-            return None
-        saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
-        # Each list is padded with zeros to history_size entries, so that the compiled
-        # call sees the same structure whatever the history's length.
-        dirs, stps, ro = (list(state[key])[-history_size:] for key in ("old_dirs", "old_stps", "ro"))
+            saved = dict(d=blank["row"], t=0.0, H_diag=blank["one"], prev_flat_grad=blank["row"], prev_loss=0.0)
+            dirs = stps = ro = []
+        else:
+            saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
+            dirs, stps, ro = (list(state[key])[-history_size:] for key in ("old_dirs", "old_stps", "ro"))
+            if isinstance(saved["H_diag"], int) and saved["H_diag"] == 1:  # torch's, before its first pair
+                saved["H_diag"] = blank["one"]
         saved["history_len"] = length = len(dirs)
-        if length < history_size:
-            pad = history_size - length
-            row, zero = jnp.zeros_like(saved["d"]), jnp.zeros_like(saved["d"], shape=())
-            dirs, stps, ro = dirs + [row] * pad, stps + [row] * pad, ro + [zero] * pad
-        saved.update(old_dirs=dirs, old_stps=stps, ro=ro)
+        pad = history_size - length
+        saved.update(old_dirs=dirs + [blank["row"]] * pad, old_stps=stps + [blank["row"]] * pad,
+                     ro=ro + [blank["zero"]] * pad)
         return saved
+
+    def _blank(self, params: list) -> dict[str, jax.Array]:
+        """A zero row and scalar and a one, of the flat parameters' size and dtype, made
+        once per layout of the parameters (not at every step: each is an eager dispatch)."""
+        layout = tuple((p.shape, p.dtype) for p in params)
+        if self._blanks is None or self._blanks[0] != layout:
+            flat = jax.eval_shape(lambda params: core.flatten(params)[0], params)
+            self._blanks = layout, dict(row=jnp.zeros(flat.shape, flat.dtype), zero=jnp.zeros((), flat.dtype),
+                                        one=jnp.ones((), flat.dtype))
+        return self._blanks[1]
 
     @staticmethod
     def _torch_state(ints, floats, cached, given, pushed: int, history_size: int, iterated: bool) -> dict[str, Any]:
@@ -296,7 +333,7 @@ class LBFGS(Optimizer):
         history = {}
         for key in ("old_dirs", "old_stps", "ro"):
             kept = list(given[key])[-history_size:] if survivors else []
-            history[key] = kept[len(kept) - survivors :] + _rows(cached[key], new)
+            history[key] = kept[len(kept) - survivors :] + _entries(cached[key], new)
         al = LBFGS._al(ints, cached, given, history_size)
         if al is not None:
             out["al"] = al
@@ -338,7 +375,7 @@ class LBFGS(Optimizer):
             return given["al"]
         if n_iter < 2:
             return None
-        return _rows(cached["al"], history_size)[:length] + [None] * (history_size - length)
+        return _entries(cached["al"], length, last=False) + [None] * (history_size - length)
 
     def step(self, closure: Callable[[], Any]):
         """Performs one L-BFGS step: up to ``max_iter`` iterations, calling ``closure`` as torch does.
@@ -349,28 +386,27 @@ class LBFGS(Optimizer):
         group = self.param_groups[0]
         self._spec.check_torch(group, "step")
         history_size = group["history_size"]
-        advance = _compiled_advance(history_size, group["line_search_fn"])
+        start, advance = _compiled_calls(history_size, group["line_search_fn"])
         dynamic = self._dynamic(group)
         state = self.state[self._params[0]]
         params = [p.data for p in self._params]
         counts = (state.get("func_evals", 0), state.get("n_iter", 0))
-        small, history, trial, flags = _begin(counts, self._saved(state, history_size), params, history_size)
+        saved = self._saved(state, params, history_size)
         newest = min(history_size, max(int(group["max_iter"]), 0))  # at least the pairs this step can store
-        orig_loss, before, pushed = None, small, 0
+        orig_loss = loss = closure()  # torch's first evaluation, at the parameters as they are
+        small, history, trial, flags = start(counts, saved, _array(loss), self._grads(), params, dynamic)
+        before, pushed = None, 0
         while True:
             flags = int(flags)  # the one host sync per evaluation
             pushed += (flags >> 2) & 1
-            if flags & 2:
+            if flags & 2:  # (only ever set by an evaluation of the line search, never the first)
                 self._raise_as_torch(before, history, params, state, history_size, newest)
             if flags & 1:
                 break
             self._set_params(trial)
             loss = closure()
-            if orig_loss is None:
-                orig_loss = loss
             before = small
-            value = loss if isinstance(loss, jax.Array) else jnp.asarray(loss)  # asarray costs a dispatch
-            small, history, trial, flags = advance(small, history, value, self._grads(), params, dynamic)
+            small, history, trial, flags = advance(small, history, _array(loss), self._grads(), params, dynamic)
         current, ints, floats, cached = _finish(small, history, params, newest)
         self._set_params(current)
         ints, floats = jax.device_get((ints, floats))
