@@ -6,6 +6,7 @@ parameters, iteration and evaluation counts after each of three consecutive
 exactly. Live comparisons on other seeds run when torch is importable.
 """
 
+import copy
 import functools
 import json
 import logging
@@ -332,6 +333,128 @@ def test_compat_state_lists_follow_torch_step_by_step(line_search_fn):
     assert lengths[-1] == 3 and lengths[0] < 3  # the history filled, then wrapped
 
 
+def _compat_lbfgs(**options):
+    """A torch_compat LBFGS on a small quartic problem: ``(model, opt, closure)``."""
+    target = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    model = torch_compat.as_parameters({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
+    opt = optim.LBFGS(torch_compat.parameters(model), **options)
+
+    def loss(p):
+        return jnp.sum(jnp.cosh(p["w"] - target)) + jnp.sum((p["b"] - 0.5) ** 4)
+
+    def closure():
+        opt.zero_grad()
+        return torch_compat.backward(loss, model)
+
+    return model, opt, closure
+
+
+def _lbfgs_snapshot(model, opt):
+    """The parameters and the state's values, as numpy (lists entry by entry)."""
+    state = opt.state[opt.param_groups[0]["params"][0]]
+    out = {f"param {k}": np.asarray(p.data) for k, p in model.items()}
+    for key, value in state.items():
+        if isinstance(value, list):
+            out[key] = [None if v is None else np.asarray(v) for v in value]
+        else:
+            out[key] = value if value is None or isinstance(value, (int, float)) else np.asarray(value)
+    return out
+
+
+def _assert_same_snapshots(a, b):
+    assert list(a) == list(b)
+    for key in a:
+        if isinstance(a[key], list):
+            assert len(a[key]) == len(b[key]), key
+            for x, y in zip(a[key], b[key]):
+                assert (x is None) == (y is None), key
+                if x is not None:
+                    np.testing.assert_array_equal(x, y, err_msg=key)
+        elif isinstance(a[key], np.ndarray):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_compat_kept_history_gives_the_steps_of_torchs_lists(line_search_fn):
+    """A step keeps its history's ring buffers for the next one, which then skips reading
+    torch's lists in again. The steps are the same bit for bit as those of an optimizer
+    whose lists hold copies of the entries (not the ones the last step stored), which
+    must read them in; the history fills and wraps over the steps."""
+    options = dict(max_iter=3, history_size=4, tolerance_grad=0.0, tolerance_change=0.0,
+                   line_search_fn=line_search_fn)
+    kept_model, kept, kept_closure = _compat_lbfgs(**options)
+    read_model, read, read_closure = _compat_lbfgs(**options)
+    from torch_compat.optim import lbfgs as compat_lbfgs
+
+    lengths, ring = [], compat_lbfgs._ring
+    for _ in range(7):
+        kept.step(kept_closure)
+        read.step(read_closure)
+        state = read.state[read.param_groups[0]["params"][0]]
+        for key in ("old_dirs", "old_stps", "ro"):
+            state[key] = [jnp.array(entry, copy=True) for entry in state[key]]
+        _assert_same_snapshots(_lbfgs_snapshot(kept_model, kept), _lbfgs_snapshot(read_model, read))
+        lengths.append(len(state["old_dirs"]))
+        assert kept._kept is not None  # (a small history: always kept)
+    assert lengths[-1] == 4 and lengths[0] < 4
+    calls = []
+    compat_lbfgs._ring = lambda *args: calls.append(1) or ring(*args)
+    try:
+        kept.step(kept_closure)
+        read.step(read_closure)
+    finally:
+        compat_lbfgs._ring = ring
+    assert len(calls) == 1  # only the optimizer whose lists changed read them in
+
+
+def test_compat_changed_history_entry_is_read():
+    """An entry of torch's lists replaced between steps is what the next step uses (the
+    kept ring buffers are not), as an optimizer loaded with the same state uses it."""
+    options = dict(max_iter=3, history_size=5, tolerance_grad=0.0, tolerance_change=0.0)
+    model, opt, closure = _compat_lbfgs(**options)
+    plain_model, plain, plain_closure = _compat_lbfgs(**options)
+    for _ in range(3):
+        opt.step(closure)
+        plain.step(plain_closure)
+    state = opt.state[opt.param_groups[0]["params"][0]]
+    state["old_stps"][-1] = state["old_stps"][-1] * 0.5
+    loaded_model, loaded, loaded_closure = _compat_lbfgs(**options)
+    loaded.load_state_dict(opt.state_dict())
+    for name, p in loaded_model.items():
+        p.data = model[name].data
+    for o, c in ((opt, closure), (plain, plain_closure), (loaded, loaded_closure)):
+        o.step(c)
+    _assert_same_snapshots(_lbfgs_snapshot(model, opt), _lbfgs_snapshot(loaded_model, loaded))
+    assert not np.array_equal(np.asarray(model["w"].data), np.asarray(plain_model["w"].data))
+
+
+def test_compat_lbfgs_pickle_and_deepcopy_continue():
+    """A pickled or deep-copied LBFGS steps on as the original, bit for bit. (torch's own
+    LBFGS cannot: it loses its parameter list in the round trip.)"""
+    model, opt, closure = _compat_lbfgs(max_iter=3, history_size=4, line_search_fn="strong_wolfe")
+    opt.step(closure)
+    opt.step(closure)
+    copies = []
+    for clone in (pickle.loads(pickle.dumps((model, opt))), copy.deepcopy((model, opt))):
+        clone_model, clone_opt = clone
+        assert clone_opt.param_groups[0]["params"][0] is not opt.param_groups[0]["params"][0]
+
+        def clone_closure(clone_model=clone_model, clone_opt=clone_opt):
+            clone_opt.zero_grad()
+            target = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+            return torch_compat.backward(
+                lambda p: jnp.sum(jnp.cosh(p["w"] - target)) + jnp.sum((p["b"] - 0.5) ** 4), clone_model)
+
+        copies.append((clone_model, clone_opt, clone_closure))
+    for _ in range(2):
+        opt.step(closure)
+        for clone_model, clone_opt, clone_closure in copies:
+            clone_opt.step(clone_closure)
+            _assert_same_snapshots(_lbfgs_snapshot(model, opt), _lbfgs_snapshot(clone_model, clone_opt))
+
+
 def test_compat_options_changed_between_steps_take_effect():
     """The options passed to the compiled calls as arrays are made again when one of
     them changes (a scheduler's lr, a new max_iter): a step after the change is the step
@@ -422,9 +545,9 @@ def test_compat_evaluation_call_returns_few_arrays():
     model = torch_compat.as_parameters({"a": jnp.zeros(3), "b": jnp.zeros((2, 2))})
     opt = optim.LBFGS(torch_compat.parameters(model), history_size=4)
     params = [p.data for p in torch_compat.parameters(model)]
-    saved = opt._saved({}, params, 4)  # a fresh state's
+    saved, history, ring = opt._saved({}, params, 4)  # a fresh state's
     dynamic = dict(lr=1.0, max_iter=20, max_eval=25, tolerance_grad=1e-7, tolerance_change=1e-9)
-    first = start((0, 0), saved, jnp.ones([]), [jnp.ones(3), jnp.ones((2, 2))], params, dynamic)
+    first = start((0, 0), saved, history, ring, jnp.ones([]), [jnp.ones(3), jnp.ones((2, 2))], params, dynamic)
     small, history, _, _ = first
     out = jax.eval_shape(advance, small, history, jnp.zeros([]), params, params, dynamic)
     for returned in (first, out):

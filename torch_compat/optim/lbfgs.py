@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any, Callable
 
 import jax
@@ -19,6 +20,11 @@ from torch_compat.optim.optimizer import Optimizer
 _DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
 _CACHED = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss")
 """The state keys torch writes at the end of a step (from its cached tensors)."""
+_LISTS = ("old_dirs", "old_stps", "ro")
+"""The state keys torch keeps as lists of tensors, one per curvature pair."""
+_KEEP_BYTES = 16 * 2**20
+"""The largest history (both ``[history_size, n]`` buffers) a step keeps for the next
+one, in bytes (see ``LBFGS._keep``)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -27,12 +33,13 @@ def _compiled_calls(history_size: int, line_search_fn: str | None) -> tuple[Call
     the packed run (see :func:`_pack`), the next point to evaluate, unflattened into the
     parameters' shapes, and the flags (:func:`_flags`).
 
-    * ``start(counts, saved, value, grads, params, dynamic)`` begins the step from
-      torch's state (``counts`` is ``(func_evals, n_iter)``; ``saved`` holds torch's
-      cached tensors, as :meth:`LBFGS._saved` gathers them) and takes the first
-      evaluation, at ``params`` themselves. The
-      state is rebuilt here, not by eager operations per key and row, and the step's
-      first dispatch is also its first evaluation's.
+    * ``start(counts, saved, history, ring, value, grads, params, dynamic)`` begins the
+      step from torch's state (``counts`` is ``(func_evals, n_iter)``; ``saved`` holds
+      torch's cached tensors but the history; ``history`` is ``(old_dirs, old_stps)``
+      and ``ring`` a packed run whose ``ro``, ``history_start`` and ``history_len`` go
+      with it, as :meth:`LBFGS._saved` gathers them) and takes the first evaluation, at ``params`` themselves. The state
+      is rebuilt here, not by eager operations per key, and the step's first dispatch is
+      also its first evaluation's. ``history`` is donated.
     * ``advance(small, history, value, grads, params, dynamic)`` takes each later
       evaluation. Its history buffers are donated (updated in place).
 
@@ -44,11 +51,11 @@ def _compiled_calls(history_size: int, line_search_fn: str | None) -> tuple[Call
     """
     static = core.LbfgsOptions(history_size=history_size, line_search_fn=line_search_fn)
 
-    def start(counts, saved, value, grads, params, dynamic):
+    def start(counts, saved, history, ring, value, grads, params, dynamic):
         x, unflatten = _placed_unflatten(params)
         state = core.init_state(x.size, x.dtype, history_size)
         state = state._replace(func_evals=jnp.asarray(counts[0], jnp.int32), n_iter=jnp.asarray(counts[1], jnp.int32))
-        state = _restored(state, saved, x.dtype)
+        state = _restored(state, saved, history, ring, x.dtype)
         return evaluated(core.lbfgs_begin(state, x), value, grads, unflatten, dynamic, first=True)
 
     def advance(small, history, value, grads, params, dynamic):
@@ -63,7 +70,7 @@ def _compiled_calls(history_size: int, line_search_fn: str | None) -> tuple[Call
             run.state.history_start != before.state.history_start)
         return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run, pushed)
 
-    return jax.jit(start), jax.jit(advance, donate_argnums=1)
+    return jax.jit(start, donate_argnums=2), jax.jit(advance, donate_argnums=1)
 
 
 def _placed_unflatten(params):
@@ -130,28 +137,47 @@ def _unpack(groups: tuple, history: tuple) -> core.LbfgsRun:
     return run._replace(state=run.state._replace(old_dirs=old_dirs, old_stps=old_stps))
 
 
-def _restored(state: core.LbfgsState, saved: dict, dtype) -> core.LbfgsState:
-    """``state`` with torch's cached tensors written in (traced). The history comes in
-    torch's order, oldest first, so the ring buffer starts at row 0."""
+def _restored(state: core.LbfgsState, saved: dict, history: tuple, ring: tuple, dtype) -> core.LbfgsState:
+    """``state`` with torch's cached tensors written in (traced), the history from
+    ``history``, ``(old_dirs, old_stps)``, and the ``ro``, ``history_start`` and
+    ``history_len`` of ``ring``, a packed run (see :func:`_pack`) with that history."""
     n, hyper = state.d.size, _internal.hyper_dtype()
 
     def cast(v, dt, shape=()):
         return jnp.asarray(v).astype(dt).reshape(shape)
 
-    def stacked(values, shape=()):
-        return jnp.stack([cast(v, dtype, shape) for v in values])
-
+    last = _unpack(ring, history).state
     return state._replace(
         d=cast(saved["d"], dtype, n),
         t=cast(saved["t"], hyper),
-        old_dirs=stacked(saved["old_dirs"], n),
-        old_stps=stacked(saved["old_stps"], n),
-        ro=stacked(saved["ro"]),
-        history_len=jnp.asarray(saved["history_len"], jnp.int32),
+        old_dirs=last.old_dirs,
+        old_stps=last.old_stps,
+        ro=last.ro,
+        history_start=last.history_start,
+        history_len=last.history_len,
         H_diag=cast(saved["H_diag"], dtype),
         prev_flat_grad=cast(saved["prev_flat_grad"], dtype, n),
         prev_loss=cast(saved["prev_loss"], hyper),
     )
+
+
+@jax.jit
+def _ring(old_dirs: list, old_stps: list, ro: list, length, like) -> tuple:
+    """torch's history lists, padded to ``history_size`` entries, as ``start``'s
+    ``history`` and ``ring``: stacked in torch's order, oldest first (the ring starts at
+    row 0), in a packed run. ``like``: a row of the flat parameters' size and dtype."""
+
+    def stacked(values, shape):
+        return jnp.stack([jnp.asarray(v).astype(like.dtype).reshape(shape) for v in values])
+
+    state = core.init_state(like.size, like.dtype, len(ro))._replace(
+        old_dirs=stacked(old_dirs, like.shape),
+        old_stps=stacked(old_stps, like.shape),
+        ro=stacked(ro, ()),
+        history_len=jnp.asarray(length, jnp.int32),
+    )
+    small, history = _pack(core.lbfgs_begin(state, like))
+    return history, small
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -204,6 +230,17 @@ def _entries(array, count: int, last: bool = True) -> list:
 @jax.jit
 def _entry(array, i):
     return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False)
+
+
+def _same_entries(state: dict[str, Any], refs: tuple) -> bool:
+    """Whether torch's lists in ``state`` hold exactly the entries ``refs`` refer to."""
+    for key, key_refs in zip(_LISTS, refs):
+        entries = state.get(key)
+        if not isinstance(entries, list) or len(entries) != len(key_refs):
+            return False
+        if not all(ref() is entry for ref, entry in zip(key_refs, entries)):
+            return False
+    return True
 
 
 def _array(loss):
@@ -262,6 +299,15 @@ class LBFGS(Optimizer):
         self._params = self.param_groups[0]["params"]
         self._options = None  # (the options' values, them as arrays): see _dynamic
         self._blanks = None  # (the parameters' layout, zeros and a one): see _blank
+        self._kept = None  # the last step's history as ring buffers: see _keep
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickling keeps torch's attributes only (defaults, state, param_groups): the
+        # parameters' list and the caches are made again. (torch's own LBFGS cannot step
+        # after a pickle round trip or a deepcopy: it loses its _params.)
+        super().__setstate__(state)
+        self._params = self.param_groups[0]["params"]
+        self._options = self._blanks = self._kept = None
 
     # -- flat views of the parameters and gradients (complex as real pairs, as torch) ----
 
@@ -283,35 +329,57 @@ class LBFGS(Optimizer):
 
     # -- torch's state layout <-> gradxform's LbfgsState ----------------------------------
 
-    def _saved(self, state: dict[str, Any], params: list, history_size: int) -> dict[str, Any]:
-        """torch's cached tensors from ``state``, as the start of a step reads them: the last
-        ``history_size`` history entries. Where no step has iterated (``d`` is ``None``:
-        torch starts over), a fresh state's values: zeros, and ``H_diag`` 1. Not ``al``:
-        the two-loop recursion writes its entries before it reads them, and a step that
-        runs none keeps torch's (see :meth:`_al`).
+    def _saved(self, state: dict[str, Any], params: list, history_size: int) -> tuple[dict[str, Any], tuple, tuple]:
+        """``(saved, history, ring)``: torch's cached tensors from ``state``, as the start
+        of a step reads them, and its history (the last ``history_size`` entries of its
+        lists) as ring buffers. Where no step has iterated (``d`` is ``None``: torch starts over), a
+        fresh state's values: zeros, and ``H_diag`` 1, with the same structure, so that one
+        compiled start serves every step. Not ``al``: the two-loop recursion writes its
+        entries before it reads them, and a step that runs none keeps torch's (see
+        :meth:`_al`).
 
-        Each list is padded with zeros to ``history_size`` entries (never read: the
-        compiled call reads ``history_len`` of them), so that one compiled start serves
-        every step, whatever the history's length, fresh or not."""
+        The ring buffers the last step left (:meth:`_keep`) are used as they are when
+        torch's lists still hold the very entries that step stored: else the lists are
+        stacked again (:func:`_ring`), padded with zeros to ``history_size`` entries
+        (never read: the compiled call reads ``history_len`` of them)."""
         blank = self._blank(params)
+        kept, self._kept = self._kept, None  # (its buffers are donated to this step)
         if state.get("d") is None:
             saved = dict(d=blank["row"], t=0.0, H_diag=blank["one"], prev_flat_grad=blank["row"], prev_loss=0.0)
-            dirs = stps = ro = []
+            lists = [[], [], []]
         else:
             saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
-            dirs, stps, ro = (list(state[key])[-history_size:] for key in ("old_dirs", "old_stps", "ro"))
+            lists = [list(state[key])[-history_size:] for key in _LISTS]
             if isinstance(saved["H_diag"], int) and saved["H_diag"] == 1:  # torch's, before its first pair
                 saved["H_diag"] = blank["one"]
-        saved["history_len"] = length = len(dirs)
-        pad = history_size - length
-        saved.update(old_dirs=dirs + [blank["row"]] * pad, old_stps=stps + [blank["row"]] * pad,
-                     ro=ro + [blank["zero"]] * pad)
-        return saved
+        if kept is not None and kept[0] == (history_size, self._layout(params)) and _same_entries(state, kept[1]):
+            return saved, *kept[2]
+        length = len(lists[0])
+        pad = [[blank["row"]] * (history_size - length)] * 2 + [[blank["zero"]] * (history_size - length)]
+        return saved, *_ring(*(entries + padding for entries, padding in zip(lists, pad)), length, blank["row"])
+
+    def _keep(self, state: dict[str, Any], history: tuple, ring: tuple, history_size: int, params: list) -> None:
+        """Keeps the step's last history buffers and packed run (``history`` and ``ring``)
+        for the next step, with weak references to the entries of torch's lists they hold.
+
+        The next step then skips reading the lists in again: about 150 µs with
+        ``history_size=100``, which is most of a short step's cost on a small problem. It
+        keeps a second copy of the history between steps (a step holds both anyway, while
+        it runs), so only up to ``_KEEP_BYTES``: beyond that the step's own work dwarfs
+        the saving."""
+        if history[0].nbytes * 2 > _KEEP_BYTES or state.get("d") is None:
+            return
+        refs = tuple(tuple(weakref.ref(entry) for entry in state[key]) for key in _LISTS)
+        self._kept = (history_size, self._layout(params)), refs, (history, ring)
+
+    @staticmethod
+    def _layout(params: list) -> tuple:
+        return tuple((p.shape, p.dtype) for p in params)
 
     def _blank(self, params: list) -> dict[str, jax.Array]:
         """A zero row and scalar and a one, of the flat parameters' size and dtype, made
         once per layout of the parameters (not at every step: each is an eager dispatch)."""
-        layout = tuple((p.shape, p.dtype) for p in params)
+        layout = self._layout(params)
         if self._blanks is None or self._blanks[0] != layout:
             flat = jax.eval_shape(lambda params: core.flatten(params)[0], params)
             self._blanks = layout, dict(row=jnp.zeros(flat.shape, flat.dtype), zero=jnp.zeros((), flat.dtype),
@@ -391,10 +459,10 @@ class LBFGS(Optimizer):
         state = self.state[self._params[0]]
         params = [p.data for p in self._params]
         counts = (state.get("func_evals", 0), state.get("n_iter", 0))
-        saved = self._saved(state, params, history_size)
+        saved, history, ring = self._saved(state, params, history_size)
         newest = min(history_size, max(int(group["max_iter"]), 0))  # at least the pairs this step can store
         orig_loss = loss = closure()  # torch's first evaluation, at the parameters as they are
-        small, history, trial, flags = start(counts, saved, _array(loss), self._grads(), params, dynamic)
+        small, history, trial, flags = start(counts, saved, history, ring, _array(loss), self._grads(), params, dynamic)
         before, pushed = None, 0
         while True:
             flags = int(flags)  # the one host sync per evaluation
@@ -419,6 +487,7 @@ class LBFGS(Optimizer):
         # Updated in place, as torch's: a key keeps its place, a new one comes last (torch
         # adds al when its second iteration runs, after the keys a first step stored).
         state.update(new_state)
+        self._keep(state, history, small, history_size, params)
         return orig_loss
 
     def _raise_as_torch(self, before, history, params, state, history_size, newest):
