@@ -180,6 +180,15 @@ def _ring(old_dirs: list, old_stps: list, ro: list, length, like) -> tuple:
     return history, small
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _fresh(n: int, dtype, history_size: int) -> tuple:
+    """A fresh state as ``start`` reads it: ``(d, H_diag, history, ring)``, zeros (``d``
+    stands for ``prev_flat_grad`` too) and ``H_diag`` 1, in one compiled call."""
+    state = core.init_state(n, dtype, history_size)
+    small, history = _pack(core.lbfgs_begin(state, state.d))
+    return state.d, state.H_diag, history, small
+
+
 @functools.partial(jax.jit, static_argnums=3)
 def _finish(small, history, params, newest: int):
     """What the end of a step reads from the packed run, in one compiled call: the point
@@ -230,6 +239,13 @@ def _entries(array, count: int, last: bool = True) -> list:
 @jax.jit
 def _entry(array, i):
     return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _flat_spec(layout: tuple) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of the flat parameter vector, for parameters of ``layout``
+    (``(shape, dtype)`` per parameter): traced once per layout."""
+    return jax.eval_shape(lambda params: core.flatten(params)[0], [jax.ShapeDtypeStruct(*p) for p in layout])
 
 
 def _same_entries(state: dict[str, Any], refs: tuple) -> bool:
@@ -332,9 +348,9 @@ class LBFGS(Optimizer):
     def _saved(self, state: dict[str, Any], params: list, history_size: int) -> tuple[dict[str, Any], tuple, tuple]:
         """``(saved, history, ring)``: torch's cached tensors from ``state``, as the start
         of a step reads them, and its history (the last ``history_size`` entries of its
-        lists) as ring buffers. Where no step has iterated (``d`` is ``None``: torch starts over), a
-        fresh state's values: zeros, and ``H_diag`` 1, with the same structure, so that one
-        compiled start serves every step. Not ``al``: the two-loop recursion writes its
+        lists) as ring buffers. Where no step has iterated (``d`` is ``None``: torch starts
+        over), a fresh state's values (:func:`_fresh`), with the same structure, so that
+        one compiled start serves every step. Not ``al``: the two-loop recursion writes its
         entries before it reads them, and a step that runs none keeps torch's (see
         :meth:`_al`).
 
@@ -342,18 +358,19 @@ class LBFGS(Optimizer):
         torch's lists still hold the very entries that step stored: else the lists are
         stacked again (:func:`_ring`), padded with zeros to ``history_size`` entries
         (never read: the compiled call reads ``history_len`` of them)."""
-        blank = self._blank(params)
         kept, self._kept = self._kept, None  # (its buffers are donated to this step)
+        layout = self._layout(params)
         if state.get("d") is None:
-            saved = dict(d=blank["row"], t=0.0, H_diag=blank["one"], prev_flat_grad=blank["row"], prev_loss=0.0)
-            lists = [[], [], []]
-        else:
-            saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
-            lists = [list(state[key])[-history_size:] for key in _LISTS]
-            if isinstance(saved["H_diag"], int) and saved["H_diag"] == 1:  # torch's, before its first pair
-                saved["H_diag"] = blank["one"]
-        if kept is not None and kept[0] == (history_size, self._layout(params)) and _same_entries(state, kept[1]):
+            flat = _flat_spec(layout)
+            row, one, history, ring = _fresh(flat.shape[0], flat.dtype, history_size)
+            return dict(d=row, t=0.0, H_diag=one, prev_flat_grad=row, prev_loss=0.0), history, ring
+        saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
+        if isinstance(saved["H_diag"], int) and saved["H_diag"] == 1:  # torch's, before its first pair
+            saved["H_diag"] = self._blank(params)["one"]
+        if kept is not None and kept[0] == (history_size, layout) and _same_entries(state, kept[1]):
             return saved, *kept[2]
+        blank = self._blank(params)
+        lists = [list(state[key])[-history_size:] for key in _LISTS]
         length = len(lists[0])
         pad = [[blank["row"]] * (history_size - length)] * 2 + [[blank["zero"]] * (history_size - length)]
         return saved, *_ring(*(entries + padding for entries, padding in zip(lists, pad)), length, blank["row"])
@@ -377,11 +394,12 @@ class LBFGS(Optimizer):
         return tuple((p.shape, p.dtype) for p in params)
 
     def _blank(self, params: list) -> dict[str, jax.Array]:
-        """A zero row and scalar and a one, of the flat parameters' size and dtype, made
-        once per layout of the parameters (not at every step: each is an eager dispatch)."""
+        """A zero row and scalar and a one, of the flat parameters' size and dtype, which
+        pad torch's lists: made once per layout of the parameters (not at every step:
+        each is an eager dispatch)."""
         layout = self._layout(params)
         if self._blanks is None or self._blanks[0] != layout:
-            flat = jax.eval_shape(lambda params: core.flatten(params)[0], params)
+            flat = _flat_spec(layout)
             self._blanks = layout, dict(row=jnp.zeros(flat.shape, flat.dtype), zero=jnp.zeros((), flat.dtype),
                                         one=jnp.ones((), flat.dtype))
         return self._blanks[1]
