@@ -353,20 +353,29 @@ def compat_table(args, repeats, steps=1):
     from _timing import race
 
     options = OPTIONS if steps == 1 else dict(line_search_fn="strong_wolfe")
+    # With several steps, the same optimizers are also timed over their first two steps:
+    # the difference is the cost of the later steps, which on a problem solved in the
+    # first two (logistic) is the cost of a step itself.
+    later = "| later steps, each: torch, compat (ms) | ratio " if steps > 2 else ""
     print(f"| problem ({steps} step{'s' * (steps > 1)}) | torch.optim.LBFGS (ms) | torch_compat.optim.LBFGS (ms) | "
-          "ratio to torch | torch_compat's first run (s) | iterations (torch, compat) |")
-    print("|---|---|---|---|---|---|")
+          f"ratio to torch {later}| torch_compat's first run (s) | iterations (torch, compat) |")
+    print("|---|---|---|---|" + "---|---|" * bool(later) + "---|---|")
     for name, f, x0_np, spec in problems():
         if (args.quick and name.endswith("1000")) or (steps > 1 and name == "rosenbrock-2"):
             continue
         solvers = {"torch": torch_setup(spec, x0_np, options, steps), "compat": compat_setup(f, x0_np, options, steps)}
+        if later:
+            solvers.update(torch_2=torch_setup(spec, x0_np, options, 2), compat_2=compat_setup(f, x0_np, options, 2))
         start = time.perf_counter()
         iterations = {"compat": int(solvers["compat"]())}
         first = time.perf_counter() - start
         iterations["torch"] = int(solvers["torch"]())
         times = race(solvers, repeats)
-        print(f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | "
-              f"{times['compat'] / times['torch']:.2f} | {first:.2f} | {iterations['torch']}, {iterations['compat']} |")
+        row = f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | {times['compat'] / times['torch']:.2f} "
+        if later:
+            each = {k: (times[k] - times[f"{k}_2"]) / (steps - 2) * 1e3 for k in ("torch", "compat")}
+            row += f"| {each['torch']:.2f}, {each['compat']:.2f} | {each['compat'] / each['torch']:.2f} "
+        print(row + f"| {first:.2f} | {iterations['torch']}, {iterations['compat']} |")
 
 
 def solve_table(args, repeats, torch_version):
