@@ -430,6 +430,28 @@ def test_compat_changed_history_entry_is_read():
     assert not np.array_equal(np.asarray(model["w"].data), np.asarray(plain_model["w"].data))
 
 
+def test_compat_history_entries_put_in_by_hand():
+    """torch's lists may be given entries of any kind that converts (here Python floats
+    for ``ro``, numpy rows): the next steps read them in and go on as an optimizer loaded
+    with the same values."""
+    options = dict(max_iter=3, history_size=5, tolerance_grad=0.0, tolerance_change=0.0)
+    model, opt, closure = _compat_lbfgs(**options)
+    for _ in range(2):
+        opt.step(closure)
+    loaded_model, loaded, loaded_closure = _compat_lbfgs(**options)
+    loaded.load_state_dict(opt.state_dict())
+    for name, p in loaded_model.items():
+        p.data = model[name].data
+    state = opt.state[opt.param_groups[0]["params"][0]]
+    state["ro"] = [float(r) for r in state["ro"]]
+    state["old_dirs"] = [np.asarray(row) for row in state["old_dirs"]]
+    for _ in range(2):
+        for o, c in ((opt, closure), (loaded, loaded_closure)):
+            o.step(c)
+        np.testing.assert_array_equal(np.asarray(model["w"].data), np.asarray(loaded_model["w"].data))
+        np.testing.assert_array_equal(np.asarray(model["b"].data), np.asarray(loaded_model["b"].data))
+
+
 def test_compat_lbfgs_pickle_and_deepcopy_continue():
     """A pickled or deep-copied LBFGS steps on as the original, bit for bit. (torch's own
     LBFGS cannot: it loses its parameter list in the round trip.)"""

@@ -37,9 +37,10 @@ def _compiled_calls(history_size: int, line_search_fn: str | None) -> tuple[Call
       step from torch's state (``counts`` is ``(func_evals, n_iter)``; ``saved`` holds
       torch's cached tensors but the history; ``history`` is ``(old_dirs, old_stps)``
       and ``ring`` a packed run whose ``ro``, ``history_start`` and ``history_len`` go
-      with it, as :meth:`LBFGS._saved` gathers them) and takes the first evaluation, at ``params`` themselves. The state
-      is rebuilt here, not by eager operations per key, and the step's first dispatch is
-      also its first evaluation's. ``history`` is donated.
+      with it, as :meth:`LBFGS._saved` gathers them) and takes the first evaluation, at
+      ``params`` themselves. The state is rebuilt here, not by eager operations per key,
+      and the step's first dispatch is also its first evaluation's. ``history`` is
+      donated.
     * ``advance(small, history, value, grads, params, dynamic)`` takes each later
       evaluation. Its history buffers are donated (updated in place).
 
@@ -386,7 +387,10 @@ class LBFGS(Optimizer):
         the saving."""
         if history[0].nbytes * 2 > _KEEP_BYTES or state.get("d") is None:
             return
-        refs = tuple(tuple(weakref.ref(entry) for entry in state[key]) for key in _LISTS)
+        try:
+            refs = tuple(tuple(weakref.ref(entry) for entry in state[key]) for key in _LISTS)
+        except TypeError:  # an entry put in by hand that takes no weak reference (a float)
+            return
         self._kept = (history_size, self._layout(params)), refs, (history, ring)
 
     @staticmethod
