@@ -576,6 +576,23 @@ def test_compat_evaluation_call_returns_few_arrays():
         assert len(jax.tree.leaves(returned)) <= len(params) + 6
 
 
+def test_compat_list_entries_are_the_arrays_rows():
+    """The entries handed back as torch's list items (a whole unstack, blocks, or one
+    call each, by how many of the array's rows are wanted) are its last or first rows."""
+    from torch_compat.optim import lbfgs as compat_lbfgs
+
+    for shape in ((7,), (20, 3), (100,)):
+        array = jnp.arange(float(np.prod(shape))).reshape(shape)
+        for count in range(shape[0] + 1):
+            for last in (True, False):
+                got = compat_lbfgs._entries(array, count, last=last)
+                want = np.asarray(array)[shape[0] - count :] if last else np.asarray(array)[:count]
+                assert len(got) == count
+                for entry, row in zip(got, want):
+                    assert isinstance(entry, jax.Array) and entry.shape == shape[1:]
+                    np.testing.assert_array_equal(np.asarray(entry), row)
+
+
 def test_compat_steps_compile_once_as_the_history_grows():
     """torch's state keeps the history as lists whose length grows step by step; the calls
     that read it in and write it out at each step compile once, not once per length
