@@ -145,8 +145,8 @@ def scipy_solve(f, x0):
                             options=dict(maxcor=HISTORY, gtol=TOL, maxiter=MAX_ITER, ftol=0.0))
 
 
-def torch_setup(spec, x0, options=OPTIONS, steps=1):
-    """A fresh ``torch.optim.LBFGS`` on the problem, stepped ``steps`` times per call."""
+def torch_problem(spec, x0, options=OPTIONS):
+    """A fresh ``torch.optim.LBFGS`` on the problem: ``(x, optimizer, closure)``."""
     import torch
 
     if spec == "rosenbrock":
@@ -160,16 +160,41 @@ def torch_setup(spec, x0, options=OPTIONS, steps=1):
             z = a @ w
             return torch.mean(torch.logaddexp(torch.zeros((), dtype=z.dtype), z) - b * z) + 1e-3 * torch.sum(w**2)
 
+    x = torch.tensor(x0, requires_grad=True)
+    opt = torch.optim.LBFGS([x], **options)
+
+    def closure():
+        opt.zero_grad()
+        loss = f(x)
+        loss.backward()
+        return loss
+
+    return x, opt, closure
+
+
+def compat_problem(loss_fn, x0, options=OPTIONS):
+    """The same with ``torch_compat.optim.LBFGS``; the closure: ``torch_compat.backward``
+    of ``loss_fn(params)`` (the same function object each time: its value and gradient
+    compile once per function)."""
+    import torch_compat
+    from torch_compat import optim
+
+    model = torch_compat.as_parameters({"x": jnp.asarray(x0)})
+    opt = optim.LBFGS(torch_compat.parameters(model), **options)
+
+    def closure():
+        opt.zero_grad()
+        return torch_compat.backward(loss_fn, model)
+
+    return torch_compat.parameters(model)[0], opt, closure
+
+
+def solver(problem, steps=1):
+    """A call that makes a fresh optimizer with ``problem()`` and steps it ``steps`` times
+    (returns ``n_iter``)."""
+
     def solve():
-        x = torch.tensor(x0, requires_grad=True)
-        opt = torch.optim.LBFGS([x], **options)
-
-        def closure():
-            opt.zero_grad()
-            loss = f(x)
-            loss.backward()
-            return loss
-
+        x, opt, closure = problem()
         for _ in range(steps):
             opt.step(closure)
         return opt.state[x]["n_iter"]
@@ -177,27 +202,27 @@ def torch_setup(spec, x0, options=OPTIONS, steps=1):
     return solve
 
 
+def torch_setup(spec, x0, options=OPTIONS, steps=1):
+    return solver(lambda: torch_problem(spec, x0, options), steps)
+
+
+def compat_loss(f):
+    """``f`` as a loss of the ``{"x": x}`` parameters ``compat_problem`` makes."""
+    return lambda p: f(p["x"])
+
+
 def compat_setup(f, x0, options=OPTIONS, steps=1):
-    """The same with ``torch_compat.optim.LBFGS`` (the closure: ``torch_compat.backward``)."""
-    import torch_compat
-    from torch_compat import optim
+    loss_fn = compat_loss(f)
+    return solver(lambda: compat_problem(loss_fn, x0, options), steps)
 
-    def loss_fn(p):
-        return f(p["x"])
 
-    def solve():
-        model = torch_compat.as_parameters({"x": jnp.asarray(x0)})
-        opt = optim.LBFGS(torch_compat.parameters(model), **options)
-
-        def closure():
-            opt.zero_grad()
-            return torch_compat.backward(loss_fn, model)
-
-        for _ in range(steps):
-            opt.step(closure)
-        return opt.state[torch_compat.parameters(model)[0]]["n_iter"]
-
-    return solve
+def stepper(problem, warm):
+    """One optimizer made with ``problem()`` and stepped ``warm`` times; each call then
+    takes one more step."""
+    _, opt, closure = problem()
+    for _ in range(warm):
+        opt.step(closure)
+    return lambda: opt.step(closure)
 
 
 def first_call(make, x0, repeats):
@@ -349,14 +374,14 @@ def compat_table(args, repeats, steps=1):
     With ``steps=1`` (the ``compat`` table) a run is one step with ``OPTIONS``. Else (the
     ``steps`` table) it is ``steps`` steps of one fresh optimizer with torch's defaults
     (``history_size=100``, ``max_iter=20``) and the strong-Wolfe search: the state is read
-    in and written out at every step, its history lists growing to 100 pairs."""
+    in and written out at every step, its history lists growing to 100 pairs. The table
+    then also times one optimizer of each, stepped ``steps`` times, step by step."""
     from _timing import race
 
     options = OPTIONS if steps == 1 else dict(line_search_fn="strong_wolfe")
-    # With several steps, the same optimizers are also timed over their first two steps:
-    # the difference is the cost of the later steps, which on a problem solved in the
-    # first two (logistic) is the cost of a step itself.
-    later = "| later steps, each: torch, compat (ms) | ratio " if steps > 2 else ""
+    # With several steps, one optimizer of each, stepped ``steps`` times, is also timed
+    # step by step: on a problem solved by then (logistic), the cost of a step itself.
+    later = f"| a step after the {steps}th: torch, compat (ms) | ratio " if steps > 1 else ""
     print(f"| problem ({steps} step{'s' * (steps > 1)}) | torch.optim.LBFGS (ms) | torch_compat.optim.LBFGS (ms) | "
           f"ratio to torch {later}| torch_compat's first run (s) | iterations (torch, compat) |")
     print("|---|---|---|---|" + "---|---|" * bool(later) + "---|---|")
@@ -364,8 +389,6 @@ def compat_table(args, repeats, steps=1):
         if (args.quick and name.endswith("1000")) or (steps > 1 and name == "rosenbrock-2"):
             continue
         solvers = {"torch": torch_setup(spec, x0_np, options, steps), "compat": compat_setup(f, x0_np, options, steps)}
-        if later:
-            solvers.update(torch_2=torch_setup(spec, x0_np, options, 2), compat_2=compat_setup(f, x0_np, options, 2))
         start = time.perf_counter()
         iterations = {"compat": int(solvers["compat"]())}
         first = time.perf_counter() - start
@@ -373,8 +396,10 @@ def compat_table(args, repeats, steps=1):
         times = race(solvers, repeats)
         row = f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | {times['compat'] / times['torch']:.2f} "
         if later:
-            each = {k: (times[k] - times[f"{k}_2"]) / (steps - 2) * 1e3 for k in ("torch", "compat")}
-            row += f"| {each['torch']:.2f}, {each['compat']:.2f} | {each['compat'] / each['torch']:.2f} "
+            each = race({"torch": stepper(lambda: torch_problem(spec, x0_np, options), steps),
+                         "compat": stepper(lambda: compat_problem(compat_loss(f), x0_np, options), steps)},
+                        20 * repeats)
+            row += f"| {each['torch'] * 1e3:.2f}, {each['compat'] * 1e3:.2f} | {each['compat'] / each['torch']:.2f} "
         print(row + f"| {first:.2f} | {iterations['torch']}, {iterations['compat']} |")
 
 
