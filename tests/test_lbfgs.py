@@ -33,9 +33,6 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-_DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
-
-
 @functools.lru_cache(maxsize=None)
 def _solver(name, history_size, line_search_fn):
     """A jitted minimize per problem and structure; the other options are traced arguments."""
@@ -333,20 +330,25 @@ def test_compat_state_lists_follow_torch_step_by_step(line_search_fn):
     assert lengths[-1] == 3 and lengths[0] < 3  # the history filled, then wrapped
 
 
-def _compat_lbfgs(**options):
-    """A torch_compat LBFGS on a small quartic problem: ``(model, opt, closure)``."""
+def _cosh_quartic(p):
+    """A small smooth problem in ``{"w": (2, 3), "b": (2,)}``."""
     target = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
-    model = torch_compat.as_parameters({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
-    opt = optim.LBFGS(torch_compat.parameters(model), **options)
+    return jnp.sum(jnp.cosh(p["w"] - target)) + jnp.sum((p["b"] - 0.5) ** 4)
 
-    def loss(p):
-        return jnp.sum(jnp.cosh(p["w"] - target)) + jnp.sum((p["b"] - 0.5) ** 4)
 
+def _compat_closure(model, opt):
     def closure():
         opt.zero_grad()
-        return torch_compat.backward(loss, model)
+        return torch_compat.backward(_cosh_quartic, model)
 
-    return model, opt, closure
+    return closure
+
+
+def _compat_lbfgs(**options):
+    """A torch_compat LBFGS on :func:`_cosh_quartic`: ``(model, opt, closure)``."""
+    model = torch_compat.as_parameters({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
+    opt = optim.LBFGS(torch_compat.parameters(model), **options)
+    return model, opt, _compat_closure(model, opt)
 
 
 def _lbfgs_snapshot(model, opt):
@@ -462,14 +464,7 @@ def test_compat_lbfgs_pickle_and_deepcopy_continue():
     for clone in (pickle.loads(pickle.dumps((model, opt))), copy.deepcopy((model, opt))):
         clone_model, clone_opt = clone
         assert clone_opt.param_groups[0]["params"][0] is not opt.param_groups[0]["params"][0]
-
-        def clone_closure(clone_model=clone_model, clone_opt=clone_opt):
-            clone_opt.zero_grad()
-            target = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
-            return torch_compat.backward(
-                lambda p: jnp.sum(jnp.cosh(p["w"] - target)) + jnp.sum((p["b"] - 0.5) ** 4), clone_model)
-
-        copies.append((clone_model, clone_opt, clone_closure))
+        copies.append((clone_model, clone_opt, _compat_closure(clone_model, clone_opt)))
     for _ in range(2):
         opt.step(closure)
         for clone_model, clone_opt, clone_closure in copies:
@@ -598,18 +593,7 @@ def test_compat_steps_compile_once_as_the_history_grows():
     that read it in and write it out at each step compile once, not once per length
     (each would cost about as much as the step's own compile), and a fresh state's step
     starts with the same compiled call as the others."""
-    target = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
-    model = torch_compat.as_parameters({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
-    opt = optim.LBFGS(torch_compat.parameters(model), max_iter=2, history_size=7, tolerance_grad=0.0,
-                      tolerance_change=0.0)
-
-    def loss(p):
-        return jnp.sum(jnp.cosh(p["w"] - target)) + jnp.sum((p["b"] - 0.5) ** 4)
-
-    def closure():
-        opt.zero_grad()
-        return torch_compat.backward(loss, model)
-
+    _, opt, closure = _compat_lbfgs(max_iter=2, history_size=7, tolerance_grad=0.0, tolerance_change=0.0)
     compiled = []
 
     class Compiles(logging.Handler):

@@ -17,7 +17,6 @@ from torch_compat.optim._from_spec import make_init, scalar
 from torch_compat.optim.optimizer import Optimizer
 
 
-_DYNAMIC = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change")
 _CACHED = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss")
 """The state keys torch writes at the end of a step (from its cached tensors)."""
 _LISTS = ("old_dirs", "old_stps", "ro")
@@ -81,7 +80,7 @@ def _placed_unflatten(params):
     return x, lambda v: jax.tree.map(_internal.like_param, unflatten(v), params)
 
 
-def _flags(run, pushed=False):
+def _flags(run, pushed):
     """What the Python loop reads after each evaluation, as one int32 (one host transfer):
     bit 0 set when the step is done, bit 1 when torch would have raised (``torch_error``),
     bit 2 when the evaluation stored a curvature pair (the loop counts them)."""
@@ -378,7 +377,7 @@ class LBFGS(Optimizer):
         stacked again (:func:`_ring`), padded with zeros to ``history_size`` entries
         (never read: the compiled call reads ``history_len`` of them)."""
         kept, self._kept = self._kept, None  # (its buffers are donated to this step)
-        layout = self._layout(params)
+        layout = self._param_layout(params)
         if state.get("d") is None:
             flat = _flat_spec(layout)
             row, one, history, ring = _fresh(flat.shape[0], flat.dtype, history_size)
@@ -409,17 +408,18 @@ class LBFGS(Optimizer):
             refs = tuple(tuple(weakref.ref(entry) for entry in state[key]) for key in _LISTS)
         except TypeError:  # an entry put in by hand that takes no weak reference (a float)
             return
-        self._kept = (history_size, self._layout(params)), refs, (history, ring)
+        self._kept = (history_size, self._param_layout(params)), refs, (history, ring)
 
     @staticmethod
-    def _layout(params: list) -> tuple:
+    def _param_layout(params: list) -> tuple:
+        """``(shape, dtype)`` per parameter: what the caches of flat layouts are keyed by."""
         return tuple((p.shape, p.dtype) for p in params)
 
     def _blank(self, params: list) -> dict[str, jax.Array]:
         """A zero row and scalar and a one, of the flat parameters' size and dtype, which
         pad torch's lists: made once per layout of the parameters (not at every step:
         each is an eager dispatch)."""
-        layout = self._layout(params)
+        layout = self._param_layout(params)
         if self._blanks is None or self._blanks[0] != layout:
             flat = _flat_spec(layout)
             self._blanks = layout, dict(row=jnp.zeros(flat.shape, flat.dtype), zero=jnp.zeros((), flat.dtype),
