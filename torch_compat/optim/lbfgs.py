@@ -439,7 +439,7 @@ class LBFGS(Optimizer):
         new = min(pushed, length)
         survivors = length - new  # the newest of the given entries, as many as were not dropped
         history = {}
-        for key in ("old_dirs", "old_stps", "ro"):
+        for key in _LISTS:
             kept = list(given[key])[-history_size:] if survivors else []
             history[key] = kept[len(kept) - survivors :] + _entries(cached[key], new)
         al = LBFGS._al(ints, cached, given, history_size)
