@@ -17,7 +17,8 @@ Conventions, chosen to reproduce torch 2.13's single-tensor (for-loop) optimizer
   state is replicated over the parameter's devices (:func:`like_param`,
   :func:`reduced_like`, :func:`replicated_like`). Under ``jax.jit`` this is done with
   ``jax.experimental.shard_alike``, which costs no computation: the zeros are never
-  gathered on one device, and the values are those of plain ``jnp.zeros``.
+  gathered on one device, and the values are those of plain ``jnp.zeros``. jax 0.11
+  removed ``shard_alike``; there the same tie is rebuilt (:func:`shard_as`).
 * Buffers: no two leaves of a state share a buffer, and none is a buffer of the
   parameters or of an array the caller passed in (a hyperparameter), so that the usual
   ``jax.jit(step, donate_argnums=(0, 1))`` can donate the parameters and the state. JAX
@@ -32,7 +33,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.shard_alike import shard_alike
+
+try:
+    from jax.experimental.shard_alike import shard_alike as _shard_alike
+except ImportError:  # jax >= 0.11 removed it: the same tie is rebuilt below
+    _shard_alike = None
 
 TORCH_SCALAR_DTYPE = jnp.float32
 """dtype of torch's per-parameter scalar state (``torch.get_default_dtype()``)."""
@@ -191,11 +196,83 @@ def _placed(p) -> bool:
     return isinstance(p, jax.Array) and len(p.sharding.device_set) > 1
 
 
+def _sharding_group_tie():
+    """``shard_alike``'s tie, rebuilt for jax >= 0.11, which removed it; None where this
+    jax lacks what it needs.
+
+    A primitive that returns ``x`` and puts ``x`` and ``like`` in one Shardy sharding
+    group (``sdy.sharding_group``), which is what ``shard_alike`` lowered to: XLA gives
+    both the same sharding, and nothing is computed. It uses jax's internal modules
+    (``jax._src``), as no public API offers the group any more.
+    """
+    try:
+        import itertools
+        from functools import partial
+
+        from jax._src import core, dispatch
+        from jax._src.interpreters import batching, mlir
+        from jax._src.lib.mlir import dialects
+
+        dialects.sdy.sharding_group  # noqa: B018 -- present, or no tie at all
+    except (ImportError, AttributeError):
+        return None
+    group_ids = itertools.count()
+    tie_p = core.Primitive("gradxform_shard_as")
+    tie_p.def_impl(partial(dispatch.apply_primitive, tie_p))
+    tie_p.def_abstract_eval(lambda x, like: x)
+
+    def lower(ctx, x, like):
+        group = next(group_ids)
+        dialects.sdy.sharding_group(x, group)
+        dialects.sdy.sharding_group(like, group)
+        return [x]
+
+    def batch(args, dims):
+        (x, like), (x_dim, like_dim) = args, dims
+        if x_dim == like_dim:
+            return tie_p.bind(x, like), x_dim
+        return x, x_dim  # batched differently: left untied
+
+    mlir.register_lowering(tie_p, lower)
+    batching.primitive_batchers[tie_p] = batch
+
+    @jax.custom_jvp
+    def tie(x, like):
+        return tie_p.bind(x, like)
+
+    @tie.defjvp
+    def tie_jvp(primals, tangents):
+        return tie(*primals), tangents[0]
+
+    return tie
+
+
+_tie = _sharding_group_tie() if _shard_alike is None else None
+
+
+def shard_as(x, like):
+    """``x`` with the sharding of ``like`` (an array of the same shape); its values are
+    unchanged, and ``like``'s values are never computed.
+
+    Concrete arrays are put on ``like``'s devices. Under ``jax.jit``, the two are tied
+    with ``jax.experimental.shard_alike`` (jax up to 0.10) or the same tie rebuilt
+    (:func:`_sharding_group_tie`, later jax); where neither exists, ``x`` is returned
+    as it is and XLA places it.
+    """
+    if not isinstance(like, jax.core.Tracer) and not isinstance(x, jax.core.Tracer):
+        return jax.device_put(x, like.sharding)
+    if _shard_alike is not None:
+        return _shard_alike(x, like)[0]
+    if _tie is not None:
+        return _tie(x, like)
+    return x
+
+
 def like_param(buffer, p):
     """``buffer`` (of ``p``'s shape) with the sharding of ``p``; its values are unchanged."""
     if not _placed(p):
         return buffer
-    return shard_alike(buffer, p)[0]
+    return shard_as(buffer, p)
 
 
 def reduced_like(shape, dtype, p, axis):
@@ -206,7 +283,7 @@ def reduced_like(shape, dtype, p, axis):
         return zeros
     # Tied to a reduction of ``p`` itself, which is never computed (only its sharding is
     # used); a reduction of constant zeros could be folded away before XLA propagates.
-    return shard_alike(zeros, jnp.sum(p, axis=axis, keepdims=True))[0]
+    return shard_as(zeros, jnp.sum(p, axis=axis, keepdims=True))
 
 
 def replicated_like(x, p):
@@ -214,7 +291,7 @@ def replicated_like(x, p):
     x = jnp.asarray(x)
     if not _placed(p):
         return x
-    return shard_alike(x, jnp.broadcast_to(jnp.sum(p), x.shape))[0]  # never computed
+    return shard_as(x, jnp.broadcast_to(jnp.sum(p), x.shape))  # never computed
 
 
 def replicate_over_params(tree, params):

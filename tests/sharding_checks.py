@@ -5,6 +5,10 @@ imported, and the test session has imported jax already: so these checks run her
 fresh process, and print one JSON object (``{"check name": {"ok": bool, ...}}``) as the
 last line of stdout. Run it by hand with ``python tests/sharding_checks.py``.
 
+``--rebuilt-tie`` places the state with the tie that gradxform rebuilds for jax 0.11 and
+later (which removed ``jax.experimental.shard_alike``), also where this jax still has
+``shard_alike``; further arguments select checks by name (substrings).
+
 float32 throughout (x64 off), the precision sharded training uses.
 """
 
@@ -387,7 +391,14 @@ def check_torch_compat_lbfgs():
     return {"ok": not problems, "param_problems": problems, "moved": max_rel_diff(s, values)}
 
 
-def main(selected):
+def main(argv):
+    selected = [a for a in argv if a != "--rebuilt-tie"]
+    if "--rebuilt-tie" in argv:
+        from gradxform import _numerics
+
+        _numerics._shard_alike = None
+        _numerics._tie = _numerics._sharding_group_tie()
+        assert _numerics._tie is not None, "this jax lacks the Shardy sharding group"
     results = {}
     checks = {f"alias:{a}": (lambda a=a: check_alias(a)) for a in ALIASES}
     checks.update({"minimize": check_minimize, "zero": check_zero, "torch_compat": check_torch_compat,

@@ -40,18 +40,26 @@ REDUCTION_TOLERANCE = 4e-7
 MUON_TOLERANCE = 1e-3
 
 
-@pytest.fixture(scope="module")
-def results():
+def _run_checks(*args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     # Compile-bound: cheaper backend optimization (same flags for both runs compared).
     env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     env.pop("JAX_ENABLE_X64", None)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "sharding_checks.py")],
+        [sys.executable, str(ROOT / "tests" / "sharding_checks.py"), *args],
         env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module", params=["shard_alike", "rebuilt tie"])
+def results(request):
+    """Every check, run twice: with jax's ``shard_alike`` where this jax has it, and with
+    the tie gradxform rebuilds for jax 0.11 and later, which removed it
+    (``_numerics._sharding_group_tie``, forced by ``--rebuilt-tie``). Under jax >= 0.11
+    both runs use the rebuilt tie."""
+    return _run_checks(*(["--rebuilt-tie"] if request.param == "rebuilt tie" else []))
 
 
 def _no_error(entry):

@@ -23,7 +23,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental.shard_alike import shard_alike
 from jax.flatten_util import ravel_pytree
 
 from gradxform import _numerics, _treecheck
@@ -154,7 +153,7 @@ def init_state(n: int, dtype, history_size: int, like=None) -> LbfgsState:
             return zeros
         # Tied to rows of ``like`` itself (a broadcast of constant zeros would be folded
         # away before XLA propagates shardings); the broadcast is never computed.
-        return shard_alike(zeros, jnp.broadcast_to(like[None], (history_size, n)))[0]
+        return _numerics.shard_as(zeros, jnp.broadcast_to(like[None], (history_size, n)))
 
     def small(x):
         return x if like is None else _numerics.replicated_like(x, like)
