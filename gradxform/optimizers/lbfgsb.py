@@ -556,7 +556,7 @@ def _start_line_search(run, z, d, slope, lower, upper, constrained, boxed):
     feasible = jnp.minimum(_BIG_STEP, jnp.min(ratio, initial=jnp.inf))
     first = run.n_iter == 0
     max_step = jnp.where(constrained, jnp.where(first, 1.0, feasible), _BIG_STEP).astype(run.x.dtype)
-    step = jnp.where(first & ~boxed, jnp.minimum(1.0 / norm, max_step), 1.0)
+    step = jnp.where(first & jnp.logical_not(boxed), jnp.minimum(1.0 / norm, max_step), 1.0)
     step = jnp.minimum(step, max_step).astype(run.x.dtype)
     stop = ~(slope < 0)
     started = run._replace(
