@@ -1,7 +1,7 @@
 """One optimizer step: gradxform beside optax and torch, in one process.
 
     python benchmarks/step_bench.py [--repeats 30] [--only small|large] [--skip-compile]
-        [--optimizers Adam,AdamW,...]
+        [--optimizers Adam,AdamW,...] [--torch-device cpu|cuda]
 
 Prints Markdown tables (paste them into RESULTS.md):
 
@@ -25,6 +25,10 @@ Prints Markdown tables (paste them into RESULTS.md):
 (e) peak memory of a jitted, donated step from XLA's own memory analysis of the compiled
     step: arguments + outputs + temporaries - donated (aliased) bytes, against
     params + grads + state.
+
+On a GPU, jax runs on its default device, and ``--torch-device cuda`` puts torch's rows
+on the GPU too (each torch step then ends with ``torch.cuda.synchronize()``, as each
+jax step ends with ``jax.block_until_ready``).
 
 Times are medians of ``--repeats`` steps after two warm-up steps, taken round-robin over
 the contenders (``_timing.race``); ratios are what to read, since these machines are
@@ -105,12 +109,25 @@ def jax_stepper(tx, params, grads):
     return run, state_bytes
 
 
+TORCH_DEVICE = "cpu"
+
+
+def torch_sync():
+    if TORCH_DEVICE != "cpu":
+        torch.cuda.synchronize()
+
+
 def torch_stepper(arrays, cls, kwargs, flags):
-    params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in arrays]
+    params = [torch.nn.Parameter(torch.from_numpy(a.copy()).to(TORCH_DEVICE)) for a in arrays]
     for p in params:
         p.grad = torch.full_like(p, 0.01)
     opt = cls(params, lr=LR, **kwargs, **flags)
-    return opt.step
+
+    def run():
+        opt.step()
+        torch_sync()
+
+    return run
 
 
 def xla_floor(total_bytes):
@@ -139,8 +156,13 @@ def boundary_floor(params, grads):
 
 
 def torch_floor(total_bytes):
-    buf = torch.zeros(total_bytes // 4)
-    return lambda: buf.mul_(0.999)
+    buf = torch.zeros(total_bytes // 4, device=TORCH_DEVICE)
+
+    def run():
+        buf.mul_(0.999)
+        torch_sync()
+
+    return run
 
 
 def table_a(models, repeats):
@@ -263,14 +285,19 @@ def main(argv=None):
     parser.add_argument("--skip-compile", action="store_true", help="leave out table (d)")
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
                         help="comma-separated subset of: " + ", ".join(OPTIMIZERS))
+    parser.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
+                        help="where torch's rows run (jax uses its default device)")
     args = parser.parse_args(argv)
+    global TORCH_DEVICE
+    TORCH_DEVICE = args.torch_device
     chosen = args.optimizers.split(",")
     for name in list(OPTIMIZERS):
         if name not in chosen:
             del OPTIMIZERS[name]
     torch.set_num_threads(2)
     print(f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, optax {optax.__version__}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads, on {TORCH_DEVICE}); "
+          f"jax device: {jax.devices()[0].device_kind}")
     table_a([args.only] if args.only else list(MODELS), args.repeats)
     if not args.skip_compile:
         table_d()

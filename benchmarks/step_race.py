@@ -57,7 +57,8 @@ def main(argv=None):
     parser.add_argument("--trees", default="200x100,1000x16", help="comma-separated LEAVESxSIZE")
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
-    print(f"# {platform.machine()}, jax {jax.__version__}, optax {optax.__version__}; adam, float32, donated")
+    print(f"# {platform.machine()}, jax {jax.__version__} on {jax.devices()[0].device_kind}, optax {optax.__version__}; "
+          "adam, float32, donated")
     print()
     print("| tree | gradxform median (ms) | optax median (ms) | ratio of medians | of 25th percentiles | of minima |")
     print("|---|---|---|---|---|---|")
