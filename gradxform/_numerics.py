@@ -203,7 +203,9 @@ def _sharding_group_tie():
     A primitive that returns ``x`` and puts ``x`` and ``like`` in one Shardy sharding
     group (``sdy.sharding_group``), which is what ``shard_alike`` lowered to: XLA gives
     both the same sharding, and nothing is computed. It uses jax's internal modules
-    (``jax._src``), as no public API offers the group any more.
+    (``jax._src``), as no public API offers the group any more. With Shardy turned off
+    (``jax_use_shardy_partitioner=False``) it is GSPMD's shard group, as ``shard_alike``'s
+    was.
     """
     try:
         import itertools
@@ -211,6 +213,7 @@ def _sharding_group_tie():
 
         from jax._src import core, dispatch
         from jax._src.interpreters import batching, mlir
+        from jax._src.lib import xla_client as xc
         from jax._src.lib.mlir import dialects
 
         dialects.sdy.sharding_group  # noqa: B018 -- present, or no tie at all
@@ -223,9 +226,19 @@ def _sharding_group_tie():
 
     def lower(ctx, x, like):
         group = next(group_ids)
-        dialects.sdy.sharding_group(x, group)
-        dialects.sdy.sharding_group(like, group)
-        return [x]
+        if getattr(jax.config, "jax_use_shardy_partitioner", True):
+            dialects.sdy.sharding_group(x, group)
+            dialects.sdy.sharding_group(like, group)
+            return [x]
+        # GSPMD, where the user turned Shardy off: its own shard group, as shard_alike's.
+        group_sharding = xc.OpSharding()
+        group_sharding.type = xc.OpSharding.Type.UNKNOWN
+        group_sharding.is_shard_group = True
+        group_sharding.shard_group_id = group
+        group_sharding.shard_group_type = xc.OpSharding.ShardGroupType.AS
+        x_aval, like_aval = ctx.avals_in
+        mlir.wrap_with_sharding_op(ctx, like, like_aval, group_sharding, has_side_effect=True)
+        return [mlir.wrap_with_sharding_op(ctx, x, x_aval, group_sharding, has_side_effect=True)]
 
     def batch(args, dims):
         (x, like), (x_dim, like_dim) = args, dims
