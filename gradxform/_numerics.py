@@ -260,7 +260,9 @@ def _sharding_group_tie():
     return tie
 
 
-_tie = _sharding_group_tie() if _shard_alike is None else None
+_tie = (lambda x, like: _shard_alike(x, like)[0]) if _shard_alike is not None else _sharding_group_tie()
+"""The tie :func:`shard_as` uses under ``jax.jit``: jax's ``shard_alike`` where it exists,
+else the rebuilt one; None where neither does."""
 
 
 def shard_as(x, like):
@@ -274,11 +276,7 @@ def shard_as(x, like):
     """
     if not isinstance(like, jax.core.Tracer) and not isinstance(x, jax.core.Tracer):
         return jax.device_put(x, like.sharding)
-    if _shard_alike is not None:
-        return _shard_alike(x, like)[0]
-    if _tie is not None:
-        return _tie(x, like)
-    return x
+    return x if _tie is None else _tie(x, like)
 
 
 def like_param(buffer, p):

@@ -396,7 +396,6 @@ def main(argv):
     if "--rebuilt-tie" in argv:
         from gradxform import _numerics
 
-        _numerics._shard_alike = None
         _numerics._tie = _numerics._sharding_group_tie()
         assert _numerics._tie is not None, "this jax lacks the Shardy sharding group"
     results = {}
