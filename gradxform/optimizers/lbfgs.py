@@ -199,27 +199,23 @@ def two_loop(grad, state: LbfgsState):
     """The L-BFGS two-loop recursion: ``-H grad`` and the coefficients ``al``."""
     size = state.ro.shape[0]
     length, start = state.history_len, state.history_start
-    # Pair i of the history (oldest first) is stored at row rows[i]. Computed once here,
-    # so that a pass of the loops below reads its row's index, where computing it would
-    # be a kernel of its own at every pass.
-    rows = jax.lax.rem(start + jnp.arange(size, dtype=jnp.int32), jnp.int32(size))
 
     # (The named scopes here name the parts of the program in profiles:
-    # benchmarks/lbfgs_overhead.py --where.) The backward loop counts i down itself:
-    # a count up with i = length - 1 - k would compute i in a kernel of its own.
+    # benchmarks/lbfgs_overhead.py --where.)
     @jax.named_scope("two_loop_backward")
-    def backward(carry):
-        i, q, al = carry
-        j = _row(rows, i)
+    def backward(k, carry):
+        q, al = carry
+        i = length - 1 - k
+        j = jax.lax.rem(start + i, jnp.int32(size))
         a = jnp.vdot(_row(state.old_stps, j), q) * _row(state.ro, j)
-        return i - 1, q - a * _row(state.old_dirs, j), _set_row(al, a, i)
+        return q - a * _row(state.old_dirs, j), jax.lax.dynamic_update_index_in_dim(al, a, i, 0)
 
-    _, q, al = jax.lax.while_loop(lambda carry: carry[0] >= 0, backward, (length - 1, -grad, state.al))
+    q, al = jax.lax.fori_loop(0, length, backward, (-grad, state.al))
     r = q * state.H_diag
 
     @jax.named_scope("two_loop_forward")
     def forward(i, r):
-        j = _row(rows, i)
+        j = jax.lax.rem(start + i, jnp.int32(size))
         be = jnp.vdot(_row(state.old_dirs, j), r) * _row(state.ro, j)
         return r + (_row(al, i) - be) * _row(state.old_stps, j)
 
@@ -227,14 +223,9 @@ def two_loop(grad, state: LbfgsState):
 
 
 def _row(array, i):
-    """``array[i]`` for an index known to be in range: no wrapping of negative indices,
-    which would be a select in every kernel that reads the row."""
-    return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False, allow_negative_indices=False)
-
-
-def _set_row(array, value, i):
-    """``array.at[i].set(value)`` for an index known to be in range."""
-    return jax.lax.dynamic_update_index_in_dim(array, value, i, 0, allow_negative_indices=False)
+    """``array[i]`` for an index known to be in range (no wrapping of negative indices:
+    a smaller program than ``array[i]``, the same value)."""
+    return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False)
 
 
 def _push_pair(state: LbfgsState, y, s, ys) -> LbfgsState:
