@@ -225,7 +225,7 @@ def two_loop(grad, state: LbfgsState):
 def _row(array, i):
     """``array[i]`` for an index known to be in range (no wrapping of negative indices:
     a smaller program than ``array[i]``, the same value)."""
-    return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False)
+    return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False, allow_negative_indices=False)
 
 
 def _push_pair(state: LbfgsState, y, s, ys) -> LbfgsState:
