@@ -208,7 +208,7 @@ def two_loop(grad, state: LbfgsState):
         i = length - 1 - k
         j = jax.lax.rem(start + i, jnp.int32(size))
         a = jnp.vdot(_row(state.old_stps, j), q) * _row(state.ro, j)
-        return q - a * _row(state.old_dirs, j), jax.lax.dynamic_update_index_in_dim(al, a, i, 0)
+        return q - a * _row(state.old_dirs, j), _set_row(al, a, i)
 
     q, al = jax.lax.fori_loop(0, length, backward, (-grad, state.al))
     r = q * state.H_diag
@@ -228,18 +228,9 @@ def _row(array, i):
     return jax.lax.dynamic_index_in_dim(array, i, 0, keepdims=False, allow_negative_indices=False)
 
 
-def _push_pair(state: LbfgsState, y, s, ys) -> LbfgsState:
-    size = state.ro.shape[0]
-    full = state.history_len == size
-    slot = jnp.where(full, state.history_start, (state.history_start + state.history_len) % size)
-    return state._replace(
-        old_dirs=state.old_dirs.at[slot].set(y),
-        old_stps=state.old_stps.at[slot].set(s),
-        ro=state.ro.at[slot].set(1.0 / ys),
-        history_start=jnp.where(full, (state.history_start + 1) % size, state.history_start),
-        history_len=jnp.where(full, state.history_len, state.history_len + 1),
-        H_diag=ys / jnp.vdot(y, y),
-    )
+def _set_row(array, value, i):
+    """``array.at[i].set(value)`` for an index known to be in range (as :func:`_row`)."""
+    return jax.lax.dynamic_update_index_in_dim(array, value, i, 0, allow_negative_indices=False)
 
 
 def _max_abs(v):
@@ -325,9 +316,7 @@ def _begin_iteration(run: LbfgsRun, options: LbfgsOptions, go, never_first: bool
     start = jnp.where(first, 0, state.history_start)
     full = length == size
     slot = jnp.where(full, start, (start + length) % size)
-    masked = lambda buffer, row: jax.lax.dynamic_update_index_in_dim(  # noqa: E731
-        buffer, jnp.where(accept, row, _row(buffer, slot)), slot, 0
-    )
+    masked = lambda buffer, row: _set_row(buffer, jnp.where(accept, row, _row(buffer, slot)), slot)  # noqa: E731
     buffers = {"old_dirs": masked(state.old_dirs, y), "old_stps": masked(state.old_stps, s)}
 
     @jax.named_scope("iteration_start")
