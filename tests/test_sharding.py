@@ -27,6 +27,8 @@ import sys
 
 import pytest
 
+from gradxform import _numerics
+
 # One subprocess with 8 simulated devices runs every check (about a minute): CI runs it
 # with the slow tests (`python -m pytest -m slow`).
 pytestmark = pytest.mark.slow
@@ -53,12 +55,8 @@ def _run_checks(*args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-try:  # jax 0.11 removed shard_alike; gradxform then rebuilds its tie
-    import jax.experimental.shard_alike  # noqa: F401
-
-    TIES = ["shard_alike", "rebuilt tie"]
-except ImportError:
-    TIES = ["rebuilt tie"]
+# jax 0.11 removed shard_alike; gradxform then rebuilds its tie (as _numerics found at import).
+TIES = (["shard_alike"] if _numerics._shard_alike is not None else []) + ["rebuilt tie"]
 
 
 @pytest.fixture(scope="module", params=TIES)
