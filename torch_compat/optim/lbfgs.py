@@ -30,7 +30,7 @@ one, in bytes (see ``LBFGS._keep``)."""
 def _compiled_calls(history_size: int, line_search_fn: str | None) -> tuple[Callable, Callable]:
     """``(start, advance)``, the two jitted calls of a step, per structure; each returns
     the packed run (see :func:`_pack`), the next point to evaluate, unflattened into the
-    parameters' shapes, and the flags (:func:`_flags`).
+    parameters' shapes, and the report (:func:`_report`).
 
     * ``start(counts, saved, history, ring, value, grads, params, dynamic)`` begins the
       step from torch's state (``counts`` is ``(func_evals, n_iter)``; ``saved`` holds
@@ -68,7 +68,7 @@ def _compiled_calls(history_size: int, line_search_fn: str | None) -> tuple[Call
         # At most one curvature pair is stored per evaluation (at an iteration's start).
         pushed = (run.state.history_len != before.state.history_len) | (
             run.state.history_start != before.state.history_start)
-        return *_pack(run), unflatten(core.lbfgs_trial(run)), _flags(run, pushed)
+        return *_pack(run), unflatten(core.lbfgs_trial(run)), _report(run, pushed)
 
     return jax.jit(start, donate_argnums=2), jax.jit(advance, donate_argnums=1)
 
@@ -80,12 +80,29 @@ def _placed_unflatten(params):
     return x, lambda v: jax.tree.map(_internal.like_param, unflatten(v), params)
 
 
-def _flags(run, pushed):
-    """What the Python loop reads after each evaluation, as one int32 (one host transfer):
-    bit 0 set when the step is done, bit 1 when torch would have raised (``torch_error``),
-    bit 2 when the evaluation stored a curvature pair (the loop counts them)."""
+def _report(run, pushed):
+    """What the Python loop reads after each evaluation, as one int32 vector (one host
+    transfer; :func:`_read_report` reads it): the flags, the scalars torch's state takes
+    from the run (:meth:`LBFGS._torch_state`) and the bits of ``t`` and ``prev_loss``.
+
+    The flags: bit 0 set when the step is done, bit 1 when torch would have raised
+    (``torch_error``), bit 2 when the evaluation stored a curvature pair (the loop counts
+    them). The scalars: ``[n_iter of this step, status, func_evals, n_iter,
+    history_len]``. So the end of a step reads nothing more from the device than the last
+    report: :func:`_finish` only makes torch's tensors."""
     done, error = (run.phase == core.DONE).astype(jnp.int32), run.torch_error.astype(jnp.int32)
-    return done + 2 * error + 4 * jnp.asarray(pushed).astype(jnp.int32)
+    flags = done + 2 * error + 4 * jnp.asarray(pushed).astype(jnp.int32)
+    state = run.state
+    ints = jnp.stack([flags, run.n_iter, run.status, state.func_evals, state.n_iter, state.history_len])
+    floats = jax.lax.bitcast_convert_type(jnp.stack([state.t, state.prev_loss]), jnp.int32)
+    return jnp.concatenate([ints.astype(jnp.int32), floats.reshape(-1)])
+
+
+def _read_report(report) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(flags, scalars, [t, prev_loss])`` from :func:`_report`'s vector, on the host
+    (the floats' bits as the run held them)."""
+    report = np.asarray(report)
+    return int(report[0]), report[1:6], report[6:].view(np.dtype(_internal.hyper_dtype()))
 
 
 # -- a run between evaluations, packed into a few arrays -------------------------------
@@ -192,31 +209,23 @@ def _fresh(n: int, dtype, history_size: int) -> tuple:
 @functools.partial(jax.jit, static_argnums=3)
 def _finish(small, history, params, newest: int):
     """What the end of a step reads from the packed run, in one compiled call: the point
-    ``x`` in the parameters' shapes; the scalars, as one int32 vector ``[n_iter of this
-    step, status, func_evals, n_iter, history_len]`` and one float vector ``[t,
-    prev_loss]``; and torch's cached tensors, of the history only the ``newest`` last
-    rows (and ``ro`` entries) in torch's order, oldest first.
+    ``x`` in the parameters' shapes, and torch's cached tensors, of the history only the
+    ``newest`` last rows (and ``ro`` entries) in torch's order, oldest first (none with
+    ``newest=0``).
 
     The rows older than those the step stored are those it was given, unchanged: the
     caller keeps its own arrays for them (as torch keeps its list), so that a step returns
-    as many rows as it stored, not the whole history. ``newest`` (``min(history_size,
-    max_iter)``, at least the pairs a step can store) is static, so the outputs do not
-    depend on how many the step stored."""
+    as many rows as it stored, not the whole history. ``newest`` is static: the caller
+    passes ``min(history_size, max_iter)`` (at least the pairs a step can store) or, for a
+    step that stored none, 0, so that the outputs do not depend on how many the step
+    stored (two programs per structure)."""
     run = _unpack(small, history)
     state = run.state
-    size = state.ro.size
-    rows = (state.history_start + state.history_len - newest + jnp.arange(newest)) % size
-    ints = jnp.stack([run.n_iter, run.status, state.func_evals, state.n_iter, state.history_len])
-    cached = dict(
-        d=state.d,
-        old_dirs=state.old_dirs[rows],
-        old_stps=state.old_stps[rows],
-        ro=state.ro[rows],
-        al=state.al,
-        H_diag=state.H_diag,
-        prev_flat_grad=state.prev_flat_grad,
-    )
-    return _placed_unflatten(params)[1](run.x), ints, jnp.stack([state.t, state.prev_loss]), cached
+    cached = dict(d=state.d, al=state.al, H_diag=state.H_diag, prev_flat_grad=state.prev_flat_grad)
+    if newest:
+        rows = (state.history_start + state.history_len - newest + jnp.arange(newest)) % state.ro.size
+        cached.update(old_dirs=state.old_dirs[rows], old_stps=state.old_stps[rows], ro=state.ro[rows])
+    return _placed_unflatten(params)[1](run.x), cached
 
 
 def _entries(array, count: int, last: bool = True) -> list:
@@ -363,8 +372,8 @@ class LBFGS(Optimizer):
 
     # -- torch's state layout <-> gradxform's LbfgsState ----------------------------------
 
-    def _saved(self, state: dict[str, Any], params: list, history_size: int) -> tuple[dict[str, Any], tuple, tuple]:
-        """``(saved, history, ring)``: torch's cached tensors from ``state``, as the start
+    def _saved(self, state: dict[str, Any], params: list, history_size: int) -> tuple[dict[str, Any], tuple, tuple, tuple | None]:
+        """``(saved, history, ring, refs)``: torch's cached tensors from ``state``, as the start
         of a step reads them, and its history (the last ``history_size`` entries of its
         lists) as ring buffers. Where no step has iterated (``d`` is ``None``: torch starts
         over), a fresh state's values (:func:`_fresh`), with the same structure, so that
@@ -375,27 +384,33 @@ class LBFGS(Optimizer):
         The ring buffers the last step left (:meth:`_keep`) are used as they are when
         torch's lists still hold the very entries that step stored: else the lists are
         stacked again (:func:`_ring`), padded with zeros to ``history_size`` entries
-        (never read: the compiled call reads ``history_len`` of them)."""
+        (never read: the compiled call reads ``history_len`` of them). ``refs``: the
+        weak references to the lists' entries that the last step kept, where they still
+        hold (:meth:`_keep` reuses them), else ``None``."""
         kept, self._kept = self._kept, None  # (its buffers are donated to this step)
         layout = self._param_layout(params)
         if state.get("d") is None:
             flat = _flat_spec(layout)
             row, one, history, ring = _fresh(flat.shape[0], flat.dtype, history_size)
-            return dict(d=row, t=0.0, H_diag=one, prev_flat_grad=row, prev_loss=0.0), history, ring
+            return dict(d=row, t=0.0, H_diag=one, prev_flat_grad=row, prev_loss=0.0), history, ring, None
         saved = {key: state[key] for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")}
         if isinstance(saved["H_diag"], int) and saved["H_diag"] == 1:  # torch's, before its first pair
             saved["H_diag"] = self._blank(params)["one"]
         if kept is not None and kept[0] == (history_size, layout) and _same_entries(state, kept[1]):
-            return saved, *kept[2]
+            return saved, *kept[2], kept[1]
         blank = self._blank(params)
         lists = [list(state[key])[-history_size:] for key in _LISTS]
         length = len(lists[0])
         pad = [[blank["row"]] * (history_size - length)] * 2 + [[blank["zero"]] * (history_size - length)]
-        return saved, *_ring(*(entries + padding for entries, padding in zip(lists, pad)), length, blank["row"])
+        return saved, *_ring(*(entries + padding for entries, padding in zip(lists, pad)), length, blank["row"]), None
 
-    def _keep(self, state: dict[str, Any], history: tuple, ring: tuple, history_size: int, params: list) -> None:
+    def _keep(self, state: dict[str, Any], history: tuple, ring: tuple, history_size: int, params: list,
+              refs: tuple | None, new: int) -> None:
         """Keeps the step's last history buffers and packed run (``history`` and ``ring``)
         for the next step, with weak references to the entries of torch's lists they hold.
+        ``refs``: those of the lists the step began with (from :meth:`_saved`), or
+        ``None``; the lists' entries but the ``new`` last are among them (the newest of
+        the given ones), and keep their references.
 
         The next step then skips reading the lists in again: about 150 µs with
         ``history_size=100``, which is most of a short step's cost on a small problem. It
@@ -404,11 +419,16 @@ class LBFGS(Optimizer):
         the saving."""
         if history[0].nbytes * 2 > _KEEP_BYTES or state.get("d") is None:
             return
-        try:
-            refs = tuple(tuple(weakref.ref(entry) for entry in state[key]) for key in _LISTS)
-        except TypeError:  # an entry put in by hand that takes no weak reference (a float)
-            return
-        self._kept = (history_size, self._param_layout(params)), refs, (history, ring)
+        kept = []
+        for i, key in enumerate(_LISTS):
+            entries = state[key]
+            old = len(entries) - new if refs is not None else 0  # the entries the step was given
+            try:
+                made = tuple(weakref.ref(entry) for entry in entries[old:])
+            except TypeError:  # an entry put in by hand that takes no weak reference (a float)
+                return
+            kept.append(refs[i][len(refs[i]) - old :] + made if old else made)
+        self._kept = (history_size, self._param_layout(params)), tuple(kept), (history, ring)
 
     @staticmethod
     def _param_layout(params: list) -> tuple:
@@ -428,10 +448,11 @@ class LBFGS(Optimizer):
 
     @staticmethod
     def _torch_state(ints, floats, cached, given, pushed: int, history_size: int, iterated: bool) -> dict[str, Any]:
-        """torch's state keys from what :func:`_finish` returned (``ints`` and ``floats``
-        on the host), ``given`` (the state the step began with) and ``pushed``, the
-        number of curvature pairs the step stored: the history lists are ``given``'s,
-        less the oldest entries dropped, plus the new ones, as torch's lists change."""
+        """torch's state keys from the last report (``ints`` and ``floats``, see
+        :func:`_read_report`), what :func:`_finish` returned (``cached``), ``given`` (the
+        state the step began with) and ``pushed``, the number of curvature pairs the step
+        stored: the history lists are ``given``'s, less the oldest entries dropped, plus
+        the new ones, as torch's lists change."""
         func_evals, n_iter, length = (int(v) for v in ints[2:])
         out: dict[str, Any] = {"func_evals": func_evals, "n_iter": n_iter}
         if not iterated:
@@ -441,7 +462,7 @@ class LBFGS(Optimizer):
         history = {}
         for key in _LISTS:
             kept = list(given[key])[-history_size:] if survivors else []
-            history[key] = kept[len(kept) - survivors :] + _entries(cached[key], new)
+            history[key] = kept[len(kept) - survivors :] + (_entries(cached[key], new) if new else [])
         al = LBFGS._al(ints, cached, given, history_size)
         if al is not None:
             out["al"] = al
@@ -499,25 +520,25 @@ class LBFGS(Optimizer):
         state = self.state[self._params[0]]
         params = [p.data for p in self._params]
         counts = (state.get("func_evals", 0), state.get("n_iter", 0))
-        saved, history, ring = self._saved(state, params, history_size)
-        newest = min(history_size, max(int(group["max_iter"]), 0))  # at least the pairs this step can store
+        saved, history, ring, refs = self._saved(state, params, history_size)
         orig_loss = loss = closure()  # torch's first evaluation, at the parameters as they are
-        small, history, trial, flags = start(counts, saved, history, ring, _array(loss), self._grads(), params, dynamic)
-        before, pushed = None, 0
+        small, history, trial, report = start(counts, saved, history, ring, _array(loss), self._grads(), params, dynamic)
+        before, before_ints, pushed = None, None, 0
         while True:
-            flags = int(flags)  # the one host sync per evaluation
+            flags, ints, floats = _read_report(report)  # the one host sync per evaluation
             pushed += (flags >> 2) & 1
             if flags & 2:  # (only ever set by an evaluation of the line search, never the first)
-                self._raise_as_torch(before, history, params, state, history_size, newest)
+                self._raise_as_torch(before, before_ints, history, params, state, history_size)
             if flags & 1:
                 break
             self._set_params(trial)
             loss = closure()
-            before = small
-            small, history, trial, flags = advance(small, history, _array(loss), self._grads(), params, dynamic)
-        current, ints, floats, cached = _finish(small, history, params, newest)
+            before, before_ints = small, ints
+            small, history, trial, report = advance(small, history, _array(loss), self._grads(), params, dynamic)
+        # (the last rows of the history: at least the pairs this step stored, if it stored any)
+        newest = min(history_size, max(int(group["max_iter"]), 0)) if pushed else 0
+        current, cached = _finish(small, history, params, newest)
         self._set_params(current)
-        ints, floats = jax.device_get((ints, floats))
         iterated = int(ints[0]) > 0 or state.get("d") is not None
         new_state = self._torch_state(ints, floats, cached, state, pushed, history_size, iterated)
         if not iterated and int(ints[1]) == core.MAX_ITER:
@@ -527,23 +548,22 @@ class LBFGS(Optimizer):
         # Updated in place, as torch's: a key keeps its place, a new one comes last (torch
         # adds al when its second iteration runs, after the keys a first step stored).
         state.update(new_state)
-        self._keep(state, history, small, history_size, params)
+        self._keep(state, history, small, history_size, params, refs, min(pushed, int(ints[4])))
         return orig_loss
 
-    def _raise_as_torch(self, before, history, params, state, history_size, newest):
+    def _raise_as_torch(self, before, ints, history, params, state, history_size):
         """torch's ``_strong_wolfe`` raises ``IndexError`` when the closure's value is NaN at
         a point that meets the Wolfe conditions in its bracketing phase (it indexes a
         one-point bracket at 1). Raise it too, leaving what torch leaves: the parameters at
         the line search's start, ``func_evals`` and ``n_iter`` counted up to it (and ``al``
         as its two-loop recursion wrote it), the other keys as the previous step left them.
 
-        ``before`` is the packed run before the last evaluation; its history buffers were
-        donated to that evaluation, so the latest ones (``history``) stand in: none of the
-        entries kept here comes from them.
+        ``before`` is the packed run before the last evaluation, ``ints`` the scalars of
+        its report; its history buffers were donated to that evaluation, so the latest
+        ones (``history``) stand in: none of the entries kept here comes from them.
         """
-        start, ints, _, cached = _finish(before, history, params, newest)
+        start, cached = _finish(before, history, params, 0)
         self._set_params(start)
-        ints = jax.device_get(ints)
         state["func_evals"], state["n_iter"] = int(ints[2]), int(ints[3])
         al = self._al(ints, cached, state, history_size)
         if al is not None:
