@@ -14,9 +14,10 @@ the first call including compilation (gradxform, optax), iteration counts, and e
 time as a ratio to gradxform's. Every solver runs to max|grad| <= 1e-7 (optax:
 ||grad||_2 <= 1e-7), at most 1000 iterations.
 
-The ``compat`` table (not part of ``all``) races torch's ``LBFGS.step(closure)`` and
-``torch_compat``'s round-robin (``_timing.race``), the same closure work as above, and
-prints their ratio: the quickest way to compare the two on a loaded machine. The
+The ``compat`` table (not part of ``all``) times torch's ``LBFGS.step(closure)`` and
+``torch_compat``'s in rounds of one run each, the two orders in turn
+(``_timing.rounds``), the same closure work as above, and prints the median of the
+rounds' ratios: the quickest way to compare the two on a loaded machine. The
 ``steps`` table (not part of ``all``) does the same over 25 steps of one optimizer with
 torch's default ``history_size=100`` and ``max_iter=20``, where the state (history lists
 growing to 100 pairs) is read in and written out at every step.
@@ -368,16 +369,15 @@ STEPS = 25
 
 
 def compat_table(args, repeats, steps=1):
-    """torch's LBFGS.step(closure) against torch_compat's, timed round-robin after a first
-    run of each (torch_compat's, its compiles included, is printed apart).
+    """torch's LBFGS.step(closure) against torch_compat's, timed in rounds of one run of
+    each, the two orders in turn, after a first run of each (torch_compat's, its compiles
+    included, is printed apart). The ratio is the median of the rounds' ratios.
 
     With ``steps=1`` (the ``compat`` table) a run is one step with ``OPTIONS``. Else (the
     ``steps`` table) it is ``steps`` steps of one fresh optimizer with torch's defaults
     (``history_size=100``, ``max_iter=20``) and the strong-Wolfe search: the state is read
     in and written out at every step, its history lists growing to 100 pairs. The table
     then also times one optimizer of each, stepped ``steps`` times, step by step."""
-    from _timing import race
-
     options = OPTIONS if steps == 1 else dict(line_search_fn="strong_wolfe")
     # With several steps, one optimizer of each, stepped ``steps`` times, is also timed
     # step by step: on a problem solved by then (logistic), the cost of a step itself.
@@ -393,14 +393,24 @@ def compat_table(args, repeats, steps=1):
         iterations = {"compat": int(solvers["compat"]())}
         first = time.perf_counter() - start
         iterations["torch"] = int(solvers["torch"]())
-        times = race(solvers, repeats)
-        row = f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | {times['compat'] / times['torch']:.2f} "
+        times, ratio = _paired(solvers, repeats)
+        row = f"| {name} | {times['torch'] * 1e3:.1f} | {times['compat'] * 1e3:.1f} | {ratio:.2f} "
         if later:
-            each = race({"torch": stepper(lambda: torch_problem(spec, x0_np, options), steps),
-                         "compat": stepper(lambda: compat_problem(compat_loss(f), x0_np, options), steps)},
-                        20 * repeats)
-            row += f"| {each['torch'] * 1e3:.2f}, {each['compat'] * 1e3:.2f} | {each['compat'] / each['torch']:.2f} "
+            each, ratio = _paired({"torch": stepper(lambda: torch_problem(spec, x0_np, options), steps),
+                                   "compat": stepper(lambda: compat_problem(compat_loss(f), x0_np, options), steps)},
+                                  20 * repeats)
+            row += f"| {each['torch'] * 1e3:.2f}, {each['compat'] * 1e3:.2f} | {ratio:.2f} "
         print(row + f"| {first:.2f} | {iterations['torch']}, {iterations['compat']} |")
+
+
+def _paired(runners, repeats):
+    """``(median seconds per runner, median of the rounds' compat / torch ratios)`` over
+    ``max(repeats, 10)`` rounds (``_timing.rounds``)."""
+    from _timing import rounds
+
+    samples = rounds(runners, max(repeats, 10))
+    ratio = statistics.median(c / t for c, t in zip(samples["compat"], samples["torch"]))
+    return {name: statistics.median(times) for name, times in samples.items()}, ratio
 
 
 def solve_table(args, repeats, torch_version):
