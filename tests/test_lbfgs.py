@@ -324,8 +324,11 @@ def test_compat_state_lists_follow_torch_step_by_step(line_search_fn):
                 assert (got is None) == (want is None), key
                 if want is not None:
                     assert rel_err(np.asarray(got), want.detach().numpy()) <= RTOL, key
-        for key in ("d", "prev_flat_grad"):
-            assert rel_err(np.asarray(mine[key]), theirs[key].detach().numpy()) <= RTOL, key
+        for key in ("d", "prev_flat_grad", "H_diag"):
+            assert rel_err(np.asarray(mine[key]), np.asarray(torch.as_tensor(theirs[key]).detach())) <= RTOL, key
+        for key in ("t", "prev_loss"):  # Python floats in both (ours read from the last evaluation's report)
+            assert type(mine[key]) is float, key
+            assert rel_err(np.asarray(mine[key]), np.asarray(float(theirs[key]))) <= RTOL, key
         lengths.append(len(mine["old_dirs"]))
     assert lengths[-1] == 3 and lengths[0] < 3  # the history filled, then wrapped
 
