@@ -57,17 +57,18 @@ def rounds(runners: dict[str, Callable[[], object]], repeats: int) -> dict[str, 
     return samples
 
 
-def run_child(script: str, args: list[str], timeout: float | None = None) -> dict:
+def run_child(script: str, args: list[str], timeout: float | None = None, env: dict | None = None) -> dict:
     """Runs the benchmark ``script`` (its ``__file__``) with ``args`` in a fresh interpreter;
     returns the dict of the last line of its output that starts with ``{`` (JSON), or
     ``{"error": why}`` when it printed none or ran past ``timeout`` seconds (then it is
-    killed).
+    killed). ``env``: variables to set for the child, over this process's.
 
     The child imports the gradxform of this checkout (the parent of ``benchmarks/``), not
     whichever one is installed.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     try:
         done = subprocess.run([sys.executable, os.path.abspath(script), *args], capture_output=True, text=True,
                               timeout=timeout, env=env)
