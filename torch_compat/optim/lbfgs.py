@@ -447,17 +447,16 @@ class LBFGS(Optimizer):
         return self._blanks[1]
 
     @staticmethod
-    def _torch_state(ints, floats, cached, given, pushed: int, history_size: int, iterated: bool) -> dict[str, Any]:
+    def _torch_state(ints, floats, cached, given, new: int, history_size: int, iterated: bool) -> dict[str, Any]:
         """torch's state keys from the last report (``ints`` and ``floats``, see
         :func:`_read_report`), what :func:`_finish` returned (``cached``), ``given`` (the
-        state the step began with) and ``pushed``, the number of curvature pairs the step
-        stored: the history lists are ``given``'s, less the oldest entries dropped, plus
-        the new ones, as torch's lists change."""
+        state the step began with) and ``new``, the number of curvature pairs the step
+        stored that the history still holds: the history lists are ``given``'s, less the
+        oldest entries dropped, plus the ``new`` ones, as torch's lists change."""
         func_evals, n_iter, length = (int(v) for v in ints[2:])
         out: dict[str, Any] = {"func_evals": func_evals, "n_iter": n_iter}
         if not iterated:
             return out
-        new = min(pushed, length)
         survivors = length - new  # the newest of the given entries, as many as were not dropped
         history = {}
         for key in _LISTS:
@@ -540,7 +539,8 @@ class LBFGS(Optimizer):
         current, cached = _finish(small, history, params, newest)
         self._set_params(current)
         iterated = int(ints[0]) > 0 or state.get("d") is not None
-        new_state = self._torch_state(ints, floats, cached, state, pushed, history_size, iterated)
+        new = min(pushed, int(ints[4]))  # (a step may store more pairs than the history holds)
+        new_state = self._torch_state(ints, floats, cached, state, new, history_size, iterated)
         if not iterated and int(ints[1]) == core.MAX_ITER:
             # max_iter <= 0: torch's loop did not run, and it stores its cached tensors,
             # all None (it only skips storing them when the start point is optimal).
@@ -548,7 +548,7 @@ class LBFGS(Optimizer):
         # Updated in place, as torch's: a key keeps its place, a new one comes last (torch
         # adds al when its second iteration runs, after the keys a first step stored).
         state.update(new_state)
-        self._keep(state, history, small, history_size, params, refs, min(pushed, int(ints[4])))
+        self._keep(state, history, small, history_size, params, refs, new)
         return orig_loss
 
     def _raise_as_torch(self, before, ints, history, params, state, history_size):
