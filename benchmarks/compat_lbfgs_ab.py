@@ -32,7 +32,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lbfgs_bench  # noqa: E402
@@ -41,22 +40,6 @@ from minimize_ab import _ROOT, _load  # noqa: E402
 
 OPTIONS = dict(line_search_fn="strong_wolfe")
 """torch's defaults otherwise (``history_size=100``, ``max_iter=20``), as the ``steps`` table."""
-
-
-def problem(cls, loss_fn, x0):
-    """A fresh optimizer of class ``cls`` on ``loss_fn`` (``lbfgs_bench.compat_loss``: the
-    same function object each time, compiled once): ``(parameter, optimizer, closure)``,
-    as ``lbfgs_bench.compat_problem`` with another class."""
-    import torch_compat
-
-    model = torch_compat.as_parameters({"x": jnp.asarray(x0)})
-    opt = cls(torch_compat.parameters(model), **OPTIONS)
-
-    def closure():
-        opt.zero_grad()
-        return torch_compat.backward(loss_fn, model)
-
-    return torch_compat.parameters(model)[0], opt, closure
 
 
 def snapshot(x, opt) -> list:
@@ -100,11 +83,12 @@ def main(argv=None):
             continue
         loss_fn, ends = lbfgs_bench.compat_loss(f), {}
         for label, cls in classes.items():
-            x, opt, closure = problem(cls, loss_fn, x0)
+            x, opt, closure = lbfgs_bench.compat_problem(loss_fn, x0, OPTIONS, cls)
             for _ in range(args.steps):
                 opt.step(closure)
             ends[label] = snapshot(x, opt)
-        runners = {label: lbfgs_bench.solver(lambda cls=cls: problem(cls, loss_fn, x0), args.steps)
+        runners = {label: lbfgs_bench.solver(lambda cls=cls: lbfgs_bench.compat_problem(loss_fn, x0, OPTIONS, cls),
+                                              args.steps)
                    for label, cls in classes.items()}
         runners["torch"] = lbfgs_bench.torch_setup(spec, np.asarray(x0), OPTIONS, args.steps)
         for run in runners.values():

@@ -173,15 +173,15 @@ def torch_problem(spec, x0, options=OPTIONS):
     return x, opt, closure
 
 
-def compat_problem(loss_fn, x0, options=OPTIONS):
-    """The same with ``torch_compat.optim.LBFGS``; the closure: ``torch_compat.backward``
-    of ``loss_fn(params)`` (the same function object each time: its value and gradient
-    compile once per function)."""
+def compat_problem(loss_fn, x0, options=OPTIONS, optimizer=None):
+    """The same with ``torch_compat.optim.LBFGS`` (or the class ``optimizer``); the
+    closure: ``torch_compat.backward`` of ``loss_fn(params)`` (the same function object
+    each time: its value and gradient compile once per function)."""
     import torch_compat
     from torch_compat import optim
 
     model = torch_compat.as_parameters({"x": jnp.asarray(x0)})
-    opt = optim.LBFGS(torch_compat.parameters(model), **options)
+    opt = (optimizer or optim.LBFGS)(torch_compat.parameters(model), **options)
 
     def closure():
         opt.zero_grad()
