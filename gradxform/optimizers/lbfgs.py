@@ -208,7 +208,10 @@ def two_loop(grad, state: LbfgsState):
         i = length - 1 - k
         j = jax.lax.rem(start + i, jnp.int32(size))
         a = jnp.vdot(_row(state.old_stps, j), q) * _row(state.ro, j)
-        return q - a * _row(state.old_dirs, j), _set_row(al, a, i)
+        # (Not _set_row: with jax's wrapping of negative indices XLA computes ``i`` inside
+        # the kernels that use it; without, in a kernel of its own, one more per pass,
+        # which made minimize's warm solves 1.1-1.4x slower: benchmarks/RESULTS.md.)
+        return q - a * _row(state.old_dirs, j), jax.lax.dynamic_update_index_in_dim(al, a, i, 0)
 
     q, al = jax.lax.fori_loop(0, length, backward, (-grad, state.al))
     r = q * state.H_diag
