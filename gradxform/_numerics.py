@@ -182,6 +182,35 @@ def lerp_weight(weight, dtype) -> tuple[jax.Array, jax.Array]:
     return small, jnp.where(small, weight, -(1 - weight))
 
 
+_SAME_SIZE_INT = {8: jnp.int64, 4: jnp.int32, 2: jnp.int16}
+
+
+def max_abs(v) -> jax.Array:
+    """``jnp.max(jnp.abs(v))`` of a real floating vector, 0 when ``v`` is empty.
+
+    Computed as the largest of the magnitudes' bit patterns: with the sign bit cleared,
+    IEEE floats order as their bits do read as integers (zero, subnormals, normals,
+    infinity, then NaN). So the result is the largest magnitude exactly, and NaN where
+    ``v`` holds one (its payload may differ from ``jnp.max``'s; the callers only compare
+    it or test it with ``isfinite``). One difference from ``jnp.max``: XLA's CPU backend
+    reads subnormals as zero in its floating maximum, and returns 0 where the largest
+    magnitude is subnormal; this returns that subnormal, which the CPU's comparisons
+    read as zero too.
+
+    Why: XLA's CPU backend vectorizes the integer maximum, not the floating one with its
+    NaN rule. Over 1000 float64 values this takes 0.27 us against 0.78 (a sum takes
+    0.23), and an L-BFGS iteration takes four or five of them.
+    """
+    v = jnp.asarray(v)
+    if v.size == 0:
+        return jnp.zeros([], v.dtype)
+    if not jnp.issubdtype(v.dtype, jnp.floating) or v.dtype.itemsize not in _SAME_SIZE_INT:
+        return jnp.max(jnp.abs(v))
+    ints = _SAME_SIZE_INT[v.dtype.itemsize]
+    magnitudes = jax.lax.bitcast_convert_type(v, ints) & jnp.asarray(jnp.iinfo(ints).max, ints)
+    return jax.lax.bitcast_convert_type(jnp.max(magnitudes), v.dtype)
+
+
 def _placed(p) -> bool:
     """Whether state built for ``p`` must be placed as ``p``: traced, or on several devices.
 

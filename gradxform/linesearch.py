@@ -116,7 +116,7 @@ def wolfe_start(f0, g0, gtd0, t, d, max_ls) -> WolfeState:
         t=t,
         f0=f0,
         gtd0=gtd0,
-        d_norm=jnp.max(jnp.abs(d)).astype(s.dtype) if d.size else s,
+        d_norm=_numerics.max_abs(d).astype(s.dtype),
         g0=g0,
         max_ls=i32(max_ls),
         ls_iter=i32(0),

@@ -1,5 +1,6 @@
-"""Private numerical helpers: torch's ``lerp`` bit for bit, and the per-leaf cost of a
-traced step (what a tree of many leaves pays in tracing, see docs/performance.md)."""
+"""Private numerical helpers: torch's ``lerp`` bit for bit, ``max_abs`` as ``jnp.max(jnp.abs(v))``,
+and the per-leaf cost of a traced step (what a tree of many leaves pays in tracing, see
+docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,38 @@ def test_lerp_is_torchs_two_formulas_bit_for_bit(dtype):
         args = (jnp.asarray(start), jnp.asarray(end), jnp.asarray(dtype(weight)))
         got, want = np.asarray(ours(*args)), np.asarray(theirs(*args))
         np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"), err_msg=str(weight))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32, jnp.float16, jnp.bfloat16])
+def test_max_abs_is_the_largest_magnitude(dtype):
+    """The largest magnitude, exactly (numpy's), for signed zeros, subnormals, huge values
+    and infinities in every position; jnp's ``max(abs(v))`` bit for bit but where that
+    magnitude is subnormal (XLA's CPU maximum reads subnormals as zero); NaN wherever one
+    is present; 0 for an empty vector."""
+    info = jnp.finfo(dtype)
+    specials = [0.0, -0.0, float(info.smallest_subnormal), -float(info.smallest_subnormal), float(info.tiny),
+                -float(info.max), float(info.max), 1.0, -1.0]
+    rng = np.random.default_rng(1)
+    ours, jnps = jax.jit(_numerics.max_abs), jax.jit(lambda v: jnp.max(jnp.abs(v)))
+    cases = [np.asarray(specials), rng.standard_normal(1000) * 1e3, -np.abs(rng.standard_normal(37)),
+             np.asarray([-0.0, 0.0]), np.asarray([-np.inf, 3.0]), np.asarray([2.0, np.inf, -5.0])]
+    for k in range(len(specials)):  # each special value as the largest, at each end
+        cases.append(np.asarray(specials[: k + 1]))
+        cases.append(np.asarray(specials[: k + 1][::-1]))
+    bits = lambda a: np.asarray(a).view(f"u{np.asarray(a).itemsize}")  # noqa: E731
+    for case in cases:
+        v = jnp.asarray(case, dtype)
+        got, exact = np.asarray(ours(v)), np.max(np.abs(np.asarray(v)))
+        assert got.dtype == exact.dtype
+        np.testing.assert_array_equal(bits(got), bits(exact), err_msg=str(case))
+        if not 0 < exact < info.tiny:
+            np.testing.assert_array_equal(bits(got), bits(jnps(v)), err_msg=str(case))
+    for where in (0, 500, 999):
+        v = rng.standard_normal(1000)
+        v[where] = np.nan
+        assert np.isnan(np.asarray(ours(jnp.asarray(v, dtype))))
+    empty = ours(jnp.zeros(0, dtype))
+    assert empty.dtype == dtype and float(empty) == 0.0
 
 
 def _equations_per_leaf(tx, leaves):

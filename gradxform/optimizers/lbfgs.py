@@ -236,8 +236,7 @@ def _set_row(array, value, i):
     return jax.lax.dynamic_update_index_in_dim(array, value, i, 0, allow_negative_indices=False)
 
 
-def _max_abs(v):
-    return jnp.max(jnp.abs(v)) if v.size else jnp.zeros([], v.dtype)
+_max_abs = _numerics.max_abs
 
 
 def lbfgs_begin(state: LbfgsState, x) -> LbfgsRun:
