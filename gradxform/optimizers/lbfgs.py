@@ -236,9 +236,6 @@ def _set_row(array, value, i):
     return jax.lax.dynamic_update_index_in_dim(array, value, i, 0, allow_negative_indices=False)
 
 
-_max_abs = _numerics.max_abs
-
-
 def lbfgs_begin(state: LbfgsState, x) -> LbfgsRun:
     """Starts one step at ``x``: the first point to evaluate is ``x`` itself."""
     hyper = _numerics.hyper_dtype()
@@ -374,7 +371,7 @@ def _end_iteration(run: LbfgsRun, options: LbfgsOptions):
     The decision to stop is torch's; the status says why, with a met gradient test first
     (loss and grad are fresh here), then torch's order.
     """
-    step_small = _max_abs(run.state.d * run.state.t.astype(run.state.d.dtype)) <= options.tolerance_change
+    step_small = _numerics.max_abs(run.state.d * run.state.t.astype(run.state.d.dtype)) <= options.tolerance_change
     value_small = jnp.abs(run.loss - run.state.prev_loss) < options.tolerance_change
     stalled = jnp.where(step_small, STEP, VALUE_CHANGE)
     out_of_iterations = run.n_iter == options.max_iter
@@ -405,7 +402,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
     options = options.resolved()
     hyper = _numerics.hyper_dtype()
     value = jnp.asarray(value).astype(hyper)
-    grad_max = _max_abs(grad)
+    grad_max = _numerics.max_abs(grad)
     run_phase = run.phase
     # Robustness, where torch would carry NaN or infinity into the parameters: a non-finite
     # gradient or point (lr=inf, an overflowing step) at the start or after an unsearched
@@ -413,7 +410,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
     # line search it counts as a failed Armijo test, so the search backs off towards the
     # start point. A non-finite *value* with a finite gradient at a finite point is used as
     # torch uses it (its comparisons are false): the gradients lead on.
-    finite = jnp.isfinite(grad_max) & jnp.isfinite(_max_abs(lbfgs_trial(run)))
+    finite = jnp.isfinite(grad_max) & jnp.isfinite(_numerics.max_abs(lbfgs_trial(run)))
     evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True), torch_error=jnp.asarray(False))
     failure = run._replace(
         phase=jnp.asarray(DONE, jnp.int32),
@@ -456,7 +453,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
             loss=f,
             grad=g,
             fresh=jnp.asarray(True),
-            opt_cond=_max_abs(g) <= options.tolerance_grad,
+            opt_cond=_numerics.max_abs(g) <= options.tolerance_grad,
             current_evals=run.current_evals + evals,
             torch_error=torch_error,
         )
@@ -964,8 +961,8 @@ def final_status(status, value, grad, tolerance_grad):
     (whatever stopped the run: the budget may run out at a stationary point), and else
     the reason the run stopped stands.
     """
-    finite = jnp.isfinite(value) & jnp.isfinite(_max_abs(grad))
-    stationary = _max_abs(grad) <= tolerance_grad
+    finite = jnp.isfinite(value) & jnp.isfinite(_numerics.max_abs(grad))
+    stationary = _numerics.max_abs(grad) <= tolerance_grad
     return jnp.where(
         status == NON_FINITE,
         status,
