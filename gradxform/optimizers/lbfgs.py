@@ -961,8 +961,9 @@ def final_status(status, value, grad, tolerance_grad):
     (whatever stopped the run: the budget may run out at a stationary point), and else
     the reason the run stopped stands.
     """
-    finite = jnp.isfinite(value) & jnp.isfinite(_numerics.max_abs(grad))
-    stationary = _numerics.max_abs(grad) <= tolerance_grad
+    grad_max = _numerics.max_abs(grad)
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_max)
+    stationary = grad_max <= tolerance_grad
     return jnp.where(
         status == NON_FINITE,
         status,
