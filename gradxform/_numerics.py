@@ -29,6 +29,7 @@ Conventions, chosen to reproduce torch 2.13's single-tensor (for-loop) optimizer
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -185,8 +186,10 @@ def lerp_weight(weight, dtype) -> tuple[jax.Array, jax.Array]:
 _SAME_SIZE_INT = {8: jnp.int64, 4: jnp.int32, 2: jnp.int16}
 
 
-def max_abs(v) -> jax.Array:
-    """``jnp.max(jnp.abs(v))`` of a real floating vector, 0 when ``v`` is empty.
+def max_abs(v, *more) -> jax.Array:
+    """``jnp.max(jnp.abs(v))`` of a real floating vector, 0 when ``v`` is empty; with
+    ``more`` vectors of ``v``'s shape and dtype, the largest over all of them (in one
+    reduction: the magnitudes meet element by element first).
 
     Computed as the largest of the magnitudes' bit patterns: with the sign bit cleared,
     IEEE floats order as their bits do read as integers (zero, subnormals, normals,
@@ -201,13 +204,17 @@ def max_abs(v) -> jax.Array:
     NaN rule. Over 1000 float64 values this takes 0.27 us against 0.78 (a sum takes
     0.23), and an L-BFGS iteration takes four or five of them.
     """
-    v = jnp.asarray(v)
+    vs = [jnp.asarray(v)] + [jnp.asarray(w) for w in more]
+    v = vs[0]
+    if any(w.shape != v.shape or w.dtype != v.dtype for w in vs):
+        raise ValueError(f"max_abs: vectors of different shapes or dtypes: {[(w.shape, w.dtype) for w in vs]}")
     if v.size == 0:
         return jnp.zeros([], v.dtype)
     if not jnp.issubdtype(v.dtype, jnp.floating) or v.dtype.itemsize not in _SAME_SIZE_INT:
-        return jnp.max(jnp.abs(v))
+        return functools.reduce(jnp.maximum, [jnp.max(jnp.abs(w)) for w in vs])
     ints = _SAME_SIZE_INT[v.dtype.itemsize]
-    magnitudes = jax.lax.bitcast_convert_type(v, ints) & jnp.asarray(jnp.iinfo(ints).max, ints)
+    sign_off = jnp.asarray(jnp.iinfo(ints).max, ints)
+    magnitudes = functools.reduce(jnp.maximum, [jax.lax.bitcast_convert_type(w, ints) & sign_off for w in vs])
     return jax.lax.bitcast_convert_type(jnp.max(magnitudes), v.dtype)
 
 

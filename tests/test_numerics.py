@@ -67,6 +67,31 @@ def test_max_abs_is_the_largest_magnitude(dtype):
     assert empty.dtype == dtype and float(empty) == 0.0
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32, jnp.float16, jnp.bfloat16])
+def test_max_abs_of_several_vectors_is_the_largest_over_all(dtype):
+    """``max_abs(a, b)`` is the larger of ``max_abs(a)`` and ``max_abs(b)``, bit for bit,
+    whichever vector holds the largest magnitude, an infinity or a NaN; vectors that do
+    not match are refused."""
+    rng = np.random.default_rng(2)
+    both, one = jax.jit(_numerics.max_abs), jax.jit(lambda v: _numerics.max_abs(v))
+    bits = lambda a: np.asarray(a).view(f"u{np.asarray(a).itemsize}")  # noqa: E731
+    a = rng.standard_normal(300)
+    for big in (3.0e3, -np.inf, np.inf, np.nan):
+        for first in (True, False):
+            b = rng.standard_normal(300)
+            b[123] = big
+            x, y = (jnp.asarray(b, dtype), jnp.asarray(a, dtype)) if first else (jnp.asarray(a, dtype), jnp.asarray(b, dtype))
+            got = np.asarray(both(x, y))
+            if np.isnan(big):
+                assert np.isnan(got)
+                continue
+            expected = np.max(np.abs(np.concatenate([np.asarray(x), np.asarray(y)])))
+            np.testing.assert_array_equal(bits(got), bits(expected))
+            np.testing.assert_array_equal(bits(got), bits(np.maximum(one(x), one(y))))
+    with pytest.raises(ValueError, match="different shapes or dtypes"):
+        _numerics.max_abs(jnp.zeros(3, dtype), jnp.zeros(4, dtype))
+
+
 def _equations_per_leaf(tx, leaves):
     """Equations of the traced ``update`` per leaf, from two tree sizes (the fixed part cancels)."""
 

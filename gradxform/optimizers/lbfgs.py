@@ -365,13 +365,21 @@ def _without_history(run: LbfgsRun) -> LbfgsRun:
     return run._replace(state=run.state._replace(**dict.fromkeys(_HISTORY)))
 
 
-def _end_iteration(run: LbfgsRun, options: LbfgsOptions):
+def _end_iteration(run: LbfgsRun, options: LbfgsOptions, d_max=None):
     """torch's checks at the end of an iteration: the finished run, or whether to go on.
 
     The decision to stop is torch's; the status says why, with a met gradient test first
-    (loss and grad are fresh here), then torch's order.
+    (loss and grad are fresh here), then torch's order. ``d_max``: ``max|d|`` when the
+    caller has it (the line search's), else it is computed.
     """
-    step_small = _numerics.max_abs(run.state.d * run.state.t.astype(run.state.d.dtype)) <= options.tolerance_change
+    d, t = run.state.d, run.state.t.astype(run.state.d.dtype)
+    if d_max is None:
+        step_max = _numerics.max_abs(d * t)
+    else:
+        # max|d_i * t| is max|d_i| * |t| exactly: rounding a product is monotone in its
+        # magnitude. (A NaN on one side is one on the other, or both fail the test.)
+        step_max = d_max.astype(d.dtype) * jnp.abs(t)
+    step_small = step_max <= options.tolerance_change
     value_small = jnp.abs(run.loss - run.state.prev_loss) < options.tolerance_change
     stalled = jnp.where(step_small, STEP, VALUE_CHANGE)
     out_of_iterations = run.n_iter == options.max_iter
@@ -410,7 +418,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
     # line search it counts as a failed Armijo test, so the search backs off towards the
     # start point. A non-finite *value* with a finite gradient at a finite point is used as
     # torch uses it (its comparisons are false): the gradients lead on.
-    finite = jnp.isfinite(grad_max) & jnp.isfinite(_numerics.max_abs(lbfgs_trial(run)))
+    finite = jnp.isfinite(_numerics.max_abs(grad, lbfgs_trial(run)))
     evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True), torch_error=jnp.asarray(False))
     failure = run._replace(
         phase=jnp.asarray(DONE, jnp.int32),
@@ -457,7 +465,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
             current_evals=run.current_evals + evals,
             torch_error=torch_error,
         )
-        finished, go_on = _end_iteration(finished, options)
+        finished, go_on = _end_iteration(finished, options, d_max=search.d_norm)
         done = search.phase == FINISHED
         return _select_run(done, finished, run._replace(search=search, torch_error=torch_error)), done & go_on
 
