@@ -259,9 +259,26 @@ def lbfgs_begin(state: LbfgsState, x) -> LbfgsRun:
     )
 
 
-def lbfgs_trial(run: LbfgsRun):
-    """The point whose value and gradient the step needs next."""
-    return jnp.where(run.phase == SEARCH, run.x + run.search.t.astype(run.x.dtype) * run.state.d, run.x)
+def lbfgs_trial(run: LbfgsRun, searching: bool | None = None):
+    """The point whose value and gradient the step needs next.
+
+    ``searching`` says, when the caller knows it, whether the run is in its line search
+    (``run.phase == SEARCH``); ``None`` decides it at run time. Knowing it keeps a
+    selection out of the objective's kernels, where XLA would compute it for every entry.
+    """
+    if searching is None:
+        searching = run.phase == SEARCH
+    elif not searching:
+        return run.x
+    return jnp.where(searching, run.x + run.search.t.astype(run.x.dtype) * run.state.d, run.x)
+
+
+def _known_search(options: LbfgsOptions, first: bool | None):
+    """``lbfgs_trial``'s ``searching`` for an evaluation known (or not) to be a step's
+    first: the first evaluates the start point; a later one is the line search's, when
+    there is one. (A finished run, which only a batched loop feeds, has its result
+    dropped, whatever point it evaluated.)"""
+    return None if first is None else (not first and options.line_search_fn == "strong_wolfe")
 
 
 def _finish(run: LbfgsRun, status) -> LbfgsRun:
@@ -418,7 +435,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
     # line search it counts as a failed Armijo test, so the search backs off towards the
     # start point. A non-finite *value* with a finite gradient at a finite point is used as
     # torch uses it (its comparisons are false): the gradients lead on.
-    finite = jnp.isfinite(_numerics.max_abs(grad, lbfgs_trial(run)))
+    finite = jnp.isfinite(_numerics.max_abs(grad, lbfgs_trial(run, _known_search(options, first))))
     evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True), torch_error=jnp.asarray(False))
     failure = run._replace(
         phase=jnp.asarray(DONE, jnp.int32),
@@ -617,7 +634,7 @@ def _run(value_and_grad, x_flat, state, options: LbfgsOptions, on_iteration=None
     def evaluate(run, first, at=None):
         if at is None:
             with jax.named_scope("objective"):
-                at = value_and_grad(lbfgs_trial(run))
+                at = value_and_grad(lbfgs_trial(run, _known_search(options, first)))
         return lbfgs_tell(run, *at, options, on_iteration, first=first)
 
     run = evaluate(lbfgs_begin(state, x_flat), True, at_x)
