@@ -68,28 +68,27 @@ def test_max_abs_is_the_largest_magnitude(dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32, jnp.float16, jnp.bfloat16])
-def test_max_abs_of_several_vectors_is_the_largest_over_all(dtype):
-    """``max_abs(a, b)`` is the larger of ``max_abs(a)`` and ``max_abs(b)``, bit for bit,
-    whichever vector holds the largest magnitude, an infinity or a NaN; vectors that do
-    not match are refused."""
+def test_all_finite_finds_any_infinity_or_nan_in_any_vector(dtype):
+    """False exactly when some entry of some vector is infinite or NaN, wherever it is,
+    also beside the largest finite values and signed zeros (whose ``v * 0`` are zeros);
+    True for empty vectors; vectors of different shapes are refused."""
+    info = jnp.finfo(dtype)
     rng = np.random.default_rng(2)
-    both, one = jax.jit(_numerics.max_abs), jax.jit(lambda v: _numerics.max_abs(v))
-    bits = lambda a: np.asarray(a).view(f"u{np.asarray(a).itemsize}")  # noqa: E731
-    a = rng.standard_normal(300)
-    for big in (3.0e3, -np.inf, np.inf, np.nan):
-        for first in (True, False):
-            b = rng.standard_normal(300)
-            b[123] = big
-            x, y = (jnp.asarray(b, dtype), jnp.asarray(a, dtype)) if first else (jnp.asarray(a, dtype), jnp.asarray(b, dtype))
-            got = np.asarray(both(x, y))
-            if np.isnan(big):
-                assert np.isnan(got)
-                continue
-            expected = np.max(np.abs(np.concatenate([np.asarray(x), np.asarray(y)])))
-            np.testing.assert_array_equal(bits(got), bits(expected))
-            np.testing.assert_array_equal(bits(got), bits(np.maximum(one(x), one(y))))
-    with pytest.raises(ValueError, match="different shapes or dtypes"):
-        _numerics.max_abs(jnp.zeros(3, dtype), jnp.zeros(4, dtype))
+    check = jax.jit(_numerics.all_finite)
+    for n in (1, 7, 1000):
+        base = rng.standard_normal(n)
+        base[0], base[-1] = float(info.max), -0.0
+        a, b = jnp.asarray(base, dtype), jnp.asarray(-base[::-1], dtype)
+        assert bool(check(a, b)) and bool(check(a))
+        for bad in (np.inf, -np.inf, np.nan):
+            for where in {0, n // 2, n - 1}:
+                broken = base.copy()
+                broken[where] = bad
+                broken = jnp.asarray(broken, dtype)
+                assert not bool(check(broken)) and not bool(check(a, broken)) and not bool(check(broken, b))
+    assert bool(check(jnp.zeros(0, dtype), jnp.zeros(0, dtype)))
+    with pytest.raises(ValueError, match="different shapes"):
+        _numerics.all_finite(jnp.zeros(3, dtype), jnp.zeros(1, dtype))
 
 
 def _equations_per_leaf(tx, leaves):

@@ -435,7 +435,7 @@ def lbfgs_tell(run: LbfgsRun, value, grad, options: LbfgsOptions, on_iteration: 
     # line search it counts as a failed Armijo test, so the search backs off towards the
     # start point. A non-finite *value* with a finite gradient at a finite point is used as
     # torch uses it (its comparisons are false): the gradients lead on.
-    finite = jnp.isfinite(_numerics.max_abs(grad, lbfgs_trial(run, _known_search(options, first))))
+    finite = _numerics.all_finite(grad, lbfgs_trial(run, _known_search(options, first)))
     evaluated = run._replace(loss=value, grad=grad, fresh=jnp.asarray(True), torch_error=jnp.asarray(False))
     failure = run._replace(
         phase=jnp.asarray(DONE, jnp.int32),
