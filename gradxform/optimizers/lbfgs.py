@@ -266,11 +266,10 @@ def lbfgs_trial(run: LbfgsRun, searching: bool | None = None):
     (``run.phase == SEARCH``); ``None`` decides it at run time. Knowing it keeps a
     selection out of the objective's kernels, where XLA would compute it for every entry.
     """
+    step = run.x + run.search.t.astype(run.x.dtype) * run.state.d
     if searching is None:
-        searching = run.phase == SEARCH
-    elif not searching:
-        return run.x
-    return jnp.where(searching, run.x + run.search.t.astype(run.x.dtype) * run.state.d, run.x)
+        return jnp.where(run.phase == SEARCH, step, run.x)
+    return step if searching else run.x
 
 
 def _known_search(options: LbfgsOptions, first: bool | None):
