@@ -198,10 +198,12 @@ def max_abs(v) -> jax.Array:
     magnitude is subnormal; this returns that subnormal, which the CPU's comparisons
     read as zero too.
 
-    Why: XLA's CPU backend vectorizes the integer maximum, not the floating one with its
-    NaN rule. Over 1000 float64 values this takes 0.27 us against 0.78 (a sum takes
-    0.23), and an L-BFGS iteration takes two of them (its gradient test and the line
-    search's ``max|d|``).
+    Why: XLA's CPU backend runs the integer maximum faster than the floating one with its
+    NaN rule. Over 1000 float64 values alone in a small loop this took 0.27 us against
+    0.78 (a sum 0.23); inside the one function jax 0.12 compiles ``minimize``'s loop into,
+    it is a scalar loop at about twice a sum's time, and still took ``minimize`` to
+    0.87-0.90x its time with the floating one (``benchmarks/RESULTS.md``). An L-BFGS
+    iteration takes two (its gradient test and the line search's ``max|d|``).
     """
     v = jnp.asarray(v)
     if v.size == 0:

@@ -1,5 +1,5 @@
 """Private numerical helpers: torch's ``lerp`` bit for bit, ``max_abs`` as ``jnp.max(jnp.abs(v))``,
-and the per-leaf cost of a traced step (what a tree of many leaves pays in tracing, see
+``all_finite``, and the per-leaf cost of a traced step (what a tree of many leaves pays in tracing, see
 docs/performance.md)."""
 
 from __future__ import annotations

@@ -266,10 +266,10 @@ def lbfgs_trial(run: LbfgsRun, searching: bool | None = None):
     (``run.phase == SEARCH``); ``None`` decides it at run time. Knowing it keeps a
     selection out of the objective's kernels, where XLA would compute it for every entry.
     """
+    if searching is False:
+        return run.x
     step = run.x + run.search.t.astype(run.x.dtype) * run.state.d
-    if searching is None:
-        return jnp.where(run.phase == SEARCH, step, run.x)
-    return step if searching else run.x
+    return step if searching else jnp.where(run.phase == SEARCH, step, run.x)
 
 
 def _known_search(options: LbfgsOptions, first: bool | None):
