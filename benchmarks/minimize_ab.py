@@ -1,6 +1,6 @@
 """``minimize`` of the working tree against ``minimize`` of a git revision, in one process.
 
-    python benchmarks/minimize_ab.py REV [--repeats 36]
+    python benchmarks/minimize_ab.py REV [--repeats 36] [--bounds]
 
 A change to the L-BFGS state machine moves the warm time by a few percent at most, less
 than the spread between two runs of ``lbfgs_overhead.py``. This script takes
@@ -17,6 +17,11 @@ only), and on the ``lbfgs_bench.py`` problems:
 
 For example, on a branch that changes the line search: ``python
 benchmarks/minimize_ab.py main``.
+
+``--bounds`` does the same for L-BFGS-B: it takes ``gradxform/optimizers/lbfgsb.py`` at
+``REV`` (every other module, ``lbfgs.py`` among them, is the working tree's) and runs
+both on ``tests/lbfgsb_problems.py`` with scipy's default options, as
+``lbfgsb_bench.py``; optax has no bounded L-BFGS, so only the ratio of the two is printed.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ import numpy as np  # noqa: E402
 
 import lbfgs_bench  # noqa: E402
 from _timing import rounds  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+import lbfgsb_problems  # noqa: E402
 from gradxform.optimizers import lbfgs as tree_lbfgs  # noqa: E402
+from gradxform.optimizers import lbfgsb as tree_lbfgsb  # noqa: E402
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,6 +73,40 @@ def revision_lbfgs(rev: str, folder: pathlib.Path):
     return _load("rev_lbfgs", source.replace("from gradxform.linesearch import", "from rev_linesearch import"), folder)
 
 
+def revision_lbfgsb(rev: str, folder: pathlib.Path):
+    """``gradxform.optimizers.lbfgsb`` as it is at ``rev``."""
+    source = subprocess.run(["git", "show", f"{rev}:gradxform/optimizers/lbfgsb.py"], cwd=_ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    return _load("rev_lbfgsb", source, folder)
+
+
+def bounded_solver(module, f, lower, upper):
+    """``lbfgsb_bench.gradxform_runner``'s solve with ``module``'s ``minimize_bounded``."""
+    options = dict(lbfgsb_problems.SCIPY_DEFAULTS, has_aux=False)
+    return jax.jit(lambda x: module.minimize_bounded(f, x, bounds=(lower, upper), **options))
+
+
+def same_result(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def main_bounds(args, folder: pathlib.Path):
+    rev_lbfgsb = revision_lbfgsb(args.rev, folder)
+    print(f"# jax {jax.__version__}; L-BFGS-B; medians of {args.repeats} per-round ratios; "
+          f"tree = working tree, rev = {args.rev}")
+    print("| problem | tree / rev | same result |")
+    print("|---|---|---|")
+    for name, f, x0, lower, upper in lbfgsb_problems.problems():
+        x = jnp.asarray(x0)
+        solvers = {"tree": bounded_solver(tree_lbfgsb, f, lower, upper),
+                   "rev": bounded_solver(rev_lbfgsb, f, lower, upper)}
+        results = {key: jax.block_until_ready(solve(x)) for key, solve in solvers.items()}
+        times = rounds({key: lambda s=solve: jax.block_until_ready(s(x)) for key, solve in solvers.items()},
+                       args.repeats)
+        ratio = statistics.median(a / b for a, b in zip(times["tree"], times["rev"]))
+        print(f"| {name} | {ratio:.3f} | {same_result(results['tree'], results['rev'])} |", flush=True)
+
+
 def solver(module, f):
     """``lbfgs_bench.gradxform_solver`` with ``module``'s ``minimize``."""
     return jax.jit(lambda x: module.minimize(f, x, **lbfgs_bench.OPTIONS))
@@ -74,8 +116,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rev", help="the git revision to compare the working tree with")
     parser.add_argument("--repeats", type=int, default=36, help="rounds (six orders, each as often)")
+    parser.add_argument("--bounds", action="store_true", help="L-BFGS-B (lbfgsb.py) instead of L-BFGS")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
+        if args.bounds:
+            return main_bounds(args, pathlib.Path(folder))
         rev_lbfgs = revision_lbfgs(args.rev, pathlib.Path(folder))
         print(f"# jax {jax.__version__}; medians of {args.repeats} per-round ratios; tree = working tree, "
               f"rev = {args.rev}")
@@ -86,8 +131,7 @@ def main(argv=None):
             solvers = {"tree": solver(tree_lbfgs, f), "rev": solver(rev_lbfgs, f),
                        "optax": lbfgs_bench.optax_solver(f)}
             results = {key: jax.block_until_ready(solve(x)) for key, solve in solvers.items()}
-            same = all(np.array_equal(a, b) for a, b in
-                       zip(jax.tree.leaves(results["tree"]), jax.tree.leaves(results["rev"]), strict=True))
+            same = same_result(results["tree"], results["rev"])
             times = rounds({key: lambda s=solve: jax.block_until_ready(s(x)) for key, solve in solvers.items()},
                            args.repeats)
             ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731

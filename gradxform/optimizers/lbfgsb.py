@@ -599,7 +599,7 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions) -
     dtype = run.x.dtype
     value = jnp.asarray(value).astype(dtype)
     grad = grad.astype(dtype)
-    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+    finite = jnp.isfinite(value) & _numerics.all_finite(grad)
     plan_next = jnp.asarray(PLAN, jnp.int32)
 
     def done(r, status):
@@ -607,7 +607,7 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions) -
 
     # The first evaluation, at x0 (phase INIT).
     first = run._replace(value=value, grad=grad, n_evals=jnp.ones([], jnp.int32))
-    pg = jnp.max(jnp.abs(projected_gradient(first.x, grad, lower, upper)), initial=0.0)
+    pg = _numerics.max_abs(projected_gradient(first.x, grad, lower, upper))
     stop_grad = pg <= options.tolerance_grad
     stop = ~finite | stop_grad | (jnp.asarray(options.max_iter) <= 0)
     status = jnp.where(~finite, _lbfgs.NON_FINITE_VALUE, jnp.where(stop_grad, _lbfgs.GRADIENT, _lbfgs.MAX_ITER))
@@ -627,7 +627,7 @@ def _tell(run: BoundedRun, value, grad, lower, upper, options: BoundedOptions) -
 
     # The step is accepted: the iteration ends, and the run stops or updates its memory.
     accepted = searching._replace(x=x_new, value=value, grad=grad, n_iter=searching.n_iter + 1)
-    pg = jnp.max(jnp.abs(projected_gradient(x_new, grad, lower, upper)), initial=0.0)
+    pg = _numerics.max_abs(projected_gradient(x_new, grad, lower, upper))
     scale = jnp.maximum(jnp.maximum(jnp.abs(run.value), jnp.abs(value)), 1.0)
     checks = [
         accepted.n_iter >= options.max_iter,
@@ -849,8 +849,8 @@ def minimize_bounded(
 
     on_iteration = None if callback is None else _lbfgs._progress_reporter(callback, unflatten)
     run = _solve(value_and_grad, x_flat, lower_flat, upper_flat, int(history_size), options, on_iteration, bounded)
-    pg = jnp.max(jnp.abs(projected_gradient(run.x, run.grad, lower_flat, upper_flat)), initial=0.0)
-    finite = jnp.isfinite(run.value) & jnp.all(jnp.isfinite(run.grad))
+    pg = _numerics.max_abs(projected_gradient(run.x, run.grad, lower_flat, upper_flat))
+    finite = jnp.isfinite(run.value) & _numerics.all_finite(run.grad)
     status = jnp.where(
         ~finite, _lbfgs.NON_FINITE_VALUE, jnp.where(pg <= tolerance_grad, _lbfgs.GRADIENT, run.status)
     ).astype(jnp.int32)
