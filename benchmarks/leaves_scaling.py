@@ -2,7 +2,7 @@
 
     python benchmarks/leaves_scaling.py [--leaves 1000,4000,10000] [--size 16]
         [--optimizer adam|sgd] [--contenders gradxform,flatten,optax] [--repeats 20]
-        [--shapes K] [--timeout 1800]
+        [--shapes K] [--timeout 1800] [--passes N]
 
 For each number of leaves N, a tree of N float32 leaves of ``--size`` values each
 (``--shapes K``: leaf i has ``size + i % K`` values, so the leaves have K distinct
@@ -41,17 +41,26 @@ compile memory here). ``flatten`` has one distinct kernel per leaf (the slice of
 flat update that the leaf adds), where the leaf-by-leaf layouts have three per distinct
 shape: it loses with few shapes and wins with many.
 
+``--passes N`` also times XLA's HLO passes over the step (XLA's own log of each pass's
+time, ``TF_CPP_VMODULE=hlo_pass_pipeline=1``, read back by each child) and prints,
+after the table, their total beside the rest of ``compile()`` (code generation, buffer
+assignment, the runtime's program), and the N passes that took longest, each contender's
+time and its ratio to optax's. The logging itself costs a little time: read the ratios.
+
 Keep memory in mind: at 10000 leaves optax's compile alone takes about 13 GB.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
+import re
 import resource
 import statistics
+import tempfile
 import time
 
 from _timing import run_child
@@ -59,8 +68,33 @@ from _timing import run_child
 CONTENDERS = ("gradxform", "flatten", "optax")
 
 
-def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int, shapes: int = 1) -> dict:
-    """Runs one contender in this process; returns its measurements."""
+_PASS_LOG = {"TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "hlo_pass_pipeline=1"}
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def pass_times(log: str, module: str) -> dict:
+    """``{pass name: seconds}`` summed over the HLO pass pipelines XLA ran on ``module``
+    (its lines of XLA's log with ``TF_CPP_VMODULE=hlo_pass_pipeline=1``)."""
+    times = collections.Counter()
+    current = None
+    for line in log.splitlines():
+        pipeline = re.search(r"Running HLO pass pipeline on module (\S+): ", line)
+        if pipeline:
+            current = pipeline.group(1)
+            continue
+        timed = re.search(r"HLO pass: (\S+) time: ([\d.]+) (us|ms|s) ", line)
+        if timed and current == module:
+            times[timed.group(1)] += float(timed.group(2)) * _UNITS[timed.group(3)]
+    return dict(times)
+
+
+def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int, shapes: int = 1,
+          passes: bool = False) -> dict:
+    """Runs one contender in this process; returns its measurements (with ``passes``,
+    XLA's log, which goes to file descriptor 2, is read back for the step's pass times)."""
+    if passes:
+        log_file = tempfile.TemporaryFile("w+")
+        os.dup2(log_file.fileno(), 2)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -114,7 +148,12 @@ def child(contender: str, optimizer: str, leaves: int, size: int, repeats: int, 
         jax.block_until_ready(params)
         samples.append(time.perf_counter() - start)
     hlo = compiled.as_text()
+    xla_passes = {}
+    if passes:
+        log_file.seek(0)
+        xla_passes = pass_times(log_file.read(), "jit_step")
     return {
+        "xla_passes": xla_passes,
         "init_s": init_s,
         "trace_s": t1 - t0,
         "lower_s": t2 - t1,
@@ -139,7 +178,7 @@ def entry_instructions(hlo: str) -> int:
     return sum(1 for line in entry.splitlines()[1:] if " = " in line)
 
 
-def run_contender(contender, optimizer, leaves, size, repeats, timeout, shapes=1):
+def run_contender(contender, optimizer, leaves, size, repeats, timeout, shapes=1, passes=False):
     """Runs ``child`` in a fresh interpreter; returns its dict, or ``{"error": ...}``."""
     if contender != "gradxform" and contender != "flatten":
         try:
@@ -147,7 +186,38 @@ def run_contender(contender, optimizer, leaves, size, repeats, timeout, shapes=1
         except ImportError:
             return {"error": f"{contender} not installed"}
     return run_child(__file__, ["--child", contender, "--optimizer", optimizer, "--leaves", str(leaves),
-                                "--size", str(size), "--repeats", str(repeats), "--shapes", str(shapes)], timeout)
+                                "--size", str(size), "--repeats", str(repeats), "--shapes", str(shapes),
+                                *(["--passes", "1"] if passes else [])],
+                     timeout, env=_PASS_LOG if passes else None)
+
+
+def print_passes(leaves: int, rows: dict, top: int) -> None:
+    """The table of ``--passes``: XLA's pass time against the rest of ``compile()``, and
+    the ``top`` passes that took longest (summed over the contenders)."""
+    rows = {name: r for name, r in rows.items() if "error" not in r}
+    total = collections.Counter()
+    for r in rows.values():
+        total.update(r["xla_passes"])
+    names = [name for name, _ in total.most_common(top)]
+    base = rows.get("optax")
+
+    def cell(r, seconds, key):
+        ratio = f" ({seconds / key(base):.2f})" if base is not None and key(base) > 0 else ""
+        return f"{seconds:.2f}{ratio}"
+
+    print()
+    print(f"XLA's passes over the step, {leaves} leaves: seconds (ratio to optax)")
+    print()
+    print("| contender | compile() | all passes | the rest | " + " | ".join(names) + " |")
+    print("|---|---|---|---|" + "---|" * len(names))
+    for contender, r in rows.items():
+        passes = sum(r["xla_passes"].values())
+        cells = [cell(r, r["compile_only_s"], lambda b: b["compile_only_s"]),
+                 cell(r, passes, lambda b: sum(b["xla_passes"].values())),
+                 cell(r, r["compile_only_s"] - passes,
+                      lambda b: b["compile_only_s"] - sum(b["xla_passes"].values()))]
+        cells += [cell(r, r["xla_passes"].get(n, 0.0), lambda b, n=n: b["xla_passes"].get(n, 0.0)) for n in names]
+        print(f"| {contender} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main(argv=None):
@@ -160,12 +230,15 @@ def main(argv=None):
     parser.add_argument("--shapes", type=int, default=1,
                         help="number of distinct leaf shapes (leaf i has size + i %% K values); 0: every leaf its own")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
+    parser.add_argument("--passes", type=int, default=0,
+                        help="time XLA's passes over the step too, and print the N longest")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.shapes < 0:
         parser.error(f"--shapes must be 0 or more, got {args.shapes}")
     if args.child:
-        print(json.dumps(child(args.child, args.optimizer, int(args.leaves), args.size, args.repeats, args.shapes)))
+        print(json.dumps(child(args.child, args.optimizer, int(args.leaves), args.size, args.repeats, args.shapes,
+                               passes=args.passes > 0)))
         return
 
     import jax
@@ -182,7 +255,8 @@ def main(argv=None):
     for leaves in [int(n) for n in args.leaves.split(",")]:
         rows = {}
         for contender in args.contenders.split(","):
-            rows[contender] = run_contender(contender, args.optimizer, leaves, args.size, args.repeats, args.timeout, args.shapes)
+            rows[contender] = run_contender(contender, args.optimizer, leaves, args.size, args.repeats, args.timeout,
+                                            args.shapes, passes=args.passes > 0)
         base = rows.get("optax", {})
         for contender, r in rows.items():
             if "error" in r:
@@ -198,6 +272,8 @@ def main(argv=None):
                   f"| {r['jaxpr_eqns']} / {r['hlo_instructions']} / {r['hlo_fusions']} "
                   f"| {r['import_rss_mb']:.0f} / {r['init_rss_mb']:.0f} |",
                   flush=True)
+        if args.passes:
+            print_passes(leaves, rows, args.passes)
 
 
 if __name__ == "__main__":
