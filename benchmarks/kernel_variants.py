@@ -1,8 +1,8 @@
-"""What in a leaf's kernels costs XLA compile time and memory: Adam's step written five
+"""What in a leaf's kernels costs XLA compile time and memory: Adam's step written six
 ways in plain jnp, one difference at a time.
 
     python benchmarks/kernel_variants.py [--leaves 1000] [--repeats 2]
-        [--variants constants,where,select,cond,optax]
+        [--variants constants,where,select,cond,optax,stacked]
 
 Each variant is one jitted, donated Adam step over N float32 leaves of 16 values, with
 one shared int32 step (gradxform's and optax's layout), compiled in a fresh process of
@@ -23,6 +23,11 @@ its own (this script runs itself as a subprocess). No gradxform code is involved
   do this: tried in ``gradxform._numerics.lerp_weight``, XLA then compiled the kernels so
   that a few elements of Adam's results differed in their last bit (leaf-by-leaf against
   ``flatten``, ``tests/test_layout.py``), and the core's numbers must stay as they are.
+- ``stacked``: optax's formulas on the leaves stacked into one ``[N, 16]`` array (one
+  ``jnp.stack`` per input), the results taken back out leaf by leaf (``x[i]``): one
+  step for all the leaves, as a layout that groups leaves of one shape would compile.
+  XLA fuses the step into each leaf's slice, and each slice, at an offset of its own,
+  is a distinct kernel with code of its own.
 
 The table gives XLA's compile time (wall and CPU seconds of the process, the minimum
 over ``--repeats`` fresh processes, since other jobs' load only adds), the child's peak
@@ -39,7 +44,7 @@ import time
 
 from _timing import run_child
 
-VARIANTS = ("optax", "constants", "where", "select", "cond")
+VARIANTS = ("optax", "constants", "where", "select", "cond", "stacked")
 SIZE = 16
 
 
@@ -67,7 +72,14 @@ def child(variant: str, leaves: int) -> dict:
         t = count + 1
         tf = t.astype(jnp.float32)
         out = []
-        if variant == "optax":
+        if variant == "stacked":
+            bc1, bc2 = 1 - b1**tf, 1 - b2**tf
+            pi, mi, vi, gi = (jnp.stack(x) for x in (p, m, v, g))
+            mi = (1 - b1) * gi + b1 * mi
+            vi = (1 - b2) * gi * gi + b2 * vi
+            pi = pi + (-lr) * ((mi / bc1) / (jnp.sqrt(vi / bc2) + eps))
+            out = [(pi[i], mi[i], vi[i]) for i in range(len(p))]
+        elif variant == "optax":
             bc1, bc2 = 1 - b1**tf, 1 - b2**tf
             for pi, mi, vi, gi in zip(p, m, v, g):
                 mi = (1 - b1) * gi + b1 * mi
@@ -89,7 +101,7 @@ def child(variant: str, leaves: int) -> dict:
     vs = [jnp.zeros(SIZE, jnp.float32) for _ in range(leaves)]
     count = jnp.zeros([], jnp.int32)
     values = dict(b1=0.9, b2=0.999, eps=1e-8, lr=1e-3)
-    if variant in ("optax", "constants"):
+    if variant in ("optax", "constants", "stacked"):
         jitted = jax.jit(lambda p, m, v, c, g: step(p, m, v, c, g, values), donate_argnums=(0, 1, 2, 3))
         args = (params, ms, vs, count, grads)
     else:
