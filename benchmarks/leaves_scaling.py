@@ -185,16 +185,22 @@ def run_contender(contender, optimizer, leaves, size, repeats, timeout, shapes=1
             __import__(contender)
         except ImportError:
             return {"error": f"{contender} not installed"}
-    return run_child(__file__, ["--child", contender, "--optimizer", optimizer, "--leaves", str(leaves),
-                                "--size", str(size), "--repeats", str(repeats), "--shapes", str(shapes),
-                                *(["--passes", "1"] if passes else [])],
-                     timeout, env=_PASS_LOG if passes else None)
+    result = run_child(__file__, ["--child", contender, "--optimizer", optimizer, "--leaves", str(leaves),
+                                  "--size", str(size), "--repeats", str(repeats), "--shapes", str(shapes),
+                                  *(["--passes", "1"] if passes else [])],
+                       timeout, env=_PASS_LOG if passes else None)
+    if passes and result.get("error", "").startswith("exit"):
+        # The child's standard error went into its copy of XLA's log.
+        result["error"] += " (run without --passes to see the child's error)"
+    return result
 
 
 def print_passes(leaves: int, rows: dict, top: int) -> None:
     """The table of ``--passes``: XLA's pass time against the rest of ``compile()``, and
     the ``top`` passes that took longest (summed over the contenders)."""
     rows = {name: r for name, r in rows.items() if "error" not in r}
+    if not rows:
+        return
     total = collections.Counter()
     for r in rows.values():
         total.update(r["xla_passes"])
